@@ -1,0 +1,80 @@
+"""Derivatives and curvature of losses in a network's parameters, in pure ``torch.func``.
+
+Parameters are ``dict[str, Tensor]``; models and losses are pure functions of them (see
+:func:`functional`). Curvature matrices are matrix-free operators with ``@`` (and ``to_dense``
+for small models); estimators are plain functions of such an operator or of a dense matrix.
+
+=====================  =====================================================================
+module                 contents
+=====================  =====================================================================
+``derivatives``        per-sample Jacobians, JVP, VJP
+``hessian``            :class:`HessianOperator` (cached-``vjp`` or ``jvp`` products), dense
+``ggn``                :class:`GGNOperator`, dense GGN, for mse and cross-entropy
+``kfac``               per-layer Kronecker factors, with a registry for new layer types
+``spectrum``           dense eigenvalues, Lanczos, stochastic Lanczos quadrature
+``trace``              Hutchinson, Hutch++
+``sharpness``          mean loss change over random directions at several radii
+=====================  =====================================================================
+"""
+
+from symdisc.curvature._functional import Params, flatten, functional, num_params, unflatten
+from symdisc.curvature._linop import CurvatureOperator
+from symdisc.curvature._losses import (
+    output_hessian_sqrt,
+    reduction_scale,
+    sample_output_gradients,
+    supervised_loss,
+)
+from symdisc.curvature.derivatives import (
+    jacobian_vector_product,
+    per_sample_jacobian,
+    vector_jacobian_product,
+)
+from symdisc.curvature.ggn import GGNOperator, ggn
+from symdisc.curvature.hessian import HessianOperator, hessian
+from symdisc.curvature.kfac import KFACRule, KronFactors, KronTerms, kfac, register_kfac_rule
+from symdisc.curvature.sharpness import SharpnessResult, random_directions, sharpness
+from symdisc.curvature.spectrum import (
+    LanczosResult,
+    SpectralDensity,
+    eigenvalues,
+    lanczos,
+    slq_density,
+)
+from symdisc.curvature.trace import TraceEstimate, hutchinson, hutchpp
+
+__all__ = [
+    "CurvatureOperator",
+    "GGNOperator",
+    "HessianOperator",
+    "KFACRule",
+    "KronFactors",
+    "KronTerms",
+    "LanczosResult",
+    "Params",
+    "SharpnessResult",
+    "SpectralDensity",
+    "TraceEstimate",
+    "eigenvalues",
+    "flatten",
+    "functional",
+    "ggn",
+    "hessian",
+    "hutchinson",
+    "hutchpp",
+    "jacobian_vector_product",
+    "kfac",
+    "lanczos",
+    "num_params",
+    "output_hessian_sqrt",
+    "per_sample_jacobian",
+    "random_directions",
+    "reduction_scale",
+    "register_kfac_rule",
+    "sample_output_gradients",
+    "sharpness",
+    "slq_density",
+    "supervised_loss",
+    "unflatten",
+    "vector_jacobian_product",
+]

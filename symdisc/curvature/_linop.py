@@ -1,0 +1,90 @@
+"""Symmetric matrices known through their products: the base of every curvature operator."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+__all__ = ["CurvatureOperator", "SymmetricOperator", "check_square", "check_vector_block"]
+
+
+@runtime_checkable
+class SymmetricOperator(Protocol):
+    """Anything with a square ``shape``, a ``dtype``, a ``device`` and ``@`` on (P,) and (P, k).
+
+    A dense ``torch.Tensor`` of shape (P, P) qualifies, so every estimator runs on dense matrices
+    as well as on matrix-free operators.
+    """
+
+    shape: tuple[int, ...] | torch.Size
+    dtype: torch.dtype
+    device: torch.device
+
+    def __matmul__(self, other: Tensor) -> Tensor: ...
+
+
+def check_square(A: object, name: str = "A") -> int:
+    """Return P for a square operator or matrix, else raise a clear error."""
+    shape = getattr(A, "shape", None)
+    if shape is None or not hasattr(A, "__matmul__"):
+        raise TypeError(f"`{name}` must be a square operator or matrix with `@`, got {type(A).__name__}")
+    if len(shape) != 2 or shape[0] != shape[1]:
+        raise ValueError(f"`{name}` must be square, got shape {tuple(shape)}")
+    return int(shape[0])
+
+
+def check_vector_block(v: object, dim: int, name: str = "v") -> Tensor:
+    """Check that ``v`` is a (P,) vector or a (P, k) block of vectors."""
+    if not isinstance(v, Tensor):
+        raise TypeError(f"`{name}` must be a Tensor of shape (P,) or (P, k), got {type(v).__name__}")
+    if v.ndim not in (1, 2) or v.shape[0] != dim:
+        raise ValueError(f"`{name}` must have shape ({dim},) or ({dim}, k), got {tuple(v.shape)}")
+    return v
+
+
+class CurvatureOperator:
+    """A symmetric P x P matrix known through products, with ``@`` and ``to_dense``.
+
+    Subclasses implement :meth:`_matmat` on a block of row vectors (k, P) -> (k, P) and set
+    ``shape``, ``dtype`` and ``device``. ``A @ v`` takes a vector (P,) or a block (P, k) and returns
+    the same shape, in the operator's dtype.
+    """
+
+    shape: tuple[int, int]
+    dtype: torch.dtype
+    device: torch.device
+
+    def _matmat(self, V: Tensor) -> Tensor:  # (k, P) -> (k, P)
+        raise NotImplementedError
+
+    def __matmul__(self, v: Tensor) -> Tensor:
+        v = check_vector_block(v, self.shape[0])
+        if v.dtype != self.dtype or v.device != self.device:
+            raise ValueError(
+                f"`v` must have dtype {self.dtype} on {self.device} like the operator, "
+                f"got {v.dtype} on {v.device}"
+            )
+        if v.ndim == 1:
+            return self._matmat(v[None])[0]
+        return self._matmat(v.T).T
+
+    def to_dense(self, block_size: int = 256) -> Tensor:
+        """The dense (P, P) matrix, built ``block_size`` columns at a time from products.
+
+        Memory beyond the result is that of one block product, so ``block_size`` trades speed
+        for memory.
+        """
+        if not isinstance(block_size, int) or block_size < 1:
+            raise ValueError(f"`block_size` must be a positive int, got {block_size!r}")
+        dim = self.shape[0]
+        out = torch.empty(dim, dim, dtype=self.dtype, device=self.device)
+        eye = torch.eye(dim, dtype=self.dtype, device=self.device)
+        for start in range(0, dim, block_size):
+            stop = min(start + block_size, dim)
+            out[start:stop] = self._matmat(eye[start:stop])  # rows = columns by symmetry
+        return out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(P={self.shape[0]}, dtype={self.dtype}, device={self.device})"

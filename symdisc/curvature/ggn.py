@@ -1,0 +1,117 @@
+"""The generalised Gauss-Newton matrix ``G = sum_n J_n^T H_n J_n`` of a supervised loss.
+
+``J_n`` is the Jacobian of sample n's outputs in the parameters and ``H_n`` the Hessian of the loss
+in those outputs (see :mod:`symdisc.curvature._losses` for both losses and reductions). G drops
+the second-order term of the network from the Hessian and is positive semi-definite.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from symdisc.curvature._functional import ModelFn, Params, check_params, flatten, num_params, unflatten
+from symdisc.curvature._linop import CurvatureOperator
+from symdisc.curvature._losses import (
+    Loss,
+    Reduction,
+    check_loss,
+    loss_value,
+    output_hessian_product,
+    output_hessian_sqrt,
+)
+from symdisc.curvature.derivatives import per_sample_jacobian
+from symdisc.curvature.hessian import check_finite_loss
+
+__all__ = ["GGNOperator", "ggn"]
+
+
+class GGNOperator(CurvatureOperator):
+    """Matrix-free GGN: ``G v = J^T H (J v)``, J by ``jvp`` and J^T by a cached ``vjp`` closure.
+
+    The forward pass and the reverse closure ``u -> J^T u`` are built once and reused; every
+    product then costs one forward-mode pass for ``J v`` and one backward pass.
+
+    Args:
+        model_fn: ``f(params, inputs) -> (N, C)``.
+        params: ``dict[str, Tensor]``.
+        inputs: (N, ...) batch.
+        targets: (N, C) for ``"mse"``, (N,) class indices for ``"cross_entropy"``.
+        loss: ``"mse"`` or ``"cross_entropy"``.
+        reduction: ``"mean"`` or ``"sum"``, as in ``torch.nn.functional``.
+        chunk_size: vectors per vmapped chunk of a block product (see :class:`HessianOperator`).
+
+    Raises:
+        ValueError: for an unknown loss or reduction, wrongly shaped targets or outputs, or a
+            loss that is not finite.
+    """
+
+    def __init__(
+        self,
+        model_fn: ModelFn,
+        params: Params,
+        inputs: Tensor,
+        targets: Tensor,
+        *,
+        loss: Loss,
+        reduction: Reduction = "mean",
+        chunk_size: int | None = 8,
+    ) -> None:
+        params = check_params(params)
+        check_loss(loss, reduction)
+        first = next(iter(params.values()))
+        self.shape = (num_params(params), num_params(params))
+        self.dtype, self.device = first.dtype, first.device
+        self.chunk_size = chunk_size
+        self._params = params
+
+        def f(p: Params) -> Tensor:
+            return model_fn(p, inputs)
+
+        self.outputs, vjp_fn = torch.func.vjp(f, params)
+        self.loss = loss_value(self.outputs.detach(), targets, loss, reduction)
+        check_finite_loss(self.loss)
+        outputs = self.outputs.detach()
+
+        def product(v: Params) -> Params:
+            jv = torch.func.jvp(f, (params,), (v,))[1]
+            return vjp_fn(output_hessian_product(outputs, jv, loss, reduction))[0]
+
+        self._product = product
+
+    def _matmat(self, V: Tensor) -> Tensor:
+        if V.shape[0] == 1:
+            return flatten(self._product(unflatten(V[0], self._params)))[None]
+        products = torch.vmap(self._product, chunk_size=self.chunk_size)(unflatten(V, self._params))
+        return torch.cat([products[k].reshape(V.shape[0], -1) for k in self._params], dim=1)
+
+
+def ggn(
+    model_fn: ModelFn,
+    params: Params,
+    inputs: Tensor,
+    targets: Tensor,
+    *,
+    loss: Loss,
+    reduction: Reduction = "mean",
+    chunk_size: int | None = None,
+) -> Tensor:
+    """The dense GGN (P, P) from per-sample Jacobians and a square root of the output Hessian.
+
+    ``G = sum_n (S_n^T J_n)^T (S_n^T J_n)`` with ``H_n = S_n S_n^T``, accumulated over chunks of
+    ``chunk_size`` samples (default: all at once) so that at most a (chunk, C, P) Jacobian is held.
+    """
+    params = check_params(params)
+    check_loss(loss, reduction)
+    outputs = model_fn(params, inputs).detach()
+    check_finite_loss(loss_value(outputs, targets, loss, reduction))
+    roots = output_hessian_sqrt(outputs, loss, reduction)  # (N, C, C)
+    dim = num_params(params)
+    first = next(iter(params.values()))
+    G = torch.zeros(dim, dim, dtype=first.dtype, device=first.device)
+    step = chunk_size or inputs.shape[0]
+    for start in range(0, inputs.shape[0], step):
+        J = per_sample_jacobian(model_fn, params, inputs[start : start + step])  # (n, C, P)
+        M = torch.einsum("nck,ncp->nkp", roots[start : start + step], J).reshape(-1, dim)
+        G += M.T @ M
+    return G

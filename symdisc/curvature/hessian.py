@@ -1,0 +1,118 @@
+"""The Hessian of a loss in the parameters, as a matrix-free operator and as a dense matrix."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal, get_args
+
+import torch
+from torch import Tensor
+
+from symdisc.curvature._functional import Params, check_params, flatten, num_params, unflatten
+from symdisc.curvature._linop import CurvatureOperator
+
+HVPMode = Literal["vjp", "jvp"]
+LossFn = Callable[..., Tensor]
+
+__all__ = ["HVPMode", "HessianOperator", "hessian", "check_finite_loss"]
+
+
+def check_finite_loss(value: Tensor) -> None:
+    """Raise a ValueError when a loss is NaN or infinite: every curvature would be meaningless."""
+    if not bool(torch.isfinite(value).all()):
+        raise ValueError(f"the loss must be finite at the given parameters, got {value.item()}")
+
+
+class HessianOperator(CurvatureOperator):
+    """``H = d^2 L(params, *args) / d params^2`` as an operator with ``H @ v`` and ``H @ V``.
+
+    Two ways to form a product, chosen on purpose:
+
+    * ``mode="vjp"`` (default): one forward pass builds ``g(params) = grad L`` and a closure
+      ``v -> vjp(g)(v) = H v`` (reverse over reverse) that is kept and reused for every product.
+      Each product is then a single backward pass through the retained graph of the gradient,
+      measured fastest on CPU when many products share one point (Lanczos, trace estimation).
+    * ``mode="jvp"``: ``H v = jvp(grad L)(v)`` (forward over reverse), recomputed per product.
+      Nothing is retained between products, so memory stays that of one gradient evaluation.
+
+    Blocks of vectors (``H @ V`` with V of shape (P, k)) are vmapped over the block in chunks of
+    ``chunk_size`` vectors. The default of 8 is measured on a 2-core CPU: as fast as a loop and
+    faster than one vmap over a block of 100, which leaves the caches; on a GPU larger chunks
+    (or ``None``, the whole block) pay off.
+
+    Args:
+        loss_fn: a pure scalar loss ``L(params, *args)``.
+        params: ``dict[str, Tensor]``, the point at which the Hessian is taken.
+        *args: the rest of ``loss_fn``'s arguments (inputs, targets), held fixed.
+        mode: ``"vjp"`` or ``"jvp"``, see above.
+        chunk_size: vectors per vmapped chunk of a block product; ``None`` for the whole block.
+
+    Raises:
+        ValueError: for an unknown ``mode``, a loss that is not a finite scalar, or a vector
+            whose shape is not (P,) or (P, k).
+
+    Example:
+        >>> f, params = functional(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)))
+        >>> L = supervised_loss(f, "mse")
+        >>> H = HessianOperator(L, params, torch.randn(8, 3), torch.randn(8, 2))
+        >>> (H @ torch.randn(H.shape[0])).shape
+        torch.Size([26])
+    """
+
+    def __init__(
+        self,
+        loss_fn: LossFn,
+        params: Params,
+        *args: object,
+        mode: HVPMode = "vjp",
+        chunk_size: int | None = 8,
+    ) -> None:
+        params = check_params(params)
+        if mode not in get_args(HVPMode):
+            raise ValueError(f"`mode` must be one of {get_args(HVPMode)}, got {mode!r}")
+        first = next(iter(params.values()))
+        self.shape = (num_params(params), num_params(params))
+        self.dtype, self.device = first.dtype, first.device
+        self.mode = mode
+        self.chunk_size = chunk_size
+        self._params = params
+
+        def grad_and_loss(p: Params) -> tuple[Params, Tensor]:
+            return torch.func.grad_and_value(loss_fn)(p, *args)
+
+        if mode == "vjp":
+            self.gradient, vjp_fn, self.loss = torch.func.vjp(grad_and_loss, params, has_aux=True)
+            self._product = lambda v: vjp_fn(v)[0]
+        else:
+            self.gradient, self.loss = grad_and_loss(params)
+
+            def product(v: Params) -> Params:
+                return torch.func.jvp(lambda p: grad_and_loss(p)[0], (params,), (v,))[1]
+
+            self._product = product
+        if self.loss.ndim != 0:
+            raise ValueError(f"`loss_fn` must return a scalar, got shape {tuple(self.loss.shape)}")
+        check_finite_loss(self.loss)
+
+    def _matmat(self, V: Tensor) -> Tensor:
+        if V.shape[0] == 1:
+            return flatten(self._product(unflatten(V[0], self._params)))[None]
+        products = torch.vmap(self._product, chunk_size=self.chunk_size)(unflatten(V, self._params))
+        return torch.cat([products[k].reshape(V.shape[0], -1) for k in self._params], dim=1)
+
+
+def hessian(
+    loss_fn: LossFn, params: Params, *args: object, block_size: int | None = None
+) -> Tensor:
+    """The dense Hessian (P, P), assembled block of columns by block of columns from products.
+
+    Peak memory is that of one block product of ``block_size`` vectors (default 128), unlike ``torch.func.hessian`` of the whole model, which materialises the
+    Jacobian of the gradient in one go. The result is symmetrised, ``(H + H^T) / 2``, to remove
+    the rounding asymmetry of the products.
+    """
+    H = HessianOperator(loss_fn, params, *args)
+    size = block_size if block_size is not None else min(128, H.shape[0])
+    dense = H.to_dense(block_size=size)
+    return (dense + dense.T) / 2
+
+

@@ -1,0 +1,293 @@
+"""Kronecker-factored approximate curvature (KFAC) of the GGN, per layer.
+
+For a layer ``s = W a`` (bias folded in as a last column of W and a constant 1 in a), the GGN block
+of sample n is ``sum_c (g_nc g_nc^T) (x) (a_n a_n^T)`` in the row-major flattening of W, with
+``g_nc = J_s^T S_n e_c`` the backpropagated columns of a square root of the output Hessian. KFAC
+swaps the sum over samples and the Kronecker product (Martens and Grosse, 2015; paper 000,
+appendix C):
+
+    G_block ~= A (x) G,   A = (1/R) sum_r a_r a_r^T,   G = sum_{r,c} g_rc g_rc^T,
+
+where r runs over samples and, in the *expand* setting of Grosse and Martens (2016) and
+Eschenhagen et al. (2023), over the positions that share the weights (patches of a convolution,
+tokens of a sequence). For one sample and no weight sharing the approximation is exact. In the
+flattening of :func:`symdisc.curvature.flatten` (row-major, output index first) the block is
+``torch.kron(G, A)``; :meth:`KronFactors.to_dense` returns it in the order of the parameters.
+
+Layers are handled by *rules*, looked up by module type along the MRO; ``nn.Linear`` and
+``nn.Conv2d`` have rules here, and other packages add theirs with :func:`register_kfac_rule`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from symdisc.curvature._functional import Params, check_params
+from symdisc.curvature._losses import (
+    Loss,
+    Reduction,
+    check_loss,
+    loss_value,
+    output_hessian_sqrt,
+    reduction_scale,
+    sample_output_gradients,
+)
+from symdisc.curvature._random import SeedLike, as_generator
+from symdisc.curvature.hessian import check_finite_loss
+
+FisherType = Literal["type2", "mc"]
+
+__all__ = [
+    "FisherType",
+    "KronFactors",
+    "KronTerms",
+    "KFACRule",
+    "kfac",
+    "register_kfac_rule",
+    "kfac_rule_for",
+]
+
+
+@dataclass(frozen=True)
+class KronTerms:
+    """What a layer rule extracts from one batch for one Kronecker-factored block.
+
+    Attributes:
+        params: names, inside the module, of the parameters the block covers: a weight whose
+            shape flattens to (d_G, d_A') and, if ``bias`` is true, a bias of shape (d_G,).
+        a: (R, d_A) rows whose mean outer product is the A factor (R samples x shared positions).
+        g: (R', d_G) rows whose summed outer product is the G factor (all output-Hessian columns).
+        bias: whether the last coordinate of ``a`` is the constant 1 of a bias.
+    """
+
+    params: tuple[str, ...]
+    a: Tensor
+    g: Tensor
+    bias: bool
+
+
+KFACRule = Callable[[nn.Module, Tensor, Sequence[Tensor]], list[KronTerms]]
+"""``rule(module, layer_input, output_grads) -> [KronTerms]``; ``output_grads`` holds one
+tensor shaped like the layer's output per output-Hessian column."""
+
+_RULES: dict[type, KFACRule] = {}
+
+
+def register_kfac_rule(module_type: type) -> Callable[[KFACRule], KFACRule]:
+    """Decorator that registers the KFAC rule of a module type (and of its subclasses).
+
+    Example:
+        >>> @register_kfac_rule(MyLayer)
+        ... def _my_layer(module, layer_input, output_grads):
+        ...     return [KronTerms(("weight",), a=..., g=..., bias=False)]
+    """
+    if not isinstance(module_type, type) or not issubclass(module_type, nn.Module):
+        raise TypeError(f"`module_type` must be an nn.Module subclass, got {module_type!r}")
+
+    def register(rule: KFACRule) -> KFACRule:
+        _RULES[module_type] = rule
+        return rule
+
+    return register
+
+
+def kfac_rule_for(module: nn.Module) -> KFACRule | None:
+    """The rule registered for the module's type or its nearest base class, or None."""
+    for cls in type(module).__mro__:
+        if cls in _RULES:
+            return _RULES[cls]
+    return None
+
+
+def _with_ones(a: Tensor) -> Tensor:
+    return torch.cat([a, torch.ones_like(a[:, :1])], dim=1)
+
+
+@register_kfac_rule(nn.Linear)
+def _linear_rule(module: nn.Linear, x: Tensor, grads: Sequence[Tensor]) -> list[KronTerms]:
+    a = x.reshape(-1, module.in_features)
+    has_bias = module.bias is not None
+    g = torch.cat([gr.reshape(-1, module.out_features) for gr in grads])
+    names = ("weight", "bias") if has_bias else ("weight",)
+    return [KronTerms(names, _with_ones(a) if has_bias else a, g, has_bias)]
+
+
+@register_kfac_rule(nn.Conv2d)
+def _conv2d_rule(module: nn.Conv2d, x: Tensor, grads: Sequence[Tensor]) -> list[KronTerms]:
+    if module.groups != 1:
+        raise ValueError(f"KFAC for nn.Conv2d needs groups=1, got groups={module.groups}")
+    if isinstance(module.padding, str):
+        raise ValueError("KFAC for nn.Conv2d needs numeric padding, got padding='same'/'valid'")
+    if module.padding_mode != "zeros":
+        x = F.pad(x, module._reversed_padding_repeated_twice, mode=module.padding_mode)
+        padding: tuple[int, ...] | int = 0
+    else:
+        padding = module.padding
+    patches = F.unfold(x, module.kernel_size, module.dilation, padding, module.stride)
+    a = patches.transpose(1, 2).reshape(-1, patches.shape[1])  # (N * L, C_in * kh * kw)
+    has_bias = module.bias is not None
+    g = torch.cat([gr.flatten(2).transpose(1, 2).reshape(-1, module.out_channels) for gr in grads])
+    names = ("weight", "bias") if has_bias else ("weight",)
+    return [KronTerms(names, _with_ones(a) if has_bias else a, g, has_bias)]
+
+
+@dataclass(frozen=True)
+class KronFactors:
+    """The KFAC block ``A (x) G`` of one layer.
+
+    Attributes:
+        A: (d_A, d_A) input factor, d_A = fan-in (+1 with a bias).
+        G: (d_G, d_G) output factor, d_G = fan-out.
+        params: full names of the covered parameters, weight first.
+        bias: whether the last row/column of A belongs to a separate bias parameter.
+    """
+
+    A: Tensor
+    G: Tensor
+    params: tuple[str, ...]
+    bias: bool
+
+    def to_dense(self) -> Tensor:
+        """The block as a dense matrix, ordered like ``flatten({weight, bias})``.
+
+        In row-major order of the augmented weight ``[W | b]`` the block is ``kron(G, A)``; the
+        bias column is then moved behind the weight entries.
+        """
+        dense = torch.kron(self.G, self.A)
+        if not self.bias:
+            return dense
+        d_g, d_a = self.G.shape[0], self.A.shape[0]
+        grid = torch.arange(d_g * d_a, device=dense.device).reshape(d_g, d_a)
+        order = torch.cat([grid[:, :-1].reshape(-1), grid[:, -1]])
+        return dense[order][:, order]
+
+
+def kfac(
+    model: nn.Module,
+    data: Iterable[tuple[Tensor, Tensor]],
+    *,
+    loss: Loss,
+    reduction: Reduction = "mean",
+    fisher: FisherType = "type2",
+    mc_samples: int = 1,
+    generator: SeedLike = None,
+    params: Params | None = None,
+    modules: Sequence[str] | None = None,
+) -> dict[str, KronFactors]:
+    """KFAC factors of every supported layer, accumulated over the batches of ``data``.
+
+    Args:
+        model: an ``nn.Module`` mapping inputs (N, ...) to outputs (N, C).
+        data: an iterable of ``(inputs, targets)`` batches (a list, a DataLoader); the loss is
+            the reduction over all of them, so the result does not depend on how the data are
+            batched.
+        loss, reduction: as in :func:`symdisc.curvature.ggn`.
+        fisher: ``"type2"`` backpropagates all C columns of an exact square root of the output
+            Hessian (the GGN); ``"mc"`` backpropagates ``mc_samples`` gradients at targets drawn
+            from the model's predictive distribution (the Monte-Carlo Fisher, an unbiased
+            estimate of the same G, cheaper when C is large).
+        mc_samples: draws per sample for ``fisher="mc"``.
+        generator: seed or ``torch.Generator`` for ``fisher="mc"``.
+        params: evaluate at these parameters (``dict[str, Tensor]`` by full name) instead of the
+            module's own; the module is never modified.
+        modules: names of the layers to cover (default: every submodule with a rule). Layers are
+            chosen by exact name, never by substring.
+
+    Returns:
+        ``{layer_name: KronFactors}`` (a layer with several blocks adds ``":i"`` to its name).
+
+    Raises:
+        ValueError: for unknown options, a named module that has no rule, no data, or a loss
+            that is not finite.
+    """
+    check_loss(loss, reduction)
+    if fisher not in get_args(FisherType):
+        raise ValueError(f"`fisher` must be one of {get_args(FisherType)}, got {fisher!r}")
+    if not isinstance(mc_samples, int) or mc_samples < 1:
+        raise ValueError(f"`mc_samples` must be a positive int, got {mc_samples!r}")
+    gen = as_generator(generator)
+    layers = _select_layers(model, modules)
+    point = {n: p.detach() for n, p in model.named_parameters()}
+    if params is not None:
+        point.update(check_params(params))
+    point = {n: p.detach().requires_grad_(True) for n, p in point.items()}
+
+    a_sum: dict[str, Tensor] = {}
+    rows: dict[str, int] = {}
+    g_sum: dict[str, Tensor] = {}
+    meta: dict[str, tuple[tuple[str, ...], bool]] = {}
+    n_total = 0
+    out_shape: tuple[int, ...] | None = None
+    for inputs, targets in data:
+        captured: dict[str, tuple[Tensor, Tensor]] = {}
+        handles = [
+            module.register_forward_hook(_capture(name, captured)) for name, module in layers.items()
+        ]
+        try:
+            with torch.enable_grad():
+                outputs = torch.func.functional_call(model, point, (inputs,))
+        finally:
+            for h in handles:
+                h.remove()
+        check_finite_loss(loss_value(outputs.detach(), targets, loss, reduction))
+        if fisher == "type2":
+            columns = output_hessian_sqrt(outputs.detach(), loss, "sum")
+        else:
+            columns = sample_output_gradients(outputs.detach(), loss, "sum", mc_samples, gen)
+        names = list(captured)
+        layer_outputs = [captured[n][1] for n in names]
+        per_column = [
+            torch.autograd.grad(outputs, layer_outputs, columns[:, :, k], retain_graph=True)
+            for k in range(columns.shape[2])
+        ]
+        for i, name in enumerate(names):
+            grads = [col[i].detach() for col in per_column]
+            rule = kfac_rule_for(layers[name])
+            terms = rule(layers[name], captured[name][0], grads)
+            for j, term in enumerate(terms):
+                key = name if len(terms) == 1 else f"{name}:{j}"
+                a_sum[key] = a_sum.get(key, 0) + term.a.T @ term.a
+                rows[key] = rows.get(key, 0) + term.a.shape[0]
+                g_sum[key] = g_sum.get(key, 0) + term.g.T @ term.g
+                meta[key] = (tuple(f"{name}.{p}" if name else p for p in term.params), term.bias)
+        n_total += outputs.shape[0]
+        out_shape = tuple(outputs.shape[1:])
+    if out_shape is None:
+        raise ValueError("`data` must yield at least one (inputs, targets) batch")
+    scale = reduction_scale((n_total, *out_shape), loss, reduction)
+    return {
+        key: KronFactors(a_sum[key] / rows[key], scale * g_sum[key], *meta[key]) for key in a_sum
+    }
+
+
+def _select_layers(model: nn.Module, modules: Sequence[str] | None) -> dict[str, nn.Module]:
+    named = dict(model.named_modules())
+    if modules is None:
+        layers = {n: m for n, m in named.items() if kfac_rule_for(m) is not None}
+        if not layers:
+            raise ValueError(f"`model` has no layer with a KFAC rule (rules exist for {_rule_names()})")
+        return layers
+    missing = [n for n in modules if n not in named]
+    if missing:
+        raise ValueError(f"`modules` must name submodules of `model`; {missing} are not among them")
+    ruleless = [n for n in modules if kfac_rule_for(named[n]) is None]
+    if ruleless:
+        raise ValueError(f"`modules` {ruleless} have no KFAC rule (rules exist for {_rule_names()})")
+    return {n: named[n] for n in modules}
+
+
+def _rule_names() -> list[str]:
+    return sorted(t.__name__ for t in _RULES)
+
+
+def _capture(name: str, store: dict[str, tuple[Tensor, Tensor]]) -> Callable:
+    def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        store[name] = (inputs[0].detach(), output)
+
+    return hook
