@@ -40,7 +40,9 @@ def _generator(seed: int) -> torch.Generator:
 
 def mlp_case(seed: int = 0, loss: str = "cross_entropy", n: int = 6) -> Case:
     torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 4), nn.Sigmoid(), nn.Linear(4, 3))
+    model = nn.Sequential(
+        nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 4), nn.Sigmoid(), nn.Linear(4, 3)
+    )
     model = model.to(DTYPE)
     g = _generator(seed)
     x = torch.randn(n, 3, generator=g, dtype=DTYPE)

@@ -34,12 +34,16 @@ def test_jvp_and_vjp_match_the_dense_jacobian(model_case_builder):
     J = loop_jacobian(case)  # (N, C, P)
     g = torch.Generator().manual_seed(1)
     v = torch.randn(J.shape[-1], generator=g, dtype=torch.float64)
-    out, jv = jacobian_vector_product(case.model_fn, case.params, case.inputs, unflatten(v, case.params))
+    out, jv = jacobian_vector_product(
+        case.model_fn, case.params, case.inputs, unflatten(v, case.params)
+    )
     torch.testing.assert_close(out, case.model_fn(case.params, case.inputs))
     torch.testing.assert_close(jv, J @ v, rtol=1e-10, atol=1e-12)
     u = torch.randn(out.shape, generator=g, dtype=torch.float64)
     jtu = vector_jacobian_product(case.model_fn, case.params, case.inputs, u)
-    torch.testing.assert_close(flatten(jtu), torch.einsum("ncp,nc->p", J, u), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        flatten(jtu), torch.einsum("ncp,nc->p", J, u), rtol=1e-10, atol=1e-12
+    )
 
 
 def test_jvp_vjp_reject_mismatched_shapes(model_case_builder):

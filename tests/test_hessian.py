@@ -10,7 +10,9 @@ from symdisc.curvature import HessianOperator, hessian
 @pytest.mark.parametrize("mode", ["vjp", "jvp"])
 def test_hvp_vectors_and_blocks_match_brute_force(case, mode):
     ref = brute_force_hessian(case)
-    H = HessianOperator(case.loss_fn, case.params, case.inputs, case.targets, mode=mode, chunk_size=3)
+    H = HessianOperator(
+        case.loss_fn, case.params, case.inputs, case.targets, mode=mode, chunk_size=3
+    )
     g = torch.Generator().manual_seed(0)
     v = torch.randn(H.shape[0], generator=g, dtype=torch.float64)
     V = torch.randn(H.shape[0], 7, generator=g, dtype=torch.float64)
@@ -19,7 +21,7 @@ def test_hvp_vectors_and_blocks_match_brute_force(case, mode):
     torch.testing.assert_close(H.loss, case.loss_fn(case.params, case.inputs, case.targets))
 
 
-@pytest.mark.parametrize("block_size", [1, 5, None])
+@pytest.mark.parametrize("block_size", [1, 5, 128])
 def test_dense_hessian_matches_brute_force(case, block_size):
     ref = brute_force_hessian(case)
     dense = hessian(case.loss_fn, case.params, case.inputs, case.targets, block_size=block_size)
@@ -30,7 +32,9 @@ def test_dense_hessian_matches_brute_force(case, block_size):
 def test_hessian_operator_errors(case):
     H = HessianOperator(case.loss_fn, case.params, case.inputs, case.targets)
     P = H.shape[0]
-    with pytest.raises(ValueError, match=rf"`v` must have shape \({P},\) or \({P}, k\), got \({P + 1},\)"):
+    with pytest.raises(
+        ValueError, match=rf"`v` must have shape \({P},\) or \({P}, k\), got \({P + 1},\)"
+    ):
         H @ torch.zeros(P + 1, dtype=torch.float64)
     with pytest.raises(ValueError, match="dtype"):
         H @ torch.zeros(P, dtype=torch.float32)

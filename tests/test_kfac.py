@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from conftest import DTYPE, cnn_case, mlp_case
@@ -12,7 +11,9 @@ from symdisc.curvature._losses import loss_value
 
 def ggn_blocks(case, reduction):
     """Diagonal blocks of the dense GGN, keyed by the module names of the layers."""
-    G = ggn(case.model_fn, case.params, case.inputs, case.targets, loss=case.loss, reduction=reduction)
+    G = ggn(
+        case.model_fn, case.params, case.inputs, case.targets, loss=case.loss, reduction=reduction
+    )
     blocks, start = {}, 0
     names = list(case.params)
     sizes = {n: p.numel() for n, p in case.params.items()}
@@ -122,7 +123,9 @@ def test_accumulation_over_batches_equals_one_batch(reduction):
     case = cnn_case(loss="cross_entropy", n=5)
     x, y = case.inputs, case.targets
     whole = kfac(case.model, [(x, y)], loss="cross_entropy", reduction=reduction)
-    split = kfac(case.model, [(x[:2], y[:2]), (x[2:], y[2:])], loss="cross_entropy", reduction=reduction)
+    split = kfac(
+        case.model, [(x[:2], y[:2]), (x[2:], y[2:])], loss="cross_entropy", reduction=reduction
+    )
     for name in whole:
         torch.testing.assert_close(split[name].A, whole[name].A, rtol=1e-12, atol=1e-14)
         torch.testing.assert_close(split[name].G, whole[name].G, rtol=1e-12, atol=1e-14)
@@ -136,9 +139,7 @@ def test_monte_carlo_fisher_converges_to_type2(loss):
     errors = []
     for mc in (10, 1000):
         est = kfac(case.model, data, loss=loss, fisher="mc", mc_samples=mc, generator=0)
-        errors.append(
-            max(float((est[k].G - exact[k].G).norm() / exact[k].G.norm()) for k in exact)
-        )
+        errors.append(max(float((est[k].G - exact[k].G).norm() / exact[k].G.norm()) for k in exact))
         for k in exact:  # A does not depend on the sampled targets
             torch.testing.assert_close(est[k].A, exact[k].A)
     assert errors[1] < 0.3 * errors[0], errors  # error ~ 1/sqrt(mc): 10x fewer at 100x samples
@@ -201,7 +202,11 @@ def test_kfac_errors():
         kfac(case.model, [], loss="cross_entropy")
     grouped = nn.Sequential(nn.Conv2d(2, 2, 3, groups=2), nn.Flatten()).to(DTYPE)
     with pytest.raises(ValueError, match="groups=1"):
-        kfac(grouped, [(torch.randn(1, 2, 3, 3, dtype=DTYPE), torch.randn(1, 2, dtype=DTYPE))], loss="mse")
+        kfac(
+            grouped,
+            [(torch.randn(1, 2, 3, 3, dtype=DTYPE), torch.randn(1, 2, dtype=DTYPE))],
+            loss="mse",
+        )
     bad = {k: torch.full_like(v, float("inf")) for k, v in case.params.items()}
     with pytest.raises(ValueError, match="finite"):
         kfac(case.model, data, loss="cross_entropy", params=bad)

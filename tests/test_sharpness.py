@@ -15,16 +15,34 @@ def test_sharpness_equals_plain_loop_and_leaves_module_unchanged(kind, radius):
     params_before = {k: v.clone() for k, v in case.params.items()}
     radii = [1e-3, 1e-2, 1e-1]
     d = random_directions(case.params, 6, kind=kind, generator=0)
-    result = sharpness(case.loss_fn, case.params, case.inputs, case.targets, radii=radii,
-                       directions=d, radius=radius, chunk_size=4)
+    result = sharpness(
+        case.loss_fn,
+        case.params,
+        case.inputs,
+        case.targets,
+        radii=radii,
+        directions=d,
+        radius=radius,
+        chunk_size=4,
+    )
     theta = flatten(case.params)
     base = float(case.loss_fn(case.params, case.inputs, case.targets))
     scale = float(theta.norm()) if radius == "relative" else 1.0
-    loop = torch.tensor([
-        [float(case.loss_fn(unflatten(theta + r * scale * di, case.params), case.inputs, case.targets)) - base
-         for di in d]
-        for r in radii
-    ], dtype=torch.float64)
+    loop = torch.tensor(
+        [
+            [
+                float(
+                    case.loss_fn(
+                        unflatten(theta + r * scale * di, case.params), case.inputs, case.targets
+                    )
+                )
+                - base
+                for di in d
+            ]
+            for r in radii
+        ],
+        dtype=torch.float64,
+    )
     torch.testing.assert_close(result.delta, loop, rtol=1e-9, atol=1e-13)
     torch.testing.assert_close(result.mean_abs, loop.abs().mean(1))
     torch.testing.assert_close(result.mean_rel, (loop / base).mean(1))
@@ -37,8 +55,15 @@ def test_sharpness_with_module_parameters_leaves_module_unchanged():
     case = cnn_case(loss="mse")
     live = dict(case.model.named_parameters())  # the module's own tensors, not copies
     before = {k: v.detach().clone() for k, v in live.items()}
-    sharpness(case.loss_fn, {k: v.detach() for k, v in live.items()}, case.inputs, case.targets,
-              radii=[0.5], directions=8, generator=1)
+    sharpness(
+        case.loss_fn,
+        {k: v.detach() for k, v in live.items()},
+        case.inputs,
+        case.targets,
+        radii=[0.5],
+        directions=8,
+        generator=1,
+    )
     assert all(torch.equal(live[k].detach(), before[k]) for k in before)
 
 

@@ -88,8 +88,10 @@ def test_slq_moments_converge_as_probes_grow():
     truth = float((lam**2).mean())
     errors = []
     for n_probes in (4, 400):
-        errs = [abs(slq_density(dense, n_steps=12, n_probes=n_probes, generator=s).moment(2) - truth)
-                for s in range(5)]
+        errs = [
+            abs(slq_density(dense, n_steps=12, n_probes=n_probes, generator=s).moment(2) - truth)
+            for s in range(5)
+        ]
         errors.append(sum(errs) / len(errs) / truth)
     assert errors[1] < 0.35 * errors[0], errors  # ~1/sqrt(probes): 10x at 100x probes
     assert errors[1] < 0.05, errors

@@ -67,7 +67,9 @@ def functional(module: nn.Module, names: Iterable[str] | None = None) -> tuple[M
 def check_params(params: object, name: str = "params") -> Params:
     """Check that ``params`` is a non-empty ``dict[str, Tensor]`` of one dtype and device."""
     if not isinstance(params, Mapping) or not params:
-        raise TypeError(f"`{name}` must be a non-empty dict[str, Tensor], got {type(params).__name__}")
+        raise TypeError(
+            f"`{name}` must be a non-empty dict[str, Tensor], got {type(params).__name__}"
+        )
     bad = [k for k, v in params.items() if not isinstance(v, Tensor)]
     if bad:
         raise TypeError(f"`{name}` must map names to tensors; entries {bad} are not tensors")
@@ -85,9 +87,7 @@ def num_params(params: Mapping[str, Tensor]) -> int:
 def flatten(params: Mapping[str, Tensor]) -> Tensor:
     """Concatenate a parameter dict into one vector of shape (P,), row-major per tensor.
 
-    Also flattens dicts whose tensors share leading batch dimensions ``(*B, *shape)`` into
-    ``(*B, P)`` when called through :func:`torch.vmap`; outside vmap the tensors must be
-    unbatched.
+    Inverse of :func:`unflatten`. Under :func:`torch.vmap` it flattens each batch element.
     """
     return torch.cat([v.reshape(-1) for v in params.values()])
 

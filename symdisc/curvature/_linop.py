@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
-__all__ = ["CurvatureOperator", "SymmetricOperator", "check_square", "check_vector_block"]
+from symdisc.curvature._functional import Params, flatten, num_params, unflatten
+
+__all__ = [
+    "CurvatureOperator",
+    "ParameterOperator",
+    "SymmetricOperator",
+    "check_square",
+    "check_vector_block",
+]
 
 
 @runtime_checkable
@@ -29,7 +38,9 @@ def check_square(A: object, name: str = "A") -> int:
     """Return P for a square operator or matrix, else raise a clear error."""
     shape = getattr(A, "shape", None)
     if shape is None or not hasattr(A, "__matmul__"):
-        raise TypeError(f"`{name}` must be a square operator or matrix with `@`, got {type(A).__name__}")
+        raise TypeError(
+            f"`{name}` must be a square operator or matrix with `@`, got {type(A).__name__}"
+        )
     if len(shape) != 2 or shape[0] != shape[1]:
         raise ValueError(f"`{name}` must be square, got shape {tuple(shape)}")
     return int(shape[0])
@@ -38,7 +49,9 @@ def check_square(A: object, name: str = "A") -> int:
 def check_vector_block(v: object, dim: int, name: str = "v") -> Tensor:
     """Check that ``v`` is a (P,) vector or a (P, k) block of vectors."""
     if not isinstance(v, Tensor):
-        raise TypeError(f"`{name}` must be a Tensor of shape (P,) or (P, k), got {type(v).__name__}")
+        raise TypeError(
+            f"`{name}` must be a Tensor of shape (P,) or (P, k), got {type(v).__name__}"
+        )
     if v.ndim not in (1, 2) or v.shape[0] != dim:
         raise ValueError(f"`{name}` must have shape ({dim},) or ({dim}, k), got {tuple(v.shape)}")
     return v
@@ -88,3 +101,29 @@ class CurvatureOperator:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(P={self.shape[0]}, dtype={self.dtype}, device={self.device})"
+
+
+class ParameterOperator(CurvatureOperator):
+    """An operator on parameter space given by a product on parameter dicts, ``v -> M v``.
+
+    Flattens and unflattens at the boundary; a block of k vectors is vmapped over in chunks of
+    ``chunk_size`` (``None``: the whole block at once).
+    """
+
+    def __init__(
+        self, params: Params, product: Callable[[Params], Params], chunk_size: int | None
+    ) -> None:
+        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+            raise ValueError(f"`chunk_size` must be a positive int or None, got {chunk_size!r}")
+        first = next(iter(params.values()))
+        self.shape = (num_params(params), num_params(params))
+        self.dtype, self.device = first.dtype, first.device
+        self.chunk_size = chunk_size
+        self._params = params
+        self._product = product
+
+    def _matmat(self, V: Tensor) -> Tensor:
+        if V.shape[0] == 1:
+            return flatten(self._product(unflatten(V[0], self._params)))[None]
+        products = torch.vmap(self._product, chunk_size=self.chunk_size)(unflatten(V, self._params))
+        return torch.cat([products[k].reshape(V.shape[0], -1) for k in self._params], dim=1)

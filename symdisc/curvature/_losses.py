@@ -144,7 +144,9 @@ def sample_output_gradients(
     scale = reduction_scale((n, c), loss, reduction) / mc_samples
     gen_device = generator.device if generator is not None else torch.device("cpu")
     if loss == "mse":
-        z = torch.randn((n, c, mc_samples), generator=generator, device=gen_device, dtype=outputs.dtype)
+        z = torch.randn(
+            (n, c, mc_samples), generator=generator, device=gen_device, dtype=outputs.dtype
+        )
         return (2.0 * scale) ** 0.5 * z.to(outputs.device)
     p = torch.softmax(outputs.detach(), dim=-1)
     draws = torch.multinomial(p.to(gen_device), mc_samples, replacement=True, generator=generator)

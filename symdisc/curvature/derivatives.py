@@ -76,5 +76,3 @@ def _check_like(tree: object, params: Params, name: str) -> None:
             raise ValueError(
                 f"`{name}[{k!r}]` must have shape {tuple(params[k].shape)}, got {tuple(v.shape)}"
             )
-
-

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from symdisc.curvature._functional import ModelFn, Params, check_params, flatten, num_params, unflatten
-from symdisc.curvature._linop import CurvatureOperator
+from symdisc.curvature._functional import ModelFn, Params, check_params, num_params
+from symdisc.curvature._linop import ParameterOperator
 from symdisc.curvature._losses import (
     Loss,
     Reduction,
@@ -26,7 +26,7 @@ from symdisc.curvature.hessian import check_finite_loss
 __all__ = ["GGNOperator", "ggn"]
 
 
-class GGNOperator(CurvatureOperator):
+class GGNOperator(ParameterOperator):
     """Matrix-free GGN: ``G v = J^T H (J v)``, J by ``jvp`` and J^T by a cached ``vjp`` closure.
 
     The forward pass and the reverse closure ``u -> J^T u`` are built once and reused; every
@@ -59,31 +59,20 @@ class GGNOperator(CurvatureOperator):
     ) -> None:
         params = check_params(params)
         check_loss(loss, reduction)
-        first = next(iter(params.values()))
-        self.shape = (num_params(params), num_params(params))
-        self.dtype, self.device = first.dtype, first.device
-        self.chunk_size = chunk_size
-        self._params = params
 
         def f(p: Params) -> Tensor:
             return model_fn(p, inputs)
 
         self.outputs, vjp_fn = torch.func.vjp(f, params)
-        self.loss = loss_value(self.outputs.detach(), targets, loss, reduction)
-        check_finite_loss(self.loss)
         outputs = self.outputs.detach()
+        self.loss = loss_value(outputs, targets, loss, reduction)
+        check_finite_loss(self.loss)
 
         def product(v: Params) -> Params:
             jv = torch.func.jvp(f, (params,), (v,))[1]
             return vjp_fn(output_hessian_product(outputs, jv, loss, reduction))[0]
 
-        self._product = product
-
-    def _matmat(self, V: Tensor) -> Tensor:
-        if V.shape[0] == 1:
-            return flatten(self._product(unflatten(V[0], self._params)))[None]
-        products = torch.vmap(self._product, chunk_size=self.chunk_size)(unflatten(V, self._params))
-        return torch.cat([products[k].reshape(V.shape[0], -1) for k in self._params], dim=1)
+        super().__init__(params, product, chunk_size)
 
 
 def ggn(

@@ -8,8 +8,8 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
-from symdisc.curvature._functional import Params, check_params, flatten, num_params, unflatten
-from symdisc.curvature._linop import CurvatureOperator
+from symdisc.curvature._functional import Params, check_params
+from symdisc.curvature._linop import ParameterOperator
 
 HVPMode = Literal["vjp", "jvp"]
 LossFn = Callable[..., Tensor]
@@ -23,7 +23,7 @@ def check_finite_loss(value: Tensor) -> None:
         raise ValueError(f"the loss must be finite at the given parameters, got {value.item()}")
 
 
-class HessianOperator(CurvatureOperator):
+class HessianOperator(ParameterOperator):
     """``H = d^2 L(params, *args) / d params^2`` as an operator with ``H @ v`` and ``H @ V``.
 
     Two ways to form a product, chosen on purpose:
@@ -70,49 +70,37 @@ class HessianOperator(CurvatureOperator):
         params = check_params(params)
         if mode not in get_args(HVPMode):
             raise ValueError(f"`mode` must be one of {get_args(HVPMode)}, got {mode!r}")
-        first = next(iter(params.values()))
-        self.shape = (num_params(params), num_params(params))
-        self.dtype, self.device = first.dtype, first.device
         self.mode = mode
-        self.chunk_size = chunk_size
-        self._params = params
 
         def grad_and_loss(p: Params) -> tuple[Params, Tensor]:
             return torch.func.grad_and_value(loss_fn)(p, *args)
 
         if mode == "vjp":
             self.gradient, vjp_fn, self.loss = torch.func.vjp(grad_and_loss, params, has_aux=True)
-            self._product = lambda v: vjp_fn(v)[0]
+
+            def product(v: Params) -> Params:
+                return vjp_fn(v)[0]
+
         else:
             self.gradient, self.loss = grad_and_loss(params)
 
             def product(v: Params) -> Params:
                 return torch.func.jvp(lambda p: grad_and_loss(p)[0], (params,), (v,))[1]
 
-            self._product = product
         if self.loss.ndim != 0:
             raise ValueError(f"`loss_fn` must return a scalar, got shape {tuple(self.loss.shape)}")
         check_finite_loss(self.loss)
-
-    def _matmat(self, V: Tensor) -> Tensor:
-        if V.shape[0] == 1:
-            return flatten(self._product(unflatten(V[0], self._params)))[None]
-        products = torch.vmap(self._product, chunk_size=self.chunk_size)(unflatten(V, self._params))
-        return torch.cat([products[k].reshape(V.shape[0], -1) for k in self._params], dim=1)
+        super().__init__(params, product, chunk_size)
 
 
-def hessian(
-    loss_fn: LossFn, params: Params, *args: object, block_size: int | None = None
-) -> Tensor:
+def hessian(loss_fn: LossFn, params: Params, *args: object, block_size: int = 128) -> Tensor:
     """The dense Hessian (P, P), assembled block of columns by block of columns from products.
 
-    Peak memory is that of one block product of ``block_size`` vectors (default 128), unlike ``torch.func.hessian`` of the whole model, which materialises the
-    Jacobian of the gradient in one go. The result is symmetrised, ``(H + H^T) / 2``, to remove
+    Beyond the (P, P) result, memory is that of one product of ``block_size`` columns (vmapped
+    in chunks of 8), whereas ``torch.func.hessian`` of a whole model materialises the Jacobian
+    of the gradient with all its intermediates at once (8 GB for the MLP of
+    ``experiments/bench_curvature.py``). The result is symmetrised, ``(H + H^T) / 2``, to remove
     the rounding asymmetry of the products.
     """
-    H = HessianOperator(loss_fn, params, *args)
-    size = block_size if block_size is not None else min(128, H.shape[0])
-    dense = H.to_dense(block_size=size)
+    dense = HessianOperator(loss_fn, params, *args).to_dense(block_size=block_size)
     return (dense + dense.T) / 2
-
-

@@ -227,7 +227,8 @@ def kfac(
     for inputs, targets in data:
         captured: dict[str, tuple[Tensor, Tensor]] = {}
         handles = [
-            module.register_forward_hook(_capture(name, captured)) for name, module in layers.items()
+            module.register_forward_hook(_capture(name, captured))
+            for name, module in layers.items()
         ]
         try:
             with torch.enable_grad():
@@ -271,14 +272,18 @@ def _select_layers(model: nn.Module, modules: Sequence[str] | None) -> dict[str,
     if modules is None:
         layers = {n: m for n, m in named.items() if kfac_rule_for(m) is not None}
         if not layers:
-            raise ValueError(f"`model` has no layer with a KFAC rule (rules exist for {_rule_names()})")
+            raise ValueError(
+                f"`model` has no layer with a KFAC rule (rules exist for {_rule_names()})"
+            )
         return layers
     missing = [n for n in modules if n not in named]
     if missing:
         raise ValueError(f"`modules` must name submodules of `model`; {missing} are not among them")
     ruleless = [n for n in modules if kfac_rule_for(named[n]) is None]
     if ruleless:
-        raise ValueError(f"`modules` {ruleless} have no KFAC rule (rules exist for {_rule_names()})")
+        raise ValueError(
+            f"`modules` {ruleless} have no KFAC rule (rules exist for {_rule_names()})"
+        )
     return {n: named[n] for n in modules}
 
 

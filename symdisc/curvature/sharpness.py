@@ -40,7 +40,9 @@ def random_directions(
     if kind not in get_args(DirectionKind):
         raise ValueError(f"`kind` must be one of {get_args(DirectionKind)}, got {kind!r}")
     first = next(iter(params.values()))
-    d = random_probes((n, num_params(params)), "gaussian", as_generator(generator), first.dtype, first.device)
+    d = random_probes(
+        (n, num_params(params)), "gaussian", as_generator(generator), first.dtype, first.device
+    )
     if kind == "filter":
         parts = unflatten(d, params)
         for name, w in params.items():

@@ -95,7 +95,7 @@ class _Lanczos:
     def ritz(self) -> tuple[Tensor, Tensor]:
         """Ritz values (m,) and eigenvectors of T (m, m)."""
         m = self.steps
-        T = torch.diag(torch.tensor(self.alpha, dtype=torch.float64))
+        T = torch.diag(torch.tensor(self.alpha, dtype=torch.float64))  # small: kept on the CPU
         if m > 1:
             off = torch.tensor(self.beta[: m - 1], dtype=torch.float64)
             T += torch.diag(off, 1) + torch.diag(off, -1)
@@ -187,8 +187,10 @@ def lanczos(
         if bool(converged.all()) or process.exhausted or m >= max_iter:
             break
     if not bool(converged.all()):
-        logger.info("lanczos: %d of %d eigenpairs converged in %d steps", int(converged.sum()), k, m)
-    vectors = process.V[:m].T @ S[:, chosen]
+        logger.info(
+            "lanczos: %d of %d eigenpairs converged in %d steps", int(converged.sum()), k, m
+        )
+    vectors = process.V[:m].T @ S[:, chosen].to(process.V.device)
     return LanczosResult(theta[chosen], vectors, residuals[chosen], converged, m)
 
 

@@ -38,7 +38,9 @@ def _check(A: SymmetricOperator, n: int, name: str, distribution: str, minimum: 
     if not isinstance(n, int) or n < minimum:
         raise ValueError(f"`{name}` must be an int >= {minimum}, got {n!r}")
     if distribution not in get_args(Distribution):
-        raise ValueError(f"`distribution` must be one of {get_args(Distribution)}, got {distribution!r}")
+        raise ValueError(
+            f"`distribution` must be one of {get_args(Distribution)}, got {distribution!r}"
+        )
     return dim
 
 
