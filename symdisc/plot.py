@@ -15,7 +15,7 @@ from torch import Tensor
 
 from symdisc.curvature.spectrum import SpectralDensity
 
-__all__ = ["plot_spectral_density"]
+__all__ = ["plot_spectral_density", "generators", "history", "flow_losses", "save", "canonical"]
 
 
 def plot_spectral_density(
@@ -80,3 +80,76 @@ def plot_spectral_density(
         ax.set_ylim(bottom=top * 1e-6, top=top * 3)
     ax.legend(loc="upper right")
     return fig, ax
+
+
+def save(fig: matplotlib.figure.Figure, path) -> None:
+    """Write a figure to ``path`` (PNG by its suffix) with tight bounds."""
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+
+
+def canonical(h: Tensor) -> Tensor:
+    """Generators rescaled to a largest absolute entry of 1, with that entry made positive.
+
+    A Lie algebra element is only defined up to scale (and, for one-parameter groups, sign), so
+    heatmaps are drawn after this canonicalisation (paper 002, Figs. 2-5). Shapes: (k, d, d).
+    """
+    flat = h.detach().reshape(h.shape[0], -1)
+    idx = flat.abs().argmax(dim=1, keepdim=True)
+    peak = flat.gather(1, idx)
+    return (flat / torch.where(peak == 0, torch.ones_like(peak), peak)).reshape(h.shape)
+
+
+def generators(h: Tensor, *, title: str = "") -> matplotlib.figure.Figure:
+    """Heatmaps of k generators (k, d, d) after :func:`canonical`, on one colour scale [-1, 1]."""
+    h = canonical(h).cpu().numpy()
+    k, d = h.shape[0], h.shape[1]
+    fig = matplotlib.figure.Figure(figsize=(2.2 * k + 0.8, 2.4))
+    axes = fig.subplots(1, k, squeeze=False)[0]
+    for j, ax in enumerate(axes):
+        im = ax.imshow(h[j], cmap="RdBu_r", vmin=-1, vmax=1)
+        if d <= 6:
+            for (r, c), value in np.ndenumerate(h[j]):
+                ax.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"$h_{j + 1}$")
+    fig.colorbar(im, ax=list(axes), shrink=0.8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def history(records: list[dict[str, float]], *, title: str = "") -> matplotlib.figure.Figure:
+    """Training curves: every logged loss term against the step, on a log scale (Fig. 6)."""
+    fig = matplotlib.figure.Figure(figsize=(6, 3.6))
+    ax = fig.subplots()
+    steps = [r["step"] for r in records]
+    skip = {"step", "lr"}
+    for name in [k for k in records[0] if k not in skip] if records else []:
+        values = np.abs([r[name] for r in records])
+        if np.any(values > 0):
+            ax.plot(steps, values, label=name, lw=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss term (unweighted)")
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(title)
+    return fig
+
+
+def flow_losses(profile: dict[str, Tensor], *, title: str = "") -> matplotlib.figure.Figure:
+    """Relative loss change along the learned flow and along random directions (medians, IQR)."""
+    fig = matplotlib.figure.Figure(figsize=(5, 3.4))
+    ax = fig.subplots()
+    t = profile["t"].cpu().numpy()
+    for key, label, color in (("flow", "learned flow", "C0"), ("random", "random direction", "C3")):
+        values = profile[key].double().cpu()
+        q = torch.quantile(values, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64), dim=1)
+        ax.plot(t, q[1].numpy(), color=color, label=label)
+        ax.fill_between(t, q[0].numpy(), q[2].numpy(), color=color, alpha=0.2)
+    ax.set_xlabel("path length")
+    ax.set_ylabel("|L(theta_t) - L(theta)| / |L(theta)|")
+    ax.set_yscale("symlog", linthresh=1e-4)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    return fig

@@ -1,0 +1,105 @@
+"""Group actions ``a_X(g, theta)`` of GL(d) on a loss's flat parameter vector (paper 002, sec. 4).
+
+An action maps a group element g (d, d), parameters theta (P,) and one data sample X to new
+parameters theta' (P,). Actions are written for one sample and lifted with :func:`torch.vmap`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from symdisc.losses import ParamLoss
+
+__all__ = ["Action", "MLPAction", "LinearAction"]
+
+
+class Action(nn.Module):
+    """Base class: ``forward(g (d, d), theta (P,), X) -> theta' (P,)`` for one sample."""
+
+    d: int
+    data_dependent: bool
+
+    def forward(self, g: Tensor, theta: Tensor, X: Tensor) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+class MLPAction(Action):
+    """A learned action: ``a_X(g, theta) = theta + MLP([g - I, theta, X])``.
+
+    The MLP (hidden sizes 64, 64, 64 by default, as in the paper) reads the flattened group
+    element, the parameters and, for a data-dependent action, the flattened data; it writes a
+    displacement of theta. Feeding ``g - I`` and adding theta makes the identity axiom easy to meet
+    (``MLP(0, theta, X) = 0``) without imposing it: the identity loss still measures it.
+
+    Args:
+        loss: the loss whose parameters the action moves (gives P and the data shape).
+        d: the group is GL(d).
+        hidden: hidden layer sizes.
+        data_dependent: whether the action reads X (the rescaling experiments of section 4.1 use a
+            data-independent action).
+    """
+
+    def __init__(
+        self,
+        loss: ParamLoss,
+        d: int,
+        hidden: Sequence[int] = (64, 64, 64),
+        *,
+        data_dependent: bool = True,
+    ) -> None:
+        super().__init__()
+        if not isinstance(d, int) or d < 1:
+            raise ValueError(f"`d` must be a positive int, got {d!r}")
+        if not hidden or any(not isinstance(w, int) or w < 1 for w in hidden):
+            raise ValueError(f"`hidden` must be a non-empty list of positive ints, got {hidden!r}")
+        self.d, self.data_dependent = d, data_dependent
+        self.num_params = loss.num_params
+        x_dim = int(torch.Size(loss.x_shape).numel()) if data_dependent else 0
+        sizes = [d * d + self.num_params + x_dim, *hidden]
+        layers: list[nn.Module] = []
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            layers += [nn.Linear(a, b), nn.SiLU()]
+        layers.append(nn.Linear(sizes[-1], self.num_params))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, g: Tensor, theta: Tensor, X: Tensor) -> Tensor:
+        eye = torch.eye(self.d, dtype=g.dtype, device=g.device)
+        parts = [(g - eye).reshape(-1), theta]
+        if self.data_dependent:
+            parts.append(X.reshape(-1))
+        return theta + self.net(torch.cat(parts))
+
+
+class LinearAction(Action):
+    """The closed-form linear action ``a(g, theta) = g theta`` on a block of theta.
+
+    The block (indices into theta, a multiple of d long) is reshaped to (d, -1) and multiplied by
+    g; the other entries stay. Data-independent, and an action by construction (identity and
+    associativity hold exactly), so it is the baseline against which learned actions are read.
+
+    Args:
+        loss: the loss whose parameters the action moves.
+        d: the group is GL(d).
+        block: indices of theta the group acts on (default: all of theta, which needs P = d * c).
+    """
+
+    data_dependent = False
+
+    def __init__(self, loss: ParamLoss, d: int, block: Sequence[int] | None = None) -> None:
+        super().__init__()
+        P = loss.num_params
+        index = torch.arange(P) if block is None else torch.as_tensor(list(block), dtype=torch.long)
+        if index.numel() == 0 or index.numel() % d or bool((index < 0).any() | (index >= P).any()):
+            raise ValueError(
+                f"`block` must hold a non-zero multiple of d={d} indices in [0, {P}), "
+                f"got {index.numel()} indices"
+            )
+        self.d = d
+        self.register_buffer("index", index)
+
+    def forward(self, g: Tensor, theta: Tensor, X: Tensor) -> Tensor:
+        moved = (g @ theta[self.index].reshape(self.d, -1)).reshape(-1)
+        return theta.index_put((self.index,), moved)

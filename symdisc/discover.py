@@ -1,0 +1,62 @@
+"""One call from a loss to a learned symmetry: samples, action, generators, training."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from symdisc.actions import MLPAction
+from symdisc.generators import Generators
+from symdisc.losses import ParamLoss
+from symdisc.sampler import Samples, sample
+from symdisc.train import Discovery, TrainConfig, train
+
+__all__ = ["DiscoveryRun", "discover"]
+
+
+@dataclass
+class DiscoveryRun:
+    """The learned symmetry with its training samples, held-out samples and history."""
+
+    discovery: Discovery
+    train_samples: Samples
+    test_samples: Samples
+    history: list[dict[str, float]]
+
+
+def discover(
+    loss: ParamLoss,
+    *,
+    d: int,
+    k: int = 1,
+    data_dependent: bool = True,
+    hidden: Sequence[int] = (64, 64, 64),
+    n_train: int = 10_000,
+    n_test: int = 2_000,
+    scales: dict[str, float] | None = None,
+    config: TrainConfig | None = None,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> DiscoveryRun:
+    """Learn k generators of gl(d) and an MLP action that leave ``loss`` invariant.
+
+    Draws ``n_train`` training and ``n_test`` held-out samples (seeds ``seed`` and ``seed + 1``),
+    builds an :class:`~symdisc.actions.MLPAction` and :class:`~symdisc.generators.Generators`
+    (seeded), and trains them with :func:`~symdisc.train.train`.
+
+    Example:
+        >>> run = discover(two_layer("identity"), d=2, data_dependent=False,
+        ...                config=TrainConfig(steps=100))
+        >>> run.discovery.fields(run.test_samples).shape
+        torch.Size([2000, 1, 2])
+    """
+    scales = scales or {}
+    train_samples = sample(loss, n_train, seed=seed, device=device, **scales)
+    test_samples = sample(loss, n_test, seed=seed + 1, device=device, **scales)
+    torch.manual_seed(seed)  # the MLP's initialisation
+    action = MLPAction(loss, d, hidden, data_dependent=data_dependent)
+    discovery = Discovery(action, Generators(k, d, seed=seed)).to(device)
+    history = train(discovery, loss, train_samples, config or TrainConfig(seed=seed))
+    return DiscoveryRun(discovery, train_samples, test_samples, history)

@@ -1,0 +1,79 @@
+"""Fixed sets of (theta, X, Y) samples on which symmetries are learned and evaluated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from symdisc.losses import ParamLoss
+
+__all__ = ["Samples", "sample"]
+
+
+@dataclass(frozen=True)
+class Samples:
+    """N samples of parameters and data, with the loss gradient at each (it never changes).
+
+    Attributes:
+        theta: (N, P) flat parameters.
+        X: (N, *x_shape) data.
+        Y: (N, *y_shape) targets.
+        grad: (N, P) ``grad_theta L(theta_i, X_i, Y_i)``, computed once with ``vmap(grad)``.
+        loss: (N,) the loss values.
+    """
+
+    theta: Tensor
+    X: Tensor
+    Y: Tensor
+    grad: Tensor
+    loss: Tensor
+
+    def __len__(self) -> int:
+        return self.theta.shape[0]
+
+    def batch(self, index: Tensor) -> Samples:
+        """The samples at ``index`` (a LongTensor of positions)."""
+        return Samples(
+            self.theta[index], self.X[index], self.Y[index], self.grad[index], self.loss[index]
+        )
+
+    def to(self, device: torch.device | str) -> Samples:
+        return Samples(*(t.to(device) for t in (self.theta, self.X, self.Y, self.grad, self.loss)))
+
+
+def sample(
+    loss: ParamLoss,
+    n: int = 10_000,
+    *,
+    theta_scale: float = 1.0,
+    x_scale: float = 1.0,
+    y_scale: float = 1.0,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> Samples:
+    """N Gaussian samples ``theta ~ N(0, theta_scale^2)``, ``X ~ N(0, x_scale^2)``, ``Y ~ ...``.
+
+    The same seed gives the same samples; use different seeds for the training and the held-out
+    sets. For a ``cross_entropy`` loss the columns of Y are softmax distributions of Gaussian
+    logits.
+
+    Raises:
+        ValueError: for ``n < 1`` or a non-positive scale.
+    """
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"`n` must be a positive int, got {n!r}")
+    for name, s in (("theta_scale", theta_scale), ("x_scale", x_scale), ("y_scale", y_scale)):
+        if not s > 0:
+            raise ValueError(f"`{name}` must be positive, got {s!r}")
+    g = torch.Generator().manual_seed(seed)
+    theta = theta_scale * torch.randn(n, loss.num_params, generator=g, dtype=dtype)
+    X = x_scale * torch.randn(n, *loss.x_shape, generator=g, dtype=dtype)
+    Y = y_scale * torch.randn(n, *loss.y_shape, generator=g, dtype=dtype)
+    if loss.extra.get("output") == "cross_entropy":
+        Y = torch.softmax(Y, dim=1)
+    theta, X, Y = theta.to(device), X.to(device), Y.to(device)
+    grad, value = torch.vmap(torch.func.grad_and_value(loss.flat))(theta, X, Y)
+    return Samples(theta, X, Y, grad, value)
