@@ -23,12 +23,18 @@ import time
 from _common import check_targets, discovery_case, parser, setup, write_results
 
 from symdisc.losses import three_layer_tanh_skip, two_layer
+from symdisc.objective import Weights
 from symdisc.train import TrainConfig
 
 CASES = {
     "sigmoid_3x3": dict(loss=lambda: two_layer("sigmoid", m=1, h=3, n=3, k=1), d=3, k=2),
     "tanh_skip": dict(loss=lambda: three_layer_tanh_skip(n=2, h=2, m=1, k=1), d=2, k=2),
 }
+# The invariance term weighs 30 here, not 10 as in section 4.1: with the norm term at 10 the
+# fields of the tanh net stopped at a median invariance error of 0.023 and a flow drift ratio of
+# 0.12 after 8000 steps; at 30 they reach 3e-4 and 0.002 (other changes tried: 12000 steps, batch
+# 1024, a slower decay, lr 3e-3; none below a drift ratio of 0.10).
+WEIGHTS = Weights(invariance=30.0)
 TARGETS = {
     name: {"invariance_median": ("<=", 0.05), "flow_drift_ratio": ("<=", 0.1)} for name in CASES
 }
@@ -43,7 +49,7 @@ def main() -> None:
     log = logging.getLogger("data_dependent")
     steps = 40 if args.quick else args.steps
     n_train, n_test = (512, 256) if args.quick else (10_000, 2_000)
-    config = TrainConfig(steps=steps, seed=args.seed, progress=True)
+    config = TrainConfig(steps=steps, seed=args.seed, progress=True, weights=WEIGHTS)
     args.out.mkdir(parents=True, exist_ok=True)
     cases, timings, start = {}, {}, time.perf_counter()
     for name in args.cases:

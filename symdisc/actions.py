@@ -25,6 +25,24 @@ class Action(nn.Module):
     def forward(self, g: Tensor, theta: Tensor, X: Tensor) -> Tensor:  # pragma: no cover
         raise NotImplementedError
 
+    def tangents(self, h: Tensor, theta: Tensor, X: Tensor) -> tuple[Tensor, Tensor]:
+        """``a_X(I, theta)`` and the infinitesimal action ``D_g a_X|_(I, theta)(h_j)``.
+
+        The generic path: one ``torch.func.jvp`` in g at the identity per sample and generator,
+        vmapped over both (paper 002, Theorem B.1). Subclasses may override it with a faster
+        formulation that gives the same numbers.
+
+        Shapes: h (k, d, d), theta (B, P), X (B, ...) -> ((B, P), (B, k, P)).
+        """
+        eye = torch.eye(h.shape[-1], dtype=h.dtype, device=h.device)
+
+        def one(theta_i: Tensor, X_i: Tensor, h_j: Tensor) -> tuple[Tensor, Tensor]:
+            return torch.func.jvp(lambda g: self(g, theta_i, X_i), (eye,), (h_j,))
+
+        over_generators = torch.vmap(one, in_dims=(None, None, 0))
+        primal, v = torch.vmap(over_generators, in_dims=(0, 0, None))(theta, X, h)
+        return primal[:, 0], v
+
 
 class MLPAction(Action):
     """A learned action: ``a_X(g, theta) = theta + MLP([g - I, theta, X])``.
@@ -71,6 +89,32 @@ class MLPAction(Action):
         if self.data_dependent:
             parts.append(X.reshape(-1))
         return theta + self.net(torch.cat(parts))
+
+    def tangents(self, h: Tensor, theta: Tensor, X: Tensor) -> tuple[Tensor, Tensor]:
+        """Forward-mode derivative in g at the identity, written out for the whole batch.
+
+        At g = I the group input of the MLP is zero, so the first layer's tangent
+        ``W_g vec(h_j)`` is one (k, width) tensor shared by all samples; every later layer maps
+        tangents as ``t <- (silu'(z) * t) W^T`` (no bias). The same numbers as the generic
+        vmapped ``jvp`` (tested in float64), without its per-sample tangent copies and
+        zero-tangent products of the weights.
+        """
+        B, k = theta.shape[0], h.shape[0]
+        inputs = [theta] + ([X.reshape(B, -1)] if self.data_dependent else [])
+        layers = list(self.net)
+        first = layers[0]
+        dd = self.d * self.d
+        z = torch.cat(inputs, dim=1) @ first.weight[:, dd:].T + first.bias  # (B, width)
+        t = (h.reshape(k, dd) @ first.weight[:, :dd].T)[None]  # (1, k, width)
+        for layer in layers[1:]:
+            if isinstance(layer, nn.SiLU):
+                s = torch.sigmoid(z)
+                t = t * (s * (1 + z * (1 - s)))[:, None, :]
+                z = z * s
+            else:
+                z = z @ layer.weight.T + layer.bias
+                t = t @ layer.weight.T
+        return theta + z, t.expand(B, k, t.shape[-1])
 
 
 class LinearAction(Action):

@@ -55,18 +55,12 @@ class Weights:
 def tangent_fields(action: Action, h: Tensor, theta: Tensor, X: Tensor) -> Tensor:
     """The infinitesimal action ``v_j = D_g a_X|_(I, theta)(h_j)`` for every sample and generator.
 
-    Computed in forward mode: one ``jvp`` in g at the identity with tangent h_j (paper 002,
-    Theorem B.1), vmapped over the k generators and the B samples.
+    Computed in forward mode by :meth:`~symdisc.actions.Action.tangents` (a ``jvp`` in g at the
+    identity with tangent h_j, paper 002, Theorem B.1, over all samples and generators).
 
     Shapes: h (k, d, d), theta (B, P), X (B, ...) -> (B, k, P).
     """
-    eye = torch.eye(h.shape[-1], dtype=h.dtype, device=h.device)
-
-    def one(theta_i: Tensor, X_i: Tensor, h_j: Tensor) -> Tensor:
-        return torch.func.jvp(lambda g: action(g, theta_i, X_i), (eye,), (h_j,))[1]
-
-    over_generators = torch.vmap(one, in_dims=(None, None, 0))
-    return torch.vmap(over_generators, in_dims=(0, 0, None))(theta, X, h)
+    return action.tangents(h, theta, X)[1]
 
 
 def identity_residual(action: Action, theta: Tensor, X: Tensor) -> Tensor:
@@ -97,10 +91,10 @@ def infinitesimal_objective(
     Returns:
         ``(total, terms)`` with ``terms`` a dict of the unweighted scalar terms.
     """
-    v = tangent_fields(action, h, batch.theta, batch.X)  # (B, k, P)
+    moved, v = action.tangents(h, batch.theta, batch.X)  # a_X(I, theta) (B, P), v (B, k, P)
     terms = {
         "invariance": torch.einsum("bp,bkp->bk", batch.grad, v).abs().mean(),
-        "identity": identity_residual(action, batch.theta, batch.X).mean(),
+        "identity": (moved - batch.theta).norm(dim=-1).mean(),
         "reg_id": (weights.beta - v.norm(dim=-1)).abs().mean(),
         "orth": orthogonality(h),
         "sparse": h.abs().sum(),

@@ -122,3 +122,12 @@ def brute_force_hessian(case: Case) -> Tensor:
     (grad,) = torch.autograd.grad(flat_loss(case)(theta), theta, create_graph=True)
     rows = [torch.autograd.grad(grad[i], theta, retain_graph=True)[0] for i in range(theta.numel())]
     return torch.stack(rows)
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one torch thread (tiny training loops), restoring the count afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

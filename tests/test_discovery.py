@@ -215,8 +215,7 @@ def test_nan_stops_training_and_keeps_last_good_checkpoint(tmp_path):
         torch.testing.assert_close(v, good[k])
 
 
-def test_short_training_finds_the_rescaling_of_the_scalar_linear_net():
-    torch.set_num_threads(1)  # tiny ops: one thread is several times faster
+def test_short_training_finds_the_rescaling_of_the_scalar_linear_net(one_thread):
     loss = two_layer("identity")
     samples = sample(loss, 4000, seed=0)
     held = sample(loss, 500, seed=1)
@@ -250,3 +249,34 @@ def test_config_and_action_errors():
         Discovery(MLPAction(loss, 2), Generators(1, 3))
     with pytest.raises(ValueError, match="`n`"):
         sample(loss, 0)
+
+
+@pytest.mark.parametrize("data_dependent", [True, False])
+def test_mlp_action_batched_tangents_equal_the_vmapped_jvp(data_dependent):
+    from symdisc.actions import Action
+
+    loss = two_layer("tanh", m=2, h=3, n=2, k=2, bias=True)
+    torch.manual_seed(0)
+    action = MLPAction(loss, 3, (8, 8, 8), data_dependent=data_dependent).double()
+    samples = sample(loss, 6, seed=0, dtype=F64)
+    h = torch.randn(4, 3, 3, dtype=F64, generator=torch.Generator().manual_seed(1))
+    fast = action.tangents(h, samples.theta, samples.X)
+    slow = Action.tangents(action, h, samples.theta, samples.X)  # the generic vmapped jvp
+    eye = torch.eye(3, dtype=F64)
+    primal = torch.stack([action(eye, t, x) for t, x in zip(samples.theta, samples.X)])
+    torch.testing.assert_close(fast[0], primal, rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(fast[1], slow[1], rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager():
+    loss = two_layer("sigmoid", m=1, h=2, n=2, k=1)
+    samples = sample(loss, 256, seed=0)
+    eager, compiled = make_discovery(loss), make_discovery(loss)
+    compiled.load_state_dict(eager.state_dict())
+    h_eager = train(eager, loss, samples, TrainConfig(steps=5, batch_size=64))
+    h_compiled = train(compiled, loss, samples, TrainConfig(steps=5, batch_size=64, compile=True))
+    for a, b in zip(h_eager, h_compiled):
+        assert b["total"] == pytest.approx(a["total"], rel=1e-4)
+    for a, b in zip(eager.state_dict().values(), compiled.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -1,0 +1,484 @@
+"""Benchmark of the discovery objective of paper 002, eq. (4): training steps per second.
+
+One step evaluates the weighted objective (invariance, identity, reg_id, orth and sparse terms,
+weights ``Weights()``) on a fixed batch of samples, back-propagates it to the action's and the
+generators' parameters and takes an Adam step (lr 1e-3). Workload (fixed seed): a batch of
+1000 samples from :func:`symdisc.sampler.sample`, an :class:`~symdisc.actions.MLPAction` with
+hidden sizes (64, 64, 64) and :class:`~symdisc.generators.Generators`.
+
+Tasks:
+
+===============  ==========================================================================
+``linear_1x1``   ``two_layer("identity")``, d = 2, data-independent action, 1 generator
+``sigmoid_3x3``  ``two_layer("sigmoid", m=1, h=3, n=3, k=1)``, d = 3, data-dependent, 2 generators
+===============  ==========================================================================
+
+Methods (the two peers are the formulations of the tangent fields people write by hand):
+
+* ``ours``: :func:`symdisc.objective.infinitesimal_objective` as it is (vmap over samples and
+  generators of ``torch.func.jvp`` in g at the identity).
+* ``loop_autograd``: a Python loop over samples and generators as in public research code: the
+  JVP in g by the double-backward trick on one sample at a time, and the loss gradient of each
+  sample recomputed with ``torch.autograd.grad`` on every step.
+* ``batched_autograd``: the best batched formulation without ``torch.func``: the action's MLP
+  (``action.net``) run on the whole batch at once, the double-backward trick once per generator
+  over the batch, the loss gradients precomputed once (``Samples.grad``, as ours has them).
+
+All methods start from deep copies of one initialisation and see the same batch. Before any
+timing, their objective values and parameter gradients are compared with ours in float32 and,
+once more, in float64 (on a float64 copy of the weights and float64 samples); the script exits
+with status 1 if they disagree beyond the bounds in ``BOUNDS``. Each method then runs ``warmup``
+untimed steps, and the methods of a task take turns at ``repeats`` timed blocks of ``S`` steps
+(fewer for the loop), so that load from other processes hits them alike; a block's wall-clock
+time over S is one run (``runs_s``; the process CPU time is kept as ``median_cpu_s``), and the
+median run gives ``steps_per_s``. ``speedup_vs_ours`` of a row is ours' steps/s over the row's
+steps/s (how many times faster ours is). Targets, per task: ours >= 20x loop_autograd and
+>= 1.5x batched_autograd (reported, never asserted; not judged on --quick).
+
+Usage::
+
+    python experiments/bench_discovery.py --out DIR [--seed 0] [--device cpu|cuda] [--quick]
+        [--threads 1]
+
+writes ``DIR/bench_discovery.json`` and ``DIR/bench_discovery.md`` and prints the table.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from _common import environment, parser, setup
+from torch import Tensor
+
+from symdisc.actions import MLPAction
+from symdisc.generators import Generators
+from symdisc.losses import ParamLoss, two_layer
+from symdisc.objective import Weights, infinitesimal_objective, orthogonality
+from symdisc.sampler import Samples, sample
+
+Row = dict[str, Any]
+Objective = Callable[[MLPAction, Tensor, Samples, ParamLoss, Weights], tuple[Tensor, dict]]
+
+HIDDEN = (64, 64, 64)
+LR = 1e-3
+#: relative error bounds against ours (objective value, and the norm of the gradient difference
+#: over the norm of ours' gradient, all parameters flattened together)
+BOUNDS = {"float32": 1e-4, "float64": 1e-9}
+#: steps/s of ours over the peer's, at least
+TARGETS = {"loop_autograd": 20.0, "batched_autograd": 1.5}
+
+
+@dataclass(frozen=True)
+class Task:
+    loss: Callable[[], ParamLoss]
+    d: int
+    k: int
+    data_dependent: bool
+
+
+TASKS = {
+    "linear_1x1": Task(lambda: two_layer("identity"), d=2, k=1, data_dependent=False),
+    "sigmoid_3x3": Task(
+        lambda: two_layer("sigmoid", m=1, h=3, n=3, k=1), d=3, k=2, data_dependent=True
+    ),
+}
+METHODS = ("ours", "ours_compiled", "loop_autograd", "batched_autograd")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Sizes of the workload and of the timed blocks."""
+
+    batch: int
+    repeats: int
+    warmup: int
+    steps: int  # steps per timed block, ours and batched_autograd
+    loop_steps: int  # steps per timed block, loop_autograd
+    loop_warmup: int
+
+
+FULL = Config(batch=1000, repeats=3, warmup=3, steps=20, loop_steps=2, loop_warmup=1)
+QUICK = Config(batch=64, repeats=2, warmup=1, steps=3, loop_steps=1, loop_warmup=1)
+
+
+# --------------------------------------------------------------------------------------------
+# the three formulations of eq. (4)
+# --------------------------------------------------------------------------------------------
+
+
+def _weighted(terms: dict[str, Tensor], weights: Weights) -> Tensor:
+    gammas = weights.as_dict()
+    return sum(gammas[name] * value for name, value in terms.items())
+
+
+def ours(action: MLPAction, h: Tensor, batch: Samples, loss: ParamLoss, weights: Weights):
+    return infinitesimal_objective(action, h, batch, weights)
+
+
+_compiled_objective = torch.compile(infinitesimal_objective)
+
+
+def ours_compiled(action: MLPAction, h: Tensor, batch: Samples, loss: ParamLoss, weights: Weights):
+    """Ours through ``torch.compile`` (``TrainConfig(compile=True)``); compiled at the warm-up."""
+    return _compiled_objective(action, h, batch, weights)
+
+
+def loop_autograd(action: MLPAction, h: Tensor, batch: Samples, loss: ParamLoss, weights: Weights):
+    """One sample and one generator at a time, JVPs by double backward, gradients recomputed."""
+    eye = torch.eye(action.d, dtype=h.dtype, device=h.device)
+    inv, ident, reg = [], [], []
+    for i in range(batch.theta.shape[0]):
+        theta, X, Y = batch.theta[i], batch.X[i], batch.Y[i]
+        t = theta.detach().clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(loss.flat(t, X, Y), t)
+        for j in range(h.shape[0]):
+            g = eye.clone().requires_grad_(True)
+            out = action(g, theta, X)
+            if j == 0:  # g = I: the identity residual comes with the forward pass
+                ident.append((out - theta).norm())
+            u = torch.zeros_like(out, requires_grad=True)
+            (w,) = torch.autograd.grad(out, g, grad_outputs=u, create_graph=True)
+            (v,) = torch.autograd.grad((w * h[j]).sum(), u, create_graph=True)
+            inv.append((grad * v).sum().abs())
+            reg.append((weights.beta - v.norm()).abs())
+    terms = {
+        "invariance": torch.stack(inv).mean(),
+        "identity": torch.stack(ident).mean(),
+        "reg_id": torch.stack(reg).mean(),
+        "orth": orthogonality(h),
+        "sparse": h.abs().sum(),
+    }
+    return _weighted(terms, weights), terms
+
+
+def batched_autograd(
+    action: MLPAction, h: Tensor, batch: Samples, loss: ParamLoss, weights: Weights
+):
+    """The action's MLP on the whole batch, one double backward per generator."""
+    B, d = batch.theta.shape[0], action.d
+    eye = torch.eye(d, dtype=h.dtype, device=h.device)
+    g = eye.expand(B, d, d).clone().requires_grad_(True)
+    parts = [(g - eye).reshape(B, -1), batch.theta]
+    if action.data_dependent:
+        parts.append(batch.X.reshape(B, -1))
+    out = batch.theta + action.net(torch.cat(parts, dim=1))  # (B, P), at g = I
+    u = torch.zeros_like(out, requires_grad=True)
+    (w,) = torch.autograd.grad(out, g, grad_outputs=u, create_graph=True)  # (B, d, d)
+    v = torch.stack(
+        [torch.autograd.grad((w * h[j]).sum(), u, create_graph=True)[0] for j in range(len(h))],
+        dim=1,
+    )  # (B, k, P)
+    terms = {
+        "invariance": (batch.grad[:, None, :] * v).sum(-1).abs().mean(),
+        "identity": (out - batch.theta).norm(dim=-1).mean(),
+        "reg_id": (weights.beta - v.norm(dim=-1)).abs().mean(),
+        "orth": orthogonality(h),
+        "sparse": h.abs().sum(),
+    }
+    return _weighted(terms, weights), terms
+
+
+OBJECTIVES: dict[str, Objective] = {
+    "ours": ours,
+    "ours_compiled": ours_compiled,
+    "loop_autograd": loop_autograd,
+    "batched_autograd": batched_autograd,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# workload, agreement, timing
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Setup:
+    """One task's loss, batch and initial weights (every method works on deep copies)."""
+
+    loss: ParamLoss
+    batch: Samples
+    action: MLPAction
+    generators: Generators
+
+
+def make_setup(task: Task, batch: int, seed: int, device: str, dtype: torch.dtype) -> Setup:
+    loss = task.loss()
+    samples = sample(loss, batch, seed=seed, dtype=dtype, device=device)
+    torch.manual_seed(seed)  # the MLP's initialisation
+    action = MLPAction(loss, task.d, HIDDEN, data_dependent=task.data_dependent)
+    generators = Generators(task.k, task.d, seed=seed)
+    return Setup(loss, samples, action.to(device, dtype), generators.to(device, dtype))
+
+
+def _copies(s: Setup) -> tuple[MLPAction, Generators, list[Tensor]]:
+    action, generators = copy.deepcopy(s.action), copy.deepcopy(s.generators)
+    return action, generators, [*action.parameters(), *generators.parameters()]
+
+
+def objective_and_gradient(method: str, s: Setup, weights: Weights) -> tuple[float, Tensor]:
+    """The objective at the initial weights and its gradient (all parameters, flattened)."""
+    action, generators, params = _copies(s)
+    total, _ = OBJECTIVES[method](action, generators(), s.batch, s.loss, weights)
+    grads = torch.autograd.grad(total, params)
+    return float(total.detach()), torch.cat([g.reshape(-1) for g in grads]).detach()
+
+
+def agreement(
+    s32: Setup, s64: Setup, weights: Weights, methods: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """Per method: objective (float32) and relative errors against ours in both precisions."""
+    out: dict[str, dict[str, float]] = {}
+    for dtype, s in (("float32", s32), ("float64", s64)):
+        ref_value, ref_grad = objective_and_gradient("ours", s, weights)
+        for method in methods:
+            value, grad = (
+                (ref_value, ref_grad)
+                if method == "ours"
+                else objective_and_gradient(method, s, weights)
+            )
+            rec = out.setdefault(method, {})
+            if dtype == "float32":
+                rec["objective"] = value
+            rec[f"objective_rel_err_{dtype}"] = abs(value - ref_value) / abs(ref_value)
+            rec[f"grad_rel_err_{dtype}"] = float((grad - ref_grad).norm() / ref_grad.norm())
+    return out
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_step(method: str, s: Setup, weights: Weights) -> Callable[[], None]:
+    """One training step of ``method`` on its own copies of the weights and its own Adam."""
+    action, generators, params = _copies(s)
+    optimizer = torch.optim.Adam(params, lr=LR)
+    objective = OBJECTIVES[method]
+
+    def step() -> None:
+        total, _ = objective(action, generators(), s.batch, s.loss, weights)
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+
+    return step
+
+
+def time_interleaved(
+    blocks: dict[str, tuple[Callable[[], None], int, int]], repeats: int, device: torch.device
+) -> dict[str, dict[str, list[float]]]:
+    """Seconds per step of every method: ``{method: {"wall": [...], "cpu": [...]}}``.
+
+    ``blocks`` maps a method to ``(step, steps per block, warm-up steps)``. After each method's
+    untimed warm-up, the timed blocks take turns (ours, loop, batched, ours, ...), so that other
+    work on the machine slows every method alike rather than whichever ran during a burst. Each
+    run is a block's wall-clock time over its step count; the process's CPU time is kept too.
+    """
+    for step, _, warmup in blocks.values():
+        for _ in range(warmup):
+            step()
+    runs: dict[str, dict[str, list[float]]] = {m: {"wall": [], "cpu": []} for m in blocks}
+    for _ in range(repeats):
+        for method, (step, steps, _) in blocks.items():
+            _synchronize(device)
+            wall, cpu = time.perf_counter(), time.process_time()
+            for _ in range(steps):
+                step()
+            _synchronize(device)
+            runs[method]["wall"].append((time.perf_counter() - wall) / steps)
+            runs[method]["cpu"].append((time.process_time() - cpu) / steps)
+    return runs
+
+
+# --------------------------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------------------------
+
+
+def check_agreement(rows: Sequence[Row]) -> list[str]:
+    failures = []
+    for r in rows:
+        for dtype, bound in BOUNDS.items():
+            for what in ("objective", "grad"):
+                err = r[f"{what}_rel_err_{dtype}"]
+                if not err <= bound:  # NaN fails too
+                    failures.append(
+                        f"{r['task']}/{r['method']}: {what} rel. error {err:.3g} > {bound:g} "
+                        f"({dtype})"
+                    )
+    return failures
+
+
+def evaluate_targets(rows: Sequence[Row], quick: bool) -> list[Row]:
+    out = []
+    for task in TASKS:
+        by_method = {r["method"]: r for r in rows if r["task"] == task}
+        mines = [m for m in ("ours", "ours_compiled") if m in by_method]
+        for (peer, factor), mine in itertools.product(TARGETS.items(), mines):
+            target: Row = {"task": task, "criterion": f"{mine} >= {factor:g}x {peer}"}
+            ours_rate = by_method[mine].get("steps_per_s")
+            peer_rate = by_method[peer].get("steps_per_s")
+            target["value"] = ours_rate / peer_rate if ours_rate and peer_rate else None
+            if quick or target["value"] is None:
+                target["pass"] = None
+                target["note"] = "not judged on --quick" if quick else "not timed"
+            else:
+                target["pass"] = bool(target["value"] >= factor)
+            out.append(target)
+    return out
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    env, wl, cfg = report["environment"], report["workload"], report["config"]
+    lines = [
+        f"# Discovery objective benchmark (batch {wl['batch']}, MLP action "
+        f"{'-'.join(map(str, wl['hidden']))})",
+        "",
+        f"torch {env['torch']}, {env['threads']} threads, {env['device']}, python "
+        f"{env['python']}; one step = objective + backward + Adam; median of {cfg['repeats']} "
+        f"blocks of {cfg['steps']} steps ({cfg['loop_steps']} for the loop); total "
+        f"{report['timings']['total_s']:.0f} s.",
+        "",
+        "| task | method | steps/s | ratio ours/method | objective |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for r in report["rows"]:
+        lines.append(
+            f"| {r['task']} | {r['method']} | {_fmt(r.get('steps_per_s'), '.3g')} | "
+            f"{_fmt(r.get('speedup_vs_ours'), '.2f')} | {r['objective']:.6g} |"
+        )
+    lines += ["", "| task | target | value | pass |", "|---|---|---:|---|"]
+    for t in report["targets"]:
+        verdict = {True: "pass", False: "FAIL", None: "-"}[t["pass"]]
+        if t.get("note"):
+            verdict += f" ({t['note']})"
+        lines.append(f"| {t['task']} | {t['criterion']} | {_fmt(t['value'], '.3g')} | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = parser(__doc__.split("\n\n")[0], threads=1)
+    args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: CUDA is not available")
+    setup(args)
+    start = time.perf_counter()
+    load_start = os.getloadavg()[0]
+    if load_start > 0.5:
+        print(
+            f"the machine is busy (1-min load average {load_start:.2f}): timings may be inflated",
+            file=sys.stderr,
+        )
+    config = QUICK if args.quick else FULL
+    # compiling takes seconds per task and dtype: the quick run leaves the compiled row out
+    methods = [m for m in METHODS if not (args.quick and m == "ours_compiled")]
+    device = torch.device(args.device)
+    weights = Weights()
+    args.out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    rows: list[Row] = []
+    workload_tasks: dict[str, Any] = {}
+
+    # answers first: nothing is timed unless the three formulations agree
+    tick = time.perf_counter()
+    setups: dict[str, Setup] = {}
+    for name, task in TASKS.items():
+        s32 = make_setup(task, config.batch, args.seed, args.device, torch.float32)
+        s64 = make_setup(task, config.batch, args.seed, args.device, torch.float64)
+        setups[name] = s32
+        workload_tasks[name] = {
+            "loss": s32.loss.name,
+            "P": s32.loss.num_params,
+            "d": task.d,
+            "k": task.k,
+            "data_dependent": task.data_dependent,
+            "action_params": sum(p.numel() for p in s32.action.parameters()),
+        }
+        for method, rec in agreement(s32, s64, weights, methods).items():
+            rows.append({"task": name, "method": method, **rec})
+    timings["agreement_s"] = time.perf_counter() - tick
+    failures = check_agreement(rows)
+
+    if not failures:
+        tick = time.perf_counter()
+        for task in TASKS:
+            task_rows = [r for r in rows if r["task"] == task]
+            blocks = {}
+            for row in task_rows:
+                loop = row["method"] == "loop_autograd"
+                blocks[row["method"]] = (
+                    make_step(row["method"], setups[task], weights),
+                    config.loop_steps if loop else config.steps,
+                    config.loop_warmup if loop else config.warmup,
+                )
+            runs = time_interleaved(blocks, config.repeats, device)
+            for row in task_rows:
+                wall, cpu = runs[row["method"]]["wall"], runs[row["method"]]["cpu"]
+                row["median_s"] = statistics.median(wall)
+                row["runs_s"] = wall
+                row["median_cpu_s"] = statistics.median(cpu)
+                row["steps_per_s"] = 1.0 / row["median_s"]
+                print(
+                    f"{task}/{row['method']}: {row['steps_per_s']:.3g} steps/s",
+                    file=sys.stderr,
+                )
+        timings["timing_s"] = time.perf_counter() - tick
+        ours_rate = {r["task"]: r["steps_per_s"] for r in rows if r["method"] == "ours"}
+        for row in rows:
+            row["speedup_vs_ours"] = ours_rate[row["task"]] / row["steps_per_s"]
+    timings["total_s"] = time.perf_counter() - start
+
+    env = environment(args.device)
+    env["loadavg_1min"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]
+    report = {
+        "benchmark": "discovery",
+        "environment": env,
+        "workload": {"batch": config.batch, "hidden": list(HIDDEN), "tasks": workload_tasks},
+        "config": {
+            "seed": args.seed,
+            "quick": args.quick,
+            **asdict(config),
+            "dtype": "float32",
+            "lr": LR,
+            "weights": weights.as_dict(),
+            "agreement_bounds": BOUNDS,
+            "targets": {f"ours / {peer}": f">= {f:g}" for peer, f in TARGETS.items()},
+        },
+        "rows": rows,
+        "targets": evaluate_targets(rows, args.quick),
+        "timings": timings,
+    }
+    (args.out / "bench_discovery.json").write_text(json.dumps(report, indent=1) + "\n")
+    table = markdown(report)
+    (args.out / "bench_discovery.md").write_text(table)
+    print(table)
+    if failures:
+        print(
+            "the formulations disagree (nothing timed):\n  " + "\n  ".join(failures),
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
