@@ -57,9 +57,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from _common import environment, parser, setup
 from torch import Tensor
 
+from _common import environment, parser, setup
 from symdisc.actions import MLPAction
 from symdisc.generators import Generators
 from symdisc.losses import ParamLoss, two_layer

@@ -1,0 +1,53 @@
+"""The discovery experiment scripts run end to end on --quick and write results.json with the
+case and metric names the issue fixes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMON = {
+    "invariance_median",
+    "invariance_p90",
+    "v_norm_mean",
+    "flow_drift_ratio",
+    "identity_error",
+}
+EXPECTED = {
+    "rescaling": {
+        "linear_1x1": COMMON | {"cos_true", "energy_outside"},
+        "linear_h2": COMMON | {"energy_outside"},
+        "relu_h3": COMMON | {"energy_outside"},
+        "linear_fig5": COMMON | {"energy_outside"},
+    },
+    "data_dependent": {"sigmoid_3x3": COMMON, "tanh_skip": COMMON},
+}
+
+
+@pytest.mark.parametrize("experiment", sorted(EXPECTED))
+def test_quick_run_writes_results_and_plots(experiment, tmp_path):
+    script = ROOT / "experiments" / f"{experiment}.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert record["experiment"] == experiment
+    assert {"config", "environment", "cases", "timings"} <= set(record)
+    assert record["config"]["quick"] is True and "total_s" in record["timings"]
+    assert set(record["cases"]) == set(EXPECTED[experiment])
+    for case, metrics in EXPECTED[experiment].items():
+        scores = record["cases"][case]
+        assert metrics <= set(scores), (case, metrics - set(scores))
+        assert all(isinstance(scores[m], float) for m in metrics)
+        for suffix in ("generators", "training", "flow"):
+            assert (tmp_path / f"{case}_{suffix}.png").stat().st_size > 1000
