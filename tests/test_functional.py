@@ -1,5 +1,7 @@
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from symdisc.curvature import flatten, functional, num_params, unflatten
@@ -39,3 +41,18 @@ def test_flatten_unflatten_round_trip_with_batch_dims():
     torch.testing.assert_close(parts["a"][3].reshape(-1), block[3, :6])
     with pytest.raises(ValueError, match=r"last dimension P=10.*\(9,\)"):
         unflatten(torch.randn(9), params)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    shapes=st.lists(st.lists(st.integers(1, 4), min_size=0, max_size=3), min_size=1, max_size=4),
+    batch=st.lists(st.integers(1, 3), max_size=2),
+)
+def test_unflatten_inverts_flatten_for_any_shapes(shapes, batch):
+    params = {f"p{i}": torch.randn(tuple(s)) for i, s in enumerate(shapes)}
+    vector = torch.randn((*batch, num_params(params)))
+    parts = unflatten(vector, params)
+    assert all(parts[k].shape == (*batch, *params[k].shape) for k in params)
+    rebuilt = torch.cat([parts[k].reshape((*batch, -1)) for k in params], dim=-1)
+    assert torch.equal(rebuilt, vector)
+    assert torch.equal(unflatten(flatten(params), params)["p0"], params["p0"])

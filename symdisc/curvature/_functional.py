@@ -112,6 +112,6 @@ def unflatten(vector: Tensor, like: Mapping[str, Tensor]) -> Params:
     start = 0
     for name, ref in like.items():
         stop = start + ref.numel()
-        out[name] = vector[..., start:stop].reshape(*batch, *ref.shape)
+        out[name] = vector[..., start:stop].reshape((*batch, *ref.shape))
         start = stop
     return out
