@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from symdisc.actions import Action
 from symdisc.losses import LEAKY_SLOPE, ParamLoss, activation_fn
 from symdisc.sampler import Samples
 
@@ -42,6 +43,7 @@ __all__ = [
     "gl_ansatz",
     "group_action",
     "infinitesimal_action",
+    "KnownAction",
     "null_space",
     "permute_hidden",
     "tangent_basis",
@@ -196,7 +198,8 @@ def _gl_spec(loss: ParamLoss) -> _Spec:
         _check_sample(loss, theta, X)
         _check_element("g", g, (h, h))
         p = loss.unflatten(theta)
-        q = {"W1": g @ p["W1"], "W2": torch.linalg.solve(g, p["W2"], left=False)}
+        # W2 g^-1 by inv: the jvp of linalg.solve(left=False) gives NaN under nested vmap
+        q = {"W1": g @ p["W1"], "W2": p["W2"] @ torch.linalg.inv(g)}
         if loss.bias:
             q["b1"] = g @ p["b1"]
             q["b2"] = p["b2"]
@@ -271,7 +274,7 @@ def _data_dependent_gl_spec(loss: ParamLoss) -> _Spec:
         p = loss.unflatten(theta)
         H = p["W1"] @ X
         W1 = p["W1"] + (_act_inverse(act, g @ activation_fn(act)(H)) - H) @ torch.linalg.pinv(X)
-        return loss.flatten({"W1": W1, "W2": torch.linalg.solve(g, p["W2"], left=False)})
+        return loss.flatten({"W1": W1, "W2": p["W2"] @ torch.linalg.inv(g)})
 
     return _Spec((h, h), tangent, action)
 
@@ -649,3 +652,31 @@ def null_space(
     tol = rtol * largest if largest > rtol * scale else rtol * scale
     dim = int((S <= tol).sum())
     return NullSpace(S, dim, Vh[q - dim :], a_shape, scale)
+
+
+class KnownAction(Action):
+    """A known continuous symmetry as an :class:`~symdisc.actions.Action` of GL(h) matrices.
+
+    ``forward(g (h, h), theta, X)`` applies :func:`group_action`; for "rescaling" the group is the
+    positive diagonal matrices and the diagonal of g is used, so that ``D_g a|_I(A)`` is the
+    rescaling tangent of ``diag(A)``. Lets known symmetries go wherever learned actions go
+    (:mod:`symdisc.compose`, :mod:`symdisc.metrics`). "softmax_shift" is not a matrix group and
+    is not offered.
+
+    Raises:
+        ValueError: if the symmetry does not apply to ``loss``, or is "softmax_shift".
+    """
+
+    data_dependent = True
+
+    def __init__(self, loss: ParamLoss, symmetry: str, *, alpha: float | None = None) -> None:
+        super().__init__()
+        if symmetry == "softmax_shift":
+            raise ValueError("`symmetry` 'softmax_shift' is additive, not a matrix group")
+        self._act = group_action(loss, symmetry, alpha=alpha)
+        self.symmetry = symmetry
+        self.d = _hidden(loss)
+
+    def forward(self, g: Tensor, theta: Tensor, X: Tensor) -> Tensor:
+        element = torch.diagonal(g) if self.symmetry == "rescaling" else g
+        return self._act(theta, X, element)

@@ -8,13 +8,13 @@ evaluates the loss on it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from symdisc.curvature import Params, flatten, unflatten
 
@@ -27,6 +27,8 @@ __all__ = [
     "ParamLoss",
     "two_layer",
     "three_layer_tanh_skip",
+    "mlp",
+    "module_loss",
     "activation_fn",
 ]
 
@@ -156,3 +158,135 @@ def three_layer_tanh_skip(n: int = 2, h: int = 2, m: int = 1, k: int = 1) -> Par
         return ((p["W3"] @ h2 - Y) ** 2).sum()
 
     return ParamLoss(f"tanh_skip_m{m}h{h}n{n}k{k}", fn, shapes, (n, k), (m, k), "tanh")
+
+
+def mlp(activation: Activation, widths: Sequence[int], k: int = 1) -> ParamLoss:
+    """A deep network ``||W_L s(W_{L-1} ... s(W_1 X)) - Y||^2`` without biases.
+
+    ``widths = (n, h_1, ..., h_{L-1}, m)``; W_i has shape (widths[i], widths[i-1]), X (n, k),
+    Y (m, k). The activation follows every layer but the last. The larger networks of paper 002,
+    section 3 (corollary C.2) are of this form.
+    """
+    widths = list(widths)
+    if len(widths) < 3:
+        raise ValueError(
+            f"`widths` must list at least an input, a hidden and an output width, got {widths}"
+        )
+    _check_dims(k=k, **{f"widths[{i}]": w for i, w in enumerate(widths)})
+    act = activation_fn(activation)
+    shapes = {f"W{i}": (widths[i], widths[i - 1]) for i in range(1, len(widths))}
+
+    def fn(p: Params, X: Tensor, Y: Tensor) -> Tensor:
+        return ((mlp_forward(p, X, act, len(widths) - 1) - Y) ** 2).sum()
+
+    name = f"mlp_{activation}_{'-'.join(map(str, widths))}_k{k}"
+    return ParamLoss(
+        name,
+        fn,
+        shapes,
+        (widths[0], k),
+        (widths[-1], k),
+        activation,
+        False,
+        {"output": "mse", "widths": tuple(widths)},
+    )
+
+
+def mlp_forward(p: Params, X: Tensor, act: Callable[[Tensor], Tensor], layers: int) -> Tensor:
+    """``W_layers s(... s(W_1 X))``: the first ``layers`` layers of :func:`mlp`, with the
+    activation after every layer but the last one applied."""
+    out = X
+    for i in range(1, layers + 1):
+        out = p[f"W{i}"] @ out
+        if i < layers:
+            out = act(out)
+    return out
+
+
+def module_loss(
+    model: nn.Module,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    data_sampler: Callable[[int, torch.Generator], tuple[Tensor, Tensor]],
+    params: Sequence[str | nn.Module],
+    *,
+    name: str = "module",
+) -> ParamLoss:
+    """A :class:`ParamLoss` over chosen parameters of any ``nn.Module`` ("bring your own model").
+
+    One sample is ``(theta, X, Y)``: theta the chosen parameters, flattened in the order given,
+    and a batch ``X`` of inputs with targets ``Y`` as the model takes them; the loss is
+    ``loss_fn(model(X), Y)`` evaluated with ``torch.func.functional_call``, every other parameter
+    fixed at the module's value. The module itself is never modified.
+
+    Args:
+        model: the network.
+        loss_fn: ``loss_fn(outputs, targets) -> scalar``.
+        data_sampler: ``data_sampler(n, generator) -> (X (n, *x_shape), Y (n, *y_shape))``,
+            n samples of one batch each; :func:`symdisc.sampler.sample` draws data through it.
+        params: the parameters to act on, each named explicitly: an exact name from
+            ``model.named_parameters()`` or a submodule (all of its own parameters). Never a
+            substring pattern.
+        name: a label for results and plots.
+
+    Raises:
+        ValueError: for a name that is not a parameter of ``model``, a module that is not one of
+            its submodules, a parameter named twice, or a sampler that does not return a pair of
+            tensors with a leading dimension n.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"`model` must be an nn.Module, got {type(model).__name__}")
+    named = dict(model.named_parameters())
+    owner = {id(m): prefix for prefix, m in model.named_modules()}
+    chosen: list[str] = []
+    for item in params:
+        if isinstance(item, nn.Module):
+            if id(item) not in owner:
+                raise ValueError(
+                    f"`params` names a module that is not a submodule of `model`: {item}"
+                )
+            prefix = owner[id(item)]
+            chosen += [
+                f"{prefix}.{n}" if prefix else n for n, _ in item.named_parameters(recurse=False)
+            ]
+        elif isinstance(item, str):
+            if item not in named:
+                raise ValueError(
+                    f"`params` must name parameters of `model`; {item!r} is not among "
+                    f"{sorted(named)}"
+                )
+            chosen.append(item)
+        else:
+            raise TypeError(
+                f"`params` entries must be parameter names or modules, got {type(item).__name__}"
+            )
+    if not chosen or len(set(chosen)) != len(chosen):
+        raise ValueError(f"`params` must select each parameter once and at least one, got {chosen}")
+    fixed = {n: p.detach() for n, p in named.items() if n not in chosen}
+    X1, Y1 = _check_sampler(data_sampler)
+
+    def fn(p: Params, X: Tensor, Y: Tensor) -> Tensor:
+        return loss_fn(torch.func.functional_call(model, {**fixed, **p}, (X,)), Y)
+
+    shapes = {n: tuple(named[n].shape) for n in chosen}
+    return ParamLoss(
+        name,
+        fn,
+        shapes,
+        tuple(X1.shape[1:]),
+        tuple(Y1.shape[1:]),
+        None,
+        any(named[n].ndim == 1 for n in chosen),
+        {"output": "custom", "data_sampler": data_sampler},
+    )
+
+
+def _check_sampler(sampler: Callable) -> tuple[Tensor, Tensor]:
+    out = sampler(1, torch.Generator().manual_seed(0))
+    if not (isinstance(out, tuple) and len(out) == 2 and all(isinstance(t, Tensor) for t in out)):
+        raise ValueError("`data_sampler(n, generator)` must return a pair of tensors (X, Y)")
+    if out[0].shape[0] != 1 or out[1].shape[0] != 1:
+        raise ValueError(
+            f"`data_sampler(n, generator)` must return tensors with leading dimension n, got "
+            f"shapes {tuple(out[0].shape)} and {tuple(out[1].shape)} for n = 1"
+        )
+    return out

@@ -58,7 +58,8 @@ def sample(
 
     The same seed gives the same samples; use different seeds for the training and the held-out
     sets. For a ``cross_entropy`` loss the columns of Y are softmax distributions of Gaussian
-    logits.
+    logits; a loss from :func:`symdisc.losses.module_loss` draws X and Y from its own data
+    sampler (scaled by ``x_scale`` and ``y_scale``).
 
     Raises:
         ValueError: for ``n < 1`` or a non-positive scale.
@@ -70,8 +71,12 @@ def sample(
             raise ValueError(f"`{name}` must be positive, got {s!r}")
     g = torch.Generator().manual_seed(seed)
     theta = theta_scale * torch.randn(n, loss.num_params, generator=g, dtype=dtype)
-    X = x_scale * torch.randn(n, *loss.x_shape, generator=g, dtype=dtype)
-    Y = y_scale * torch.randn(n, *loss.y_shape, generator=g, dtype=dtype)
+    if "data_sampler" in loss.extra:  # a module loss brings its own data
+        X, Y = loss.extra["data_sampler"](n, g)
+        X, Y = x_scale * X.to(dtype), y_scale * Y.to(dtype)
+    else:
+        X = x_scale * torch.randn(n, *loss.x_shape, generator=g, dtype=dtype)
+        Y = y_scale * torch.randn(n, *loss.y_shape, generator=g, dtype=dtype)
     if loss.extra.get("output") == "cross_entropy":
         Y = torch.softmax(Y, dim=1)
     theta, X, Y = theta.to(device), X.to(device), Y.to(device)
