@@ -15,7 +15,15 @@ from torch import Tensor
 
 from symdisc.curvature.spectrum import SpectralDensity
 
-__all__ = ["plot_spectral_density", "generators", "history", "flow_losses", "save", "canonical"]
+__all__ = [
+    "plot_spectral_density",
+    "generators",
+    "history",
+    "flow_losses",
+    "save",
+    "canonical",
+    "invariance_distributions",
+]
 
 
 def plot_spectral_density(
@@ -150,6 +158,27 @@ def flow_losses(profile: dict[str, Tensor], *, title: str = "") -> matplotlib.fi
     ax.set_xlabel("path length")
     ax.set_ylabel("|L(theta_t) - L(theta)| / |L(theta)|")
     ax.set_yscale("symlog", linthresh=1e-4)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    return fig
+
+
+def invariance_distributions(
+    errors: dict[str, Tensor], *, title: str = ""
+) -> matplotlib.figure.Figure:
+    """Histograms (log-spaced bins) of normalised invariance errors, one per case."""
+    fig = matplotlib.figure.Figure(figsize=(5.5, 3.4))
+    ax = fig.subplots()
+    values = {
+        k: v.detach().double().cpu().reshape(-1).clamp_min(1e-12).numpy() for k, v in errors.items()
+    }
+    lo = min(float(np.quantile(v, 0.01)) for v in values.values())
+    bins = np.logspace(np.log10(lo), 0, 40)
+    for name, v in values.items():
+        ax.hist(v, bins=bins, histtype="step", label=f"{name} (median {np.median(v):.2g})")
+    ax.set_xscale("log")
+    ax.set_xlabel("|<grad L, v>| / (||grad L|| ||v||)")
+    ax.set_ylabel("samples")
     ax.legend(fontsize=8)
     ax.set_title(title)
     return fig

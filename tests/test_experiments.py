@@ -26,6 +26,15 @@ EXPECTED = {
         "linear_fig5": COMMON | {"energy_outside"},
     },
     "data_dependent": {"sigmoid_3x3": COMMON, "tanh_skip": COMMON},
+    "lift": {
+        name: {"invariance_median", "invariance_p90", "identity_error"}
+        for name in ("small", "wide", "deep")
+    },
+}
+PLOTS = {
+    "rescaling": lambda case: [f"{case}_{s}.png" for s in ("generators", "training", "flow")],
+    "data_dependent": lambda case: [f"{case}_{s}.png" for s in ("generators", "training", "flow")],
+    "lift": lambda case: ["lift_generators.png", "lift_invariance.png"],
 }
 
 
@@ -49,5 +58,5 @@ def test_quick_run_writes_results_and_plots(experiment, tmp_path):
         scores = record["cases"][case]
         assert metrics <= set(scores), (case, metrics - set(scores))
         assert all(isinstance(scores[m], float) for m in metrics)
-        for suffix in ("generators", "training", "flow"):
-            assert (tmp_path / f"{case}_{suffix}.png").stat().st_size > 1000
+        for png in PLOTS[experiment](case):
+            assert (tmp_path / png).stat().st_size > 1000
