@@ -187,3 +187,19 @@ def discovery_experiment(
         "batch_size": config.batch_size,
     }
     log.info("wrote %s", write_results(args.out, experiment, record, results, timings))
+
+
+def fmt(value: object, spec: str) -> str:
+    """``format(value, spec)``, or an empty cell for None."""
+    return "" if value is None else format(value, spec)
+
+
+def targets_table(targets: list[dict]) -> list[str]:
+    """Markdown lines of a benchmark's target verdicts (task, criterion, value, pass)."""
+    lines = ["", "| task | target | value | pass |", "|---|---|---:|---|"]
+    for t in targets:
+        verdict = {True: "pass", False: "FAIL", None: "-"}[t["pass"]]
+        if t.get("note"):
+            verdict += f" ({t['note']})"
+        lines.append(f"| {t['task']} | {t['criterion']} | {fmt(t['value'], '.3g')} | {verdict} |")
+    return lines

@@ -68,6 +68,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from _common import fmt, targets_table
 from symdisc.curvature import (
     HessianOperator,
     SpectralDensity,
@@ -679,10 +680,6 @@ def check_agreement(rows: list[Row]) -> list[str]:
     return failures
 
 
-def _fmt(value: Any, spec: str) -> str:
-    return "" if value is None else format(value, spec)
-
-
 def markdown(report: dict[str, Any]) -> str:
     """The rows and targets of a report as markdown tables."""
     env, wl = report["environment"], report["workload"]
@@ -704,16 +701,11 @@ def markdown(report: dict[str, Any]) -> str:
         if "n_iter" in r:
             note = f"{r['n_iter']} iterations" + (f"; {note}" if note else "")
         lines.append(
-            f"| {r['task']} | {r['method']} | {_fmt(time_s, '.4f')} | {_fmt(ratio, '.2f')} | "
-            f"{_fmt(r.get('rel_error'), '.2e')} | {_fmt(r.get('peak_mb'), '.1f')} | "
+            f"| {r['task']} | {r['method']} | {fmt(time_s, '.4f')} | {fmt(ratio, '.2f')} | "
+            f"{fmt(r.get('rel_error'), '.2e')} | {fmt(r.get('peak_mb'), '.1f')} | "
             f"{note.replace('|', '/')} |"
         )
-    lines += ["", "| task | target | value | pass |", "|---|---|---:|---|"]
-    for t in report["targets"]:
-        verdict = {True: "pass", False: "FAIL", None: "-"}[t["pass"]]
-        if t.get("note"):
-            verdict += f" ({t['note']})"
-        lines.append(f"| {t['task']} | {t['criterion']} | {_fmt(t['value'], '.3g')} | {verdict} |")
+    lines += targets_table(report["targets"])
     return "\n".join(lines) + "\n"
 
 

@@ -59,7 +59,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from _common import environment, parser, setup
+from _common import environment, fmt, parser, setup, targets_table
 from symdisc.actions import MLPAction
 from symdisc.generators import Generators
 from symdisc.losses import ParamLoss, two_layer
@@ -338,10 +338,6 @@ def evaluate_targets(rows: Sequence[Row], quick: bool) -> list[Row]:
     return out
 
 
-def _fmt(value: Any, spec: str) -> str:
-    return "" if value is None else format(value, spec)
-
-
 def markdown(report: dict[str, Any]) -> str:
     env, wl, cfg = report["environment"], report["workload"], report["config"]
     lines = [
@@ -358,15 +354,10 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     for r in report["rows"]:
         lines.append(
-            f"| {r['task']} | {r['method']} | {_fmt(r.get('steps_per_s'), '.3g')} | "
-            f"{_fmt(r.get('speedup_vs_ours'), '.2f')} | {r['objective']:.6g} |"
+            f"| {r['task']} | {r['method']} | {fmt(r.get('steps_per_s'), '.3g')} | "
+            f"{fmt(r.get('speedup_vs_ours'), '.2f')} | {r['objective']:.6g} |"
         )
-    lines += ["", "| task | target | value | pass |", "|---|---|---:|---|"]
-    for t in report["targets"]:
-        verdict = {True: "pass", False: "FAIL", None: "-"}[t["pass"]]
-        if t.get("note"):
-            verdict += f" ({t['note']})"
-        lines.append(f"| {t['task']} | {t['criterion']} | {_fmt(t['value'], '.3g')} | {verdict} |")
+    lines += targets_table(report["targets"])
     return "\n".join(lines) + "\n"
 
 

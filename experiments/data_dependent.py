@@ -37,5 +37,6 @@ TARGETS = {
 WEIGHTS = Weights(invariance=30.0)
 
 if __name__ == "__main__":
-    discovery_experiment("data_dependent", __doc__, CASES, TARGETS, data_dependent=True,
-                         steps=8000, weights=WEIGHTS)
+    discovery_experiment(
+        "data_dependent", __doc__, CASES, TARGETS, data_dependent=True, steps=8000, weights=WEIGHTS
+    )
