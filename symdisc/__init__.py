@@ -12,6 +12,7 @@ module             contents
 ``train``          the trainer: Adam with step decay, checkpoints, resume, NaN stop
 ``discover``       one call from a loss to a learned symmetry
 ``known``          known symmetries, their tangent spaces, the null-space baseline
+``compose``        symmetries of larger networks induced from subnetworks (Prop. 3.1)
 ``metrics``        invariance error, energy outside a known space, flow drift, axioms
 ``plot``           generator heatmaps, training curves, loss along flows, spectra
 =================  ===========================================================================
@@ -21,7 +22,7 @@ from symdisc import curvature
 from symdisc.actions import LinearAction, MLPAction
 from symdisc.discover import discover
 from symdisc.generators import Generators
-from symdisc.losses import ParamLoss, three_layer_tanh_skip, two_layer
+from symdisc.losses import ParamLoss, mlp, module_loss, three_layer_tanh_skip, two_layer
 from symdisc.sampler import Samples, sample
 from symdisc.train import Discovery, TrainConfig, train
 
@@ -37,6 +38,8 @@ __all__ = [
     "Samples",
     "TrainConfig",
     "discover",
+    "mlp",
+    "module_loss",
     "sample",
     "three_layer_tanh_skip",
     "train",

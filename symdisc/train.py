@@ -13,7 +13,13 @@ from torch import Tensor, nn
 from symdisc.actions import Action
 from symdisc.generators import Generators
 from symdisc.losses import ParamLoss
-from symdisc.objective import ObjectiveKind, Weights, exponential_objective, infinitesimal_objective
+from symdisc.objective import (
+    ObjectiveKind,
+    Weights,
+    exponential_objective,
+    infinitesimal_objective,
+    tangent_fields,
+)
 from symdisc.sampler import Samples
 
 __all__ = ["Discovery", "TrainConfig", "NonFiniteLossError", "train"]
@@ -36,8 +42,6 @@ class Discovery(nn.Module):
 
     def fields(self, samples: Samples) -> Tensor:
         """Tangent fields ``v`` of every generator at every sample: (N, k, P)."""
-        from symdisc.objective import tangent_fields
-
         return tangent_fields(self.action, self.generators(), samples.theta, samples.X)
 
 
