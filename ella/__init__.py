@@ -1,9 +1,19 @@
 """ella: relaxed-equivariance layers and Laplace marginal likelihoods (papers 000, 001, 003).
 
-Builds on :mod:`symdisc.curvature` (and on nothing else of ``symdisc``). The layers, the marginal
-likelihood and the invariance learning land with their own issues.
+Builds on :mod:`symdisc.curvature` (and on nothing else of ``symdisc``).
+
+=============  ==============================================================================
+module         contents
+=============  ==============================================================================
+``layers``     relaxed layers FC, CONV, F-FC, S-FC, S-CONV, p4 group layers, path sums, tags,
+               polyphase pooling
+``models``     the architecture of paper 000, table 6, with any layer family
+``testing``    ``assert_equivariant``
+=============  ==============================================================================
 """
+
+from ella import layers, models, testing
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["layers", "models", "testing", "__version__"]

@@ -1,0 +1,64 @@
+"""Polyphase subsampling that keeps strict equivariance to circular translations (paper 000, F.2).
+
+Strided convolutions and max pooling break translation equivariance. Following Chaman and
+Dokmanic (2021), a feature map is split into its four polyphase components ``x[:, :, i::2, j::2]``
+(i, j in {0, 1}) and the component with the largest l-infinity norm is kept, chosen separately for
+every sample. Shifting the input circularly by (dx, dy) permutes the components and shifts each of
+them; the norms move with them, so the same underlying component is kept and comes out shifted by
+(floor or ceil of) half the shift. With unique maxima this makes a CONV network strictly
+equivariant before global pooling and strictly invariant after it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["polyphase_pool", "PolyphasePool"]
+
+
+def _check_feature_map(x: Tensor, name: str = "x") -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != 4:
+        raise ValueError(f"`{name}` must have shape (B, C, H, W), got shape {tuple(x.shape)}")
+
+
+def polyphase_pool(x: Tensor, *, return_index: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+    """Subsample (B, C, H, W) -> (B, C, H/2, W/2) by keeping the polyphase component of largest
+    l-infinity norm, per sample (App. F.2).
+
+    The four components are ordered (0, 0), (0, 1), (1, 0), (1, 1) (row phase, column phase), i.e.
+    component ``k`` is ``x[:, :, k // 2 :: 2, k % 2 :: 2]``. The norm of a component is the largest
+    absolute entry over (C, H/2, W/2) of that sample; ties go to the first maximal component.
+
+    Args:
+        x: feature maps of shape (B, C, H, W) with even H and W.
+        return_index: also return the selected component index of every sample, shape (B,).
+
+    Returns:
+        The selected components, shape (B, C, H/2, W/2) (and the indices, if asked for).
+
+    Raises:
+        TypeError: if ``x`` is not a tensor.
+        ValueError: if ``x`` is not 4-D or H or W is odd.
+    """
+    _check_feature_map(x)
+    h, w = x.shape[-2:]
+    if h % 2 or w % 2:
+        raise ValueError(f"polyphase pooling needs even H and W, got H={h}, W={w}")
+    comps = torch.stack(
+        [x[:, :, i::2, j::2] for i in (0, 1) for j in (0, 1)], dim=1
+    )  # (B, 4, C, H/2, W/2)
+    norms = comps.detach().abs().flatten(2).amax(dim=2)  # (B, 4)
+    index = norms.argmax(dim=1)  # first maximum on ties
+    b, c, h2, w2 = x.shape[0], x.shape[1], h // 2, w // 2
+    out = comps.gather(1, index.view(b, 1, 1, 1, 1).expand(b, 1, c, h2, w2)).squeeze(1)
+    return (out, index) if return_index else out
+
+
+class PolyphasePool(nn.Module):
+    """Module form of :func:`polyphase_pool`: (B, C, H, W) -> (B, C, H/2, W/2)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return polyphase_pool(x)  # type: ignore[return-value]

@@ -1,0 +1,174 @@
+"""The CIFAR-10 architecture of paper 000 (App. F.1, table 6, after Neyshabur 2020), with any
+relaxed layer in place of its eight 3 x 3 convolutions.
+
+Layers (alpha = ``alpha``, resolutions for ``image_size`` = 32; they scale with image_size / 32):
+
+====  ==========================  ==================
+#     input                       output
+====  ==========================  ==================
+1     Cin x 32 x 32               a x 32 x 32
+2     a x 32 x 32                 2a x 16 x 16  (halving)
+3     2a x 16 x 16                2a x 16 x 16
+4     2a x 16 x 16                4a x 8 x 8    (halving)
+5     4a x 8 x 8                  4a x 8 x 8
+6     4a x 8 x 8                  8a x 4 x 4    (halving)
+7     8a x 4 x 4                  8a x 2 x 2    (halving)
+8     8a x 2 x 2                  16a x 1 x 1   (halving)
+9     ``nn.Conv2d(16a, 64a, 1)``  + ReLU
+10    ``nn.Conv2d(64a, n_classes, 1)``, flattened to (B, n_classes)
+====  ==========================  ==================
+
+Layers 1-8 are relaxed layers followed by ReLU (table 6 has typos in the channels of rows 3, 5
+and 8; the table above is the one that reproduces table 2's parameter counts). A halving layer
+maps directly to the smaller resolution (FC, F-FC, S-FC) or convolves at full resolution and
+subsamples with polyphase pooling (CONV, S-CONV), so CONV networks are strictly equivariant to
+circular translations up to layer 8 and invariant after it. Layers 9 and 10 are plain, untagged
+``nn.Conv2d`` (1 x 1 on a 1 x 1 map: no spatial structure to relax); ``parameter_paths`` does not
+list them.
+
+Parameter counts (:func:`count_parameters`, alpha = 10, 3 x 32 x 32, 10 classes) count *every*
+parameter: FC/CONV weights, F-FC factors, anchor values u and lengthscales omega of sparse layers
+(one omega per anchor, shared over channels: 2,197 in all S-FC layers, 40 in all S-CONV layers),
+learnable anchor positions if any (fixed positions are buffers and do not count), all biases (FC:
+C'H'W'; CONV, S-CONV, F-FC, S-FC: C'), and layers 9-10 (108,800 weights + 650 biases):
+
+=============  ===========  ============  ===========  =========
+layer          all          of which      table 2      rounded
+                            biases
+=============  ===========  ============  ===========  =========
+fc             133,635,690  28,010        133.6 M      133.6
+conv               338,770   1,100        0.3 M        0.3
+fc+conv        133,865,010  28,460        133.9 M      133.9
+ffc              1,540,940   1,100        1.5 M        1.5
+ffc+conv         1,770,260   1,550        1.8 M        1.8
+sfc                834,017   1,100        0.8 M        0.8
+sconv              237,090   1,100        0.2 M        0.2
+sfc+sconv          961,657   1,550        1.0 M        1.0
+=============  ===========  ============  ===========  =========
+
+All eight rows match, and the CONV count equals the 338,770 that table 7 of the paper gives for
+its "Classical CNN" at alpha = 10. The rule needs the C'H'W' bias of FC (without it FC+CONV would be
+133.8 M) and per-channel biases in F-FC and S-FC (with C'H'W' ones F-FC would be 1.6 M and S-FC
+0.9 M). The lengthscales do not move any row (2,237 in all); whether they count is a convention.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ella.layers.relaxed import CONV, FC, FFC, SCONV, SFC, PathSum, PriorTarget
+
+__all__ = ["LayerSpec", "LAYERS", "neyshabur", "count_parameters"]
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """What a layer builder gets: the shapes of one of layers 1-8, and options."""
+
+    in_channels: int
+    out_channels: int
+    in_size: int
+    out_size: int
+    prior_on: PriorTarget = "anchors"
+
+
+def _shapes(s: LayerSpec) -> tuple[int, int, int, int]:
+    return s.in_channels, s.out_channels, s.in_size, s.out_size
+
+
+#: Builders of layers 1-8 by name. Add an entry ``LAYERS["name"] = lambda spec: module`` to offer
+#: a new layer (e.g. group convolutions) to :func:`neyshabur`.
+LAYERS: dict[str, Callable[[LayerSpec], nn.Module]] = {
+    "fc": lambda s: FC(*_shapes(s)),
+    "conv": lambda s: CONV(*_shapes(s)),
+    "fc+conv": lambda s: PathSum(FC(*_shapes(s)), CONV(*_shapes(s))),
+    "ffc": lambda s: FFC(*_shapes(s)),
+    "ffc+conv": lambda s: PathSum(FFC(*_shapes(s)), CONV(*_shapes(s))),
+    "sfc": lambda s: SFC(*_shapes(s), prior_on=s.prior_on),
+    "sconv": lambda s: SCONV(*_shapes(s), prior_on=s.prior_on),
+    "sfc+sconv": lambda s: PathSum(
+        SFC(*_shapes(s), prior_on=s.prior_on), SCONV(*_shapes(s), prior_on=s.prior_on)
+    ),
+}
+
+
+def _check_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"`{name}` must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"`{name}` must be a positive int, got {value}")
+    return value
+
+
+def neyshabur(
+    layer: str,
+    alpha: int = 10,
+    in_channels: int = 3,
+    n_classes: int = 10,
+    image_size: int = 32,
+    *,
+    prior_on: PriorTarget = "anchors",
+) -> nn.Sequential:
+    """The architecture of table 6 with ``layer`` for layers 1-8: (B, Cin, N, N) -> (B, n_classes).
+
+    Args:
+        layer: a key of :data:`LAYERS` ("fc", "conv", "fc+conv", "ffc", "ffc+conv", "sfc",
+            "sconv", "sfc+sconv", and whatever was registered).
+        alpha: the width multiplier a.
+        in_channels: Cin.
+        n_classes: outputs of layer 10.
+        image_size: N, divisible by 32 (resolutions N, N/2, N/2, N/4, N/4, N/8, N/16, N/32).
+        prior_on: passed to sparse layers (their ``prior_target``).
+
+    Returns:
+        ``nn.Sequential`` with children ``layer1``, ``relu1``, ..., ``layer8``, ``relu8``,
+        ``conv9``, ``relu9``, ``conv10``, ``flatten``; slicing it gives the feature maps. For
+        ``image_size`` > 32 layer 8 ends at (N/32) x (N/32), and a global average pool ``pool``
+        (strictly invariant, no parameters) comes before ``conv9``.
+
+    Raises:
+        ValueError: unknown ``layer``, non-positive sizes, ``image_size`` not divisible by 32.
+        TypeError: non-int sizes.
+    """
+    if layer not in LAYERS:
+        raise ValueError(f"`layer` must be one of {sorted(LAYERS)}, got {layer!r}")
+    a = _check_int(alpha, "alpha")
+    _check_int(in_channels, "in_channels")
+    _check_int(n_classes, "n_classes")
+    n = _check_int(image_size, "image_size")
+    if n % 32:
+        raise ValueError(f"`image_size` must be divisible by 32, got {image_size}")
+    channels = [in_channels, a, 2 * a, 2 * a, 4 * a, 4 * a, 8 * a, 8 * a, 16 * a]
+    sizes = [n, n, n // 2, n // 2, n // 4, n // 4, n // 8, n // 16, n // 32]
+    children: dict[str, nn.Module] = {}
+    for i in range(8):
+        spec = LayerSpec(channels[i], channels[i + 1], sizes[i], sizes[i + 1], prior_on)
+        children[f"layer{i + 1}"] = LAYERS[layer](spec)
+        children[f"relu{i + 1}"] = nn.ReLU()
+    if n > 32:  # layer 8 ends at (N/32) x (N/32): average it to 1 x 1 (global pooling)
+        children["pool"] = nn.AdaptiveAvgPool2d(1)
+    children["conv9"] = nn.Conv2d(16 * a, 64 * a, 1)
+    children["relu9"] = nn.ReLU()
+    children["conv10"] = nn.Conv2d(64 * a, n_classes, 1)
+    children["flatten"] = nn.Flatten(1)
+    return nn.Sequential(OrderedDict(children))
+
+
+def count_parameters(
+    layer: str,
+    alpha: int = 10,
+    in_channels: int = 3,
+    n_classes: int = 10,
+    image_size: int = 32,
+) -> int:
+    """Number of parameters of ``neyshabur(layer, ...)``, every parameter counted (module
+    docstring), from shapes only: the model is built on the ``meta`` device, so nothing is
+    allocated and the 133.6M-parameter FC model costs nothing."""
+    with torch.device("meta"):
+        model = neyshabur(layer, alpha, in_channels, n_classes, image_size)
+    return sum(p.numel() for p in model.parameters())

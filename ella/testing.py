@@ -1,0 +1,61 @@
+"""Checks of equivariance and invariance for tests and notebooks.
+
+A model f is equivariant to a transformation g when ``f(g_in(x)) == g_out(f(x))``; it is invariant
+when ``g_out`` is the identity. :func:`assert_equivariant` measures the largest violation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["assert_equivariant"]
+
+
+def assert_equivariant(
+    model: Callable[[Tensor], Tensor] | nn.Module,
+    transform: Callable[[Tensor], Tensor],
+    inverse_transform: Callable[[Tensor], Tensor] | None = None,
+    *,
+    inputs: Tensor,
+    output_transform: Callable[[Tensor], Tensor] | None = None,
+    atol: float = 1e-5,
+) -> float:
+    """Measure ``max |model(transform(x)) - output_transform(model(x))|`` and fail above ``atol``.
+
+    Args:
+        model: maps ``inputs`` (any shape, e.g. (B, C, H, W)) to outputs.
+        transform: the input transformation g_in.
+        inverse_transform: optional inverse of g_in. When given, the check is done the other way
+            round as well, ``model(inverse_transform(x))`` vs ``output_transform`` applied to
+            ``model(x)`` pulled back by the inverse, i.e. it is also checked that
+            ``model(x) == output_transform(model(inverse_transform(x)))``.
+        inputs: the tensor x the check is evaluated at (the whole batch at once).
+        output_transform: the output transformation g_out; default ``transform`` (same action on
+            inputs and outputs). Pass ``lambda y: y`` to check invariance.
+        atol: the largest absolute error accepted.
+
+    Returns:
+        The measured maximal absolute error (a float).
+
+    Raises:
+        TypeError: if ``inputs`` is not a tensor or a transformation is not callable.
+        AssertionError: if the error exceeds ``atol`` (the message gives the error).
+    """
+    if not isinstance(inputs, Tensor):
+        raise TypeError(f"`inputs` must be a torch.Tensor, got {type(inputs).__name__}")
+    for name, fn in (("model", model), ("transform", transform)):
+        if not callable(fn):
+            raise TypeError(f"`{name}` must be callable, got {type(fn).__name__}")
+    g_out = transform if output_transform is None else output_transform
+    with torch.no_grad():
+        y = model(inputs)
+        error = (model(transform(inputs)) - g_out(y)).abs().max().item()
+        if inverse_transform is not None:
+            y_inv = model(inverse_transform(inputs))
+            error = max(error, (g_out(y_inv) - y).abs().max().item())
+    if not error <= atol:
+        raise AssertionError(f"equivariance error {error:.3e} exceeds atol={atol:.1e}")
+    return error
