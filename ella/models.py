@@ -61,9 +61,18 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ella.layers.group_paths import (
+    GroupPathSum,
+    GroupPool,
+    Lift,
+    conv_path,
+    ffc_path,
+    gconv_path,
+    pointwise_gconv_path,
+)
 from ella.layers.relaxed import CONV, FC, FFC, SCONV, SFC, PathSum, PriorTarget
 
-__all__ = ["LayerSpec", "LAYERS", "neyshabur", "count_parameters"]
+__all__ = ["LayerSpec", "LAYERS", "GROUP_LAYERS", "neyshabur", "count_parameters"]
 
 
 @dataclass(frozen=True)
@@ -94,7 +103,20 @@ LAYERS: dict[str, Callable[[LayerSpec], nn.Module]] = {
     "sfc+sconv": lambda s: PathSum(
         SFC(*_shapes(s), prior_on=s.prior_on), SCONV(*_shapes(s), prior_on=s.prior_on)
     ),
+    # layers on p4 feature maps (B, C, 4, H, W), see GROUP_LAYERS
+    "gconv": lambda s: gconv_path(*_shapes(s)),
+    "pointwise_gconv": lambda s: pointwise_gconv_path(*_shapes(s)),
+    "gffc": lambda s: ffc_path(*_shapes(s)),
+    "ffc+conv+gconv": lambda s: GroupPathSum(
+        ffc_path(*_shapes(s)), conv_path(*_shapes(s)), gconv_path(*_shapes(s))
+    ),
 }
+
+#: The names in :data:`LAYERS` whose layers act on p4 feature maps: their network lifts the
+#: input to the group first (:class:`~ella.layers.group_paths.Lift`) and takes the maximum over
+#: the rotations after layer 8 (:class:`~ella.layers.group_paths.GroupPool`), so that with only
+#: GCONV paths it is invariant to quarter turns of the image (paper 000, App. B and F.3).
+GROUP_LAYERS = frozenset({"gconv", "pointwise_gconv", "gffc", "ffc+conv+gconv"})
 
 
 def _check_int(value: object, name: str) -> int:
@@ -118,7 +140,8 @@ def neyshabur(
 
     Args:
         layer: a key of :data:`LAYERS` ("fc", "conv", "fc+conv", "ffc", "ffc+conv", "sfc",
-            "sconv", "sfc+sconv", and whatever was registered).
+            "sconv", "sfc+sconv"; on p4 feature maps "gconv", "pointwise_gconv", "gffc",
+            "ffc+conv+gconv"; and whatever was registered).
         alpha: the width multiplier a.
         in_channels: Cin.
         n_classes: outputs of layer 10.
@@ -127,7 +150,8 @@ def neyshabur(
 
     Returns:
         ``nn.Sequential`` with children ``layer1``, ``relu1``, ..., ``layer8``, ``relu8``,
-        ``conv9``, ``relu9``, ``conv10``, ``flatten``; slicing it gives the feature maps. For
+        ``conv9``, ``relu9``, ``conv10``, ``flatten`` (group networks: ``lift`` first and
+        ``rotation_pool`` after ``relu8``); slicing it gives the feature maps. For
         ``image_size`` > 32 layer 8 ends at (N/32) x (N/32), and a global average pool ``pool``
         (strictly invariant, no parameters) comes before ``conv9``.
 
@@ -146,10 +170,15 @@ def neyshabur(
     channels = [in_channels, a, 2 * a, 2 * a, 4 * a, 4 * a, 8 * a, 8 * a, 16 * a]
     sizes = [n, n, n // 2, n // 2, n // 4, n // 4, n // 8, n // 16, n // 32]
     children: dict[str, nn.Module] = {}
+    group = layer in GROUP_LAYERS
+    if group:
+        children["lift"] = Lift()
     for i in range(8):
         spec = LayerSpec(channels[i], channels[i + 1], sizes[i], sizes[i + 1], prior_on)
         children[f"layer{i + 1}"] = LAYERS[layer](spec)
         children[f"relu{i + 1}"] = nn.ReLU()
+    if group:
+        children["rotation_pool"] = GroupPool()
     if n > 32:  # layer 8 ends at (N/32) x (N/32): average it to 1 x 1 (global pooling)
         children["pool"] = nn.AdaptiveAvgPool2d(1)
     children["conv9"] = nn.Conv2d(16 * a, 64 * a, 1)
