@@ -47,9 +47,15 @@ sfc+sconv          961,657   1,550        1.0 M        1.0
 =============  ===========  ============  ===========  =========
 
 All eight rows match, and the CONV count equals the 338,770 that table 7 of the paper gives for
-its "Classical CNN" at alpha = 10. The rule needs the C'H'W' bias of FC (without it FC+CONV would be
-133.8 M) and per-channel biases in F-FC and S-FC (with C'H'W' ones F-FC would be 1.6 M and S-FC
-0.9 M). The lengthscales do not move any row (2,237 in all); whether they count is a convention.
+its "Classical CNN" at alpha = 10. The rule needs the C'H'W' bias of FC (without it FC+CONV would
+be 133.8 M) and per-channel biases in F-FC and S-FC (with C'H'W' ones F-FC would be 1.6 M and
+S-FC 0.9 M). The lengthscales do not move any row (2,237 in all); whether they count is a
+convention.
+
+The group networks (:data:`GROUP_LAYERS`: "gconv", "pointwise_gconv", "gffc", "ffc+conv+gconv")
+lift the image to p4 feature maps (constant over the rotations), use group layers 1-8 and take
+the maximum over the rotations before layer 9. "gconv" has 1,025,380 parameters and
+"pointwise_gconv" 338,770 at alpha = 10: exactly the "Full" and "Pointwise" rows of table 7.
 """
 
 from __future__ import annotations

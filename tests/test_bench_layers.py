@@ -1,0 +1,63 @@
+"""The layer benchmark script runs end to end on its --quick workload and writes its JSON and
+markdown; its two F-FC formulations agree (the script exits 1 otherwise)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "experiments" / "bench_layers.py"
+
+FFC_TASKS = ("ffc_layer_fwd_bwd", "ffc_layer1_fwd_bwd")
+ROW_KEYS = {"task", "method", "median_s", "runs_s", "peak_mb", "params"}
+
+
+def test_quick_benchmark(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "bench_layers.json").read_text())
+    assert set(report) == {
+        "benchmark",
+        "environment",
+        "workload",
+        "config",
+        "rows",
+        "targets",
+        "timings",
+    }
+    assert report["benchmark"] == "layers"
+    assert report["workload"]["alpha"] == 1 and report["workload"]["batch"] == 8
+    assert report["config"]["quick"] is True
+    assert "threads" in report["environment"]
+    assert "total_s" in report["timings"]
+
+    for row in report["rows"]:
+        assert ROW_KEYS <= set(row), row
+        assert row["median_s"] > 0 and len(row["runs_s"]) >= 3
+        assert row["params"] > 0
+        assert row["peak_mb"] is not None
+
+    pairs = {(r["task"], r["method"]) for r in report["rows"]}
+    assert {("conv_fwd_bwd", "ours"), ("ffc_fwd_bwd", "ours")} <= pairs
+    for task in FFC_TASKS:
+        assert {(task, "ours"), (task, "block_diag")} <= pairs
+        params = {r["params"] for r in report["rows"] if r["task"] == task}
+        assert len(params) == 1  # the same layer, the same parameters
+        errors = report["config"]["agreement"][task]
+        assert max(errors.values()) <= 1e-10, errors
+
+    assert {t["task"] for t in report["targets"]} == set(FFC_TASKS)
+    assert all(t["pass"] is None for t in report["targets"])  # not judged on --quick
+
+    table = (tmp_path / "bench_layers.md").read_text()
+    assert "| task | method | params | median ms | peak MB |" in table
+    assert table.strip() in proc.stdout
