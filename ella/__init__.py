@@ -9,11 +9,13 @@ module         contents
                polyphase pooling
 ``models``     the architecture of paper 000, table 6, with any layer family
 ``testing``    ``assert_equivariant``
+``laplace``    the Laplace log marginal likelihood with per-layer, per-path priors (full, kron,
+               diag)
 =============  ==============================================================================
 """
 
-from ella import layers, models, testing
+from ella import laplace, layers, models, testing
 
 __version__ = "0.1.0"
 
-__all__ = ["layers", "models", "testing", "__version__"]
+__all__ = ["laplace", "layers", "models", "testing", "__version__"]

@@ -210,3 +210,28 @@ def test_kfac_errors():
     bad = {k: torch.full_like(v, float("inf")) for k, v in case.params.items()}
     with pytest.raises(ValueError, match="finite"):
         kfac(case.model, data, loss="cross_entropy", params=bad)
+
+
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+@pytest.mark.parametrize("build", [mlp_case, cnn_case])
+def test_create_graph_factors_are_differentiable_in_the_inputs(build, loss):
+    case = build(loss=loss, n=3)
+    data = [(case.inputs, case.targets)]
+    plain = kfac(case.model, data, loss=loss, reduction="sum")
+    kept = kfac(case.model, data, loss=loss, reduction="sum", create_graph=True)
+    for name in plain:  # same values with and without the graph; the default stays detached
+        torch.testing.assert_close(kept[name].A, plain[name].A, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(kept[name].G, plain[name].G, rtol=1e-12, atol=1e-14)
+        assert not plain[name].A.requires_grad and not plain[name].G.requires_grad
+    first, last = list(plain)[0], list(plain)[-1]
+
+    def summary(x):
+        f = kfac(case.model, [(x, case.targets)], loss=loss, reduction="sum", create_graph=True)
+        # trace(A) of a hidden layer depends on x; G of the first layer too (and, for
+        # cross-entropy, through the output Hessian)
+        return f[last].A.trace() + f[first].G.sum() + f[last].G.sum()
+
+    x = case.inputs.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(summary, (x,), eps=1e-6, atol=1e-7, rtol=1e-6)
+    with pytest.raises(TypeError, match="`create_graph` must be a bool"):
+        kfac(case.model, data, loss=loss, create_graph=1)

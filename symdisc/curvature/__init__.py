@@ -30,7 +30,7 @@ from symdisc.curvature.derivatives import (
     per_sample_jacobian,
     vector_jacobian_product,
 )
-from symdisc.curvature.ggn import GGNOperator, ggn
+from symdisc.curvature.ggn import GGNOperator, ggn, ggn_rows
 from symdisc.curvature.hessian import HessianOperator, hessian
 from symdisc.curvature.kfac import KFACRule, KronFactors, KronTerms, kfac, register_kfac_rule
 from symdisc.curvature.sharpness import SharpnessResult, random_directions, sharpness
@@ -59,6 +59,7 @@ __all__ = [
     "flatten",
     "functional",
     "ggn",
+    "ggn_rows",
     "hessian",
     "hutchinson",
     "hutchpp",

@@ -19,11 +19,12 @@ from symdisc.curvature._losses import (
     loss_value,
     output_hessian_product,
     output_hessian_sqrt,
+    reduction_scale,
 )
 from symdisc.curvature.derivatives import per_sample_jacobian
 from symdisc.curvature.hessian import check_finite_loss
 
-__all__ = ["GGNOperator", "ggn"]
+__all__ = ["GGNOperator", "ggn", "ggn_rows"]
 
 
 class GGNOperator(ParameterOperator):
@@ -75,6 +76,34 @@ class GGNOperator(ParameterOperator):
         super().__init__(params, product, chunk_size)
 
 
+def ggn_rows(
+    model_fn: ModelFn,
+    params: Params,
+    inputs: Tensor,
+    *,
+    loss: Loss,
+    reduction: Reduction = "mean",
+    outputs: Tensor | None = None,
+) -> Tensor:
+    """Rows M (N C, P) of a factor of the GGN: ``M^T M = sum_n J_n^T H_n J_n``.
+
+    ``M = [S_n^T J_n]_n`` with J_n the per-sample Jacobian and ``H_n = S_n S_n^T``
+    (:func:`output_hessian_sqrt`). Nothing is detached: when ``inputs`` (or anything the outputs
+    depend on besides ``params``) require a gradient, M and so the GGN are differentiable in them.
+    ``outputs`` may pass ``model_fn(params, inputs)`` when the caller has it already. The
+    reduction's scale is taken from this batch alone.
+    """
+    outputs = model_fn(params, inputs) if outputs is None else outputs
+    jac = per_sample_jacobian(model_fn, params, inputs)  # (N, C, P)
+    if jac.ndim != 3:
+        raise ValueError(
+            f"model outputs must have shape (N, C), got per-sample outputs of shape "
+            f"{tuple(jac.shape[1:-1])}"
+        )
+    roots = output_hessian_sqrt(outputs, loss, reduction)  # (N, C, C)
+    return torch.einsum("nck,ncp->nkp", roots, jac).reshape(-1, jac.shape[-1])
+
+
 def ggn(
     model_fn: ModelFn,
     params: Params,
@@ -87,20 +116,23 @@ def ggn(
 ) -> Tensor:
     """The dense GGN (P, P) from per-sample Jacobians and a square root of the output Hessian.
 
-    ``G = sum_n (S_n^T J_n)^T (S_n^T J_n)`` with ``H_n = S_n S_n^T``, accumulated over chunks of
-    ``chunk_size`` samples (default: all at once) so that at most a (chunk, C, P) Jacobian is held.
+    ``G = sum_n (S_n^T J_n)^T (S_n^T J_n)`` with ``H_n = S_n S_n^T`` (:func:`ggn_rows`),
+    accumulated over chunks of ``chunk_size`` samples (default: all at once) so that at most a
+    (chunk, C, P) Jacobian is held. Differentiable in the inputs when they require a gradient.
     """
     params = check_params(params)
     check_loss(loss, reduction)
-    outputs = model_fn(params, inputs).detach()
-    check_finite_loss(loss_value(outputs, targets, loss, reduction))
-    roots = output_hessian_sqrt(outputs, loss, reduction)  # (N, C, C)
+    outputs = model_fn(params, inputs)
+    check_finite_loss(loss_value(outputs.detach(), targets, loss, reduction))
+    scale = reduction_scale(tuple(outputs.shape), loss, reduction)
     dim = num_params(params)
     first = next(iter(params.values()))
     G = torch.zeros(dim, dim, dtype=first.dtype, device=first.device)
     step = chunk_size or inputs.shape[0]
     for start in range(0, inputs.shape[0], step):
-        J = per_sample_jacobian(model_fn, params, inputs[start : start + step])  # (n, C, P)
-        M = torch.einsum("nck,ncp->nkp", roots[start : start + step], J).reshape(-1, dim)
-        G += M.T @ M
+        chunk = slice(start, start + step)
+        M = ggn_rows(
+            model_fn, params, inputs[chunk], loss=loss, reduction="sum", outputs=outputs[chunk]
+        )
+        G = G + scale * (M.T @ M)
     return G

@@ -179,6 +179,7 @@ def kfac(
     generator: SeedLike = None,
     params: Params | None = None,
     modules: Sequence[str] | None = None,
+    create_graph: bool = False,
 ) -> dict[str, KronFactors]:
     """KFAC factors of every supported layer, accumulated over the batches of ``data``.
 
@@ -198,6 +199,11 @@ def kfac(
             module's own; the module is never modified.
         modules: names of the layers to cover (default: every submodule with a rule). Layers are
             chosen by exact name, never by substring.
+        create_graph: keep the autograd graph, so that A and G are differentiable in whatever
+            the outputs depend on besides the parameters (the inputs, hyperparameters of the
+            model): the captured layer inputs and the output Hessian are not detached and the
+            backpropagated columns are computed with ``create_graph=True``. Default False: the
+            factors are detached, as before.
 
     Returns:
         ``{layer_name: KronFactors}`` (a layer with several blocks adds ``":i"`` to its name).
@@ -211,6 +217,8 @@ def kfac(
         raise ValueError(f"`fisher` must be one of {get_args(FisherType)}, got {fisher!r}")
     if not isinstance(mc_samples, int) or mc_samples < 1:
         raise ValueError(f"`mc_samples` must be a positive int, got {mc_samples!r}")
+    if not isinstance(create_graph, bool):
+        raise TypeError(f"`create_graph` must be a bool, got {type(create_graph).__name__}")
     gen = as_generator(generator)
     layers = _select_layers(model, modules)
     point = {n: p.detach() for n, p in model.named_parameters()}
@@ -227,7 +235,7 @@ def kfac(
     for inputs, targets in data:
         captured: dict[str, tuple[Tensor, Tensor]] = {}
         handles = [
-            module.register_forward_hook(_capture(name, captured))
+            module.register_forward_hook(_capture(name, captured, create_graph))
             for name, module in layers.items()
         ]
         try:
@@ -237,18 +245,25 @@ def kfac(
             for h in handles:
                 h.remove()
         check_finite_loss(loss_value(outputs.detach(), targets, loss, reduction))
+        at = outputs if create_graph else outputs.detach()
         if fisher == "type2":
-            columns = output_hessian_sqrt(outputs.detach(), loss, "sum")
+            columns = output_hessian_sqrt(at, loss, "sum")
         else:
-            columns = sample_output_gradients(outputs.detach(), loss, "sum", mc_samples, gen)
+            columns = sample_output_gradients(at, loss, "sum", mc_samples, gen)
         names = list(captured)
         layer_outputs = [captured[n][1] for n in names]
         per_column = [
-            torch.autograd.grad(outputs, layer_outputs, columns[:, :, k], retain_graph=True)
+            torch.autograd.grad(
+                outputs,
+                layer_outputs,
+                columns[:, :, k],
+                retain_graph=True,
+                create_graph=create_graph,
+            )
             for k in range(columns.shape[2])
         ]
         for i, name in enumerate(names):
-            grads = [col[i].detach() for col in per_column]
+            grads = [col[i] if create_graph else col[i].detach() for col in per_column]
             rule = kfac_rule_for(layers[name])
             terms = rule(layers[name], captured[name][0], grads)
             for j, term in enumerate(terms):
@@ -291,8 +306,10 @@ def _rule_names() -> list[str]:
     return sorted(t.__name__ for t in _RULES)
 
 
-def _capture(name: str, store: dict[str, tuple[Tensor, Tensor]]) -> Callable:
+def _capture(
+    name: str, store: dict[str, tuple[Tensor, Tensor]], keep_graph: bool = False
+) -> Callable:
     def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-        store[name] = (inputs[0].detach(), output)
+        store[name] = (inputs[0] if keep_graph else inputs[0].detach(), output)
 
     return hook

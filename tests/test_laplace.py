@@ -1,0 +1,318 @@
+"""ella.laplace against brute-force formulas from independently built dense GGNs (float64)."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import ella.laplace as laplace_module
+from conftest import DTYPE
+from ella.laplace import ROOT_GROUP, Laplace, prior_groups
+from ella.layers import CONV, FC, PathSum
+
+SIGMA, TEMP = 0.7, 1.9
+
+
+def _gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def mlp(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3)).to(DTYPE)
+
+
+def cnn(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 2, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3)
+    ).to(DTYPE)
+
+
+def relaxed(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        PathSum(FC(1, 2, 4, 4), CONV(1, 2, 4, 4)), nn.Tanh(), nn.Flatten(), nn.Linear(32, 3)
+    ).to(DTYPE)
+
+
+def batch(likelihood, n, shape, seed=1):
+    g = _gen(seed)
+    x = torch.randn(n, *shape, generator=g, dtype=DTYPE)
+    if likelihood == "classification":
+        return x, torch.randint(0, 3, (n,), generator=g)
+    return x, torch.randn(n, 3, generator=g, dtype=DTYPE)
+
+
+def shape_of(model):
+    return (1, 4, 4) if isinstance(model[0], (nn.Conv2d, PathSum)) else (3,)
+
+
+# -- brute force ---------------------------------------------------------------------------
+
+
+def theta(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def nll(outputs, y, likelihood, sigma):
+    """Negative log-likelihood, normalisers included, written without ella or symdisc."""
+    if likelihood == "classification":
+        return -torch.log_softmax(outputs, -1).gather(1, y[:, None]).sum()
+    return -torch.distributions.Normal(outputs, sigma).log_prob(y).sum()
+
+
+def brute(model, data, likelihood, sigma):
+    """(log-likelihood, dense GGN (P, P), flat theta*) from autograd.functional jacobian/hessian."""
+    params = theta(model)
+    shapes = {n: p.shape for n, p in params.items()}
+    flat = torch.cat([p.reshape(-1) for p in params.values()])
+
+    def f(vec, x):
+        out, start = {}, 0
+        for n, s in shapes.items():
+            k = math.prod(s)
+            out[n] = vec[start : start + k].reshape(s)
+            start += k
+        return torch.func.functional_call(model, out, (x,))
+
+    ll, G = 0.0, 0.0
+    for x, y in data:
+        outputs = f(flat, x).detach()
+        ll = ll - nll(outputs, y, likelihood, sigma)
+        J = torch.autograd.functional.jacobian(lambda v: f(v, x).reshape(-1), flat)  # (NC, P)
+        H = torch.autograd.functional.hessian(
+            lambda o: nll(o.reshape(outputs.shape), y, likelihood, sigma), outputs.reshape(-1)
+        )
+        G = G + J.T @ H @ J
+    return ll, G, flat
+
+
+def delta_vector(model, groups, deltas):
+    where = {p: g for g, ns in groups.items() for p in ns}
+    return torch.cat([deltas[where[n]].expand(p.numel()) for n, p in model.named_parameters()])
+
+
+def brute_marglik(ll, logdet, flat, dvec, T):
+    """log p(D|theta*)/T + log N(theta*; 0, diag(1/delta)) + P/2 log(2 pi) - 1/2 log det."""
+    prior = torch.distributions.Normal(torch.zeros_like(flat), dvec.rsqrt()).log_prob(flat).sum()
+    return ll / T + prior + 0.5 * flat.numel() * math.log(2 * math.pi) - 0.5 * logdet
+
+
+def some_deltas(groups, seed=5):
+    g = _gen(seed)
+    return {k: 0.3 + torch.rand((), generator=g, dtype=DTYPE) * 2 for k in groups}
+
+
+# -- values --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("likelihood", ["classification", "regression"])
+@pytest.mark.parametrize("build", [mlp, cnn])
+def test_full_and_diag_equal_brute_force(build, likelihood):
+    model = build()
+    data = [batch(likelihood, 3, shape_of(model), 1), batch(likelihood, 2, shape_of(model), 2)]
+    ll, G, flat = brute(model, data, likelihood, SIGMA)
+    for structure in ("full", "diag"):
+        la = Laplace(model, likelihood, structure, sigma=SIGMA, temperature=TEMP).fit(data)
+        deltas = some_deltas(la.groups)
+        dvec = delta_vector(model, la.groups, deltas)
+        if structure == "full":
+            torch.testing.assert_close(la.curvature, G, rtol=1e-9, atol=1e-11)
+            logdet = torch.logdet(G / TEMP + torch.diag(dvec))
+        else:
+            torch.testing.assert_close(la.curvature, G.diagonal(), rtol=1e-9, atol=1e-11)
+            logdet = torch.log(G.diagonal() / TEMP + dvec).sum()
+        torch.testing.assert_close(la.log_likelihood, ll, rtol=1e-12, atol=1e-12)
+        assert la.n_params == flat.numel()
+        expected = brute_marglik(ll, logdet, flat, dvec, TEMP)
+        got = la.log_marginal_likelihood(deltas)
+        assert got.ndim == 0
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+
+
+def _dense_kron(la, deltas):
+    blocks, dvec = [], []
+    for key, f in la.curvature.items():
+        blocks.append(torch.kron(f.G, f.A))
+        dvec.append(deltas[la._block_groups[key]].expand(blocks[-1].shape[0]))
+    return torch.block_diag(*blocks), torch.cat(dvec)
+
+
+@pytest.mark.parametrize("likelihood", ["classification", "regression"])
+@pytest.mark.parametrize("build", [mlp, cnn])
+def test_kron_log_det_equals_dense_kron(build, likelihood):
+    model = build()
+    data = [batch(likelihood, 4, shape_of(model), 3)]
+    la = Laplace(model, likelihood, "kron", sigma=SIGMA, temperature=TEMP).fit(data)
+    deltas = some_deltas(la.groups)
+    K, dvec = _dense_kron(la, deltas)
+    expected = torch.logdet(K / TEMP + torch.diag(dvec))
+    torch.testing.assert_close(
+        la.log_det_posterior_precision(deltas), expected, rtol=1e-10, atol=1e-10
+    )
+
+
+@pytest.mark.parametrize("likelihood", ["classification", "regression"])
+def test_kron_equals_block_diagonal_full_for_one_sample(likelihood):
+    model = mlp(2)
+    data = [batch(likelihood, 1, (3,), 4)]
+    ll, G, flat = brute(model, data, likelihood, SIGMA)
+    la = Laplace(model, likelihood, "kron", sigma=SIGMA, temperature=TEMP).fit(data)
+    deltas = some_deltas(la.groups)
+    # block-diagonal of the exact GGN, one block per layer (weight and bias together)
+    mask = torch.zeros_like(G, dtype=torch.bool)
+    start = 0
+    for key, f in la.curvature.items():
+        size = f.A.shape[0] * f.G.shape[0]
+        # KFAC is exact block-wise for one sample, scaling of G included (sigma != 1)
+        torch.testing.assert_close(
+            f.to_dense(), G[start : start + size, start : start + size], rtol=1e-9, atol=1e-11
+        )
+        mask[start : start + size, start : start + size] = True
+        start += size
+    dvec = delta_vector(model, la.groups, deltas)
+    logdet = torch.logdet(torch.where(mask, G, 0.0) / TEMP + torch.diag(dvec))
+    expected = brute_marglik(ll, logdet, flat, dvec, TEMP)
+    torch.testing.assert_close(la.log_marginal_likelihood(deltas), expected, rtol=1e-9, atol=1e-9)
+
+
+def test_shared_precision_equals_dict_of_equal_precisions():
+    model = cnn()
+    data = [batch("classification", 3, (1, 4, 4))]
+    la = Laplace(model, "classification", "kron").fit(data)
+    shared = la.log_marginal_likelihood(0.8)
+    torch.testing.assert_close(la.log_marginal_likelihood(torch.tensor(0.8)), shared)
+    torch.testing.assert_close(la.log_marginal_likelihood({g: 0.8 for g in la.groups}), shared)
+
+
+# -- gradients -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("structure", ["full", "diag", "kron"])
+def test_gradient_in_prior_precisions_matches_finite_differences(structure):
+    model = mlp(1)
+    data = [batch("regression", 5, (3,), 6)]
+    la = Laplace(model, "regression", structure, sigma=SIGMA, temperature=TEMP).fit(data)
+    deltas = {k: v.clone().requires_grad_(True) for k, v in some_deltas(la.groups).items()}
+    grads = torch.autograd.grad(la.log_marginal_likelihood(deltas), list(deltas.values()))
+    for (k, d), grad in zip(deltas.items(), grads):
+        h = 1e-5 * d.item()
+        up = {j: (v.detach() + h if j == k else v.detach()) for j, v in deltas.items()}
+        down = {j: (v.detach() - h if j == k else v.detach()) for j, v in deltas.items()}
+        fd = (la.log_marginal_likelihood(up) - la.log_marginal_likelihood(down)) / (2 * h)
+        torch.testing.assert_close(grad, fd, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("structure", ["full", "diag", "kron"])
+def test_marglik_is_differentiable_in_the_inputs(structure):
+    model = mlp(3)
+    y = torch.randint(0, 3, (7,), generator=_gen(8))
+    x0 = torch.randn(7, 3, generator=_gen(9), dtype=DTYPE)
+
+    def lml(x):
+        la = Laplace(model, "classification", structure, temperature=TEMP).fit([(x, y)])
+        return la.log_marginal_likelihood(0.5)
+
+    assert torch.autograd.gradcheck(lml, (x0.requires_grad_(True),), eps=1e-6, atol=1e-6)
+
+
+# -- no refitting --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("structure", ["full", "diag", "kron"])
+def test_evaluation_does_not_refit(structure, monkeypatch):
+    calls = {"jac": 0, "kfac": 0}
+    jac, kfac = laplace_module.ggn_rows, laplace_module.kfac
+
+    def counting_jac(*args, **kwargs):
+        calls["jac"] += 1
+        return jac(*args, **kwargs)
+
+    def counting_kfac(*args, **kwargs):
+        calls["kfac"] += 1
+        return kfac(*args, **kwargs)
+
+    monkeypatch.setattr(laplace_module, "ggn_rows", counting_jac)
+    monkeypatch.setattr(laplace_module, "kfac", counting_kfac)
+    model = mlp()
+    data = [batch("classification", 3, (3,), 1), batch("classification", 2, (3,), 2)]
+    la = Laplace(model, "classification", structure).fit(data)
+    after_fit = dict(calls)
+    assert after_fit == ({"jac": 0, "kfac": 1} if structure == "kron" else {"jac": 2, "kfac": 0})
+    values = [la.log_marginal_likelihood(d) for d in (0.1, 1.0, {g: 3.0 for g in la.groups})]
+    assert calls == after_fit
+    assert len({v.item() for v in values}) == 3
+
+
+# -- groups --------------------------------------------------------------------------------
+
+
+def test_groups_per_layer_and_path_and_per_plain_module():
+    model = relaxed()
+    groups = prior_groups(model)
+    assert groups == {
+        "0.layers.0:fc": ["0.layers.0.weight", "0.layers.0.bias"],
+        "0.layers.1:conv": ["0.layers.1.weight", "0.layers.1.bias"],
+        "3": ["3.weight", "3.bias"],
+    }
+    per_tensor = prior_groups(model, per_tensor=True)
+    names = [n for n, _ in model.named_parameters()]
+    assert per_tensor == {n: [n] for n in names}
+    assert prior_groups(nn.Linear(2, 2)) == {ROOT_GROUP: ["weight", "bias"]}
+
+
+@pytest.mark.parametrize("per_tensor", [False, True])
+def test_full_on_relaxed_layers_equals_brute_force(per_tensor):
+    model = relaxed()
+    data = [batch("classification", 2, (1, 4, 4), 7)]
+    ll, G, flat = brute(model, data, "classification", 1.0)
+    la = Laplace(model, "classification", "full", per_tensor=per_tensor, temperature=TEMP)
+    la.fit(data)
+    assert la.groups == prior_groups(model, per_tensor)
+    deltas = some_deltas(la.groups)
+    dvec = delta_vector(model, la.groups, deltas)
+    expected = brute_marglik(ll, torch.logdet(G / TEMP + torch.diag(dvec)), flat, dvec, TEMP)
+    torch.testing.assert_close(la.log_marginal_likelihood(deltas), expected, rtol=1e-9, atol=1e-9)
+    diag = Laplace(model, "classification", "diag", per_tensor=per_tensor).fit(data)
+    torch.testing.assert_close(diag.curvature, G.diagonal(), rtol=1e-9, atol=1e-11)
+
+
+# -- errors --------------------------------------------------------------------------------
+
+
+def test_errors():
+    model = mlp()
+    data = [batch("classification", 3, (3,))]
+    with pytest.raises(ValueError, match="`likelihood` must be one of"):
+        Laplace(model, "poisson", "full")
+    with pytest.raises(ValueError, match="`structure` must be one of"):
+        Laplace(model, "classification", "lowrank")
+    with pytest.raises(ValueError, match="`sigma` must be a positive float"):
+        Laplace(model, "regression", "full", sigma=0.0)
+    with pytest.raises(ValueError, match="`temperature` must be a positive float"):
+        Laplace(model, "regression", "full", temperature=-1.0)
+    with pytest.raises(TypeError, match="`model` must be an nn.Module"):
+        Laplace("model", "regression", "full")
+    la = Laplace(model, "classification", "full")
+    with pytest.raises(RuntimeError, match="fit"):
+        la.log_marginal_likelihood(1.0)
+    la.fit(data)
+    with pytest.raises(ValueError, match=r"`prior_precision\['2'\]` must be positive"):
+        la.log_marginal_likelihood({"0": 1.0, "2": torch.tensor(-0.5)})
+    with pytest.raises(ValueError, match="`prior_precision` must be positive"):
+        la.log_marginal_likelihood(0.0)
+    with pytest.raises(ValueError, match=r"missing \['2'\], unknown \['9'\]"):
+        la.log_marginal_likelihood({"0": 1.0, "9": 1.0})
+    with pytest.raises(ValueError, match="must be a 0-d tensor"):
+        la.log_marginal_likelihood(torch.ones(2))
+    with pytest.raises(TypeError, match="must be a float or a 0-d tensor"):
+        la.log_marginal_likelihood("1.0")
+    with pytest.raises(ValueError, match=r"'0.layers.0 \(FC\)', '0.layers.1 \(CONV\)'.*no"):
+        Laplace(relaxed(), "classification", "kron")
+    split = Laplace(model, "classification", "kron", per_tensor=True)
+    with pytest.raises(ValueError, match="one prior precision per Kronecker block"):
+        split.fit(data)
+    with pytest.raises(ValueError, match="at least one"):
+        Laplace(model, "classification", "full").fit([])
