@@ -11,11 +11,14 @@ module         contents
 ``testing``    ``assert_equivariant``
 ``laplace``    the Laplace log marginal likelihood with per-layer, per-path priors (full, kron,
                diag)
+``kfac``       KFAC rules of the relaxed layers (FC, CONV, F-FC, S-FC, S-CONV), registered with
+               :func:`symdisc.curvature.register_kfac_rule` on import
+``marglik``    online marginal-likelihood training, effective numbers of parameters
 =============  ==============================================================================
 """
 
-from ella import laplace, layers, models, testing
+from ella import kfac, laplace, layers, marglik, models, testing  # kfac registers its rules
 
 __version__ = "0.1.0"
 
-__all__ = ["laplace", "layers", "models", "testing", "__version__"]
+__all__ = ["kfac", "laplace", "layers", "marglik", "models", "testing", "__version__"]

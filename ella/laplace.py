@@ -373,7 +373,10 @@ class Laplace:
         where = "`prior_precision`" if group is None else f"`prior_precision[{group!r}]`"
         if isinstance(value, bool) or not isinstance(value, (int, float, Tensor)):
             raise TypeError(f"{where} must be a float or a 0-d tensor, got {type(value).__name__}")
-        t = torch.as_tensor(value).to(dtype=self.dtype, device=self.device)
+        if isinstance(value, Tensor):
+            t = value.to(dtype=self.dtype, device=self.device)
+        else:  # straight to the model's dtype: a float32 detour would round 0.3 for float64
+            t = torch.tensor(float(value), dtype=self.dtype, device=self.device)
         if t.ndim != 0:
             raise ValueError(f"{where} must be a 0-d tensor, got shape {tuple(t.shape)}")
         v = float(t.detach())
