@@ -203,3 +203,17 @@ def targets_table(targets: list[dict]) -> list[str]:
             verdict += f" ({t['note']})"
         lines.append(f"| {t['task']} | {t['criterion']} | {fmt(t['value'], '.3g')} | {verdict} |")
     return lines
+
+
+def finish_benchmark(
+    out: Path, name: str, report: dict, table: str, failures: list[str], what: str
+) -> int:
+    """Write ``out/<name>.json`` and ``out/<name>.md``, print the table, and return the exit
+    status: 1 (with the reasons on stderr) when ``failures`` says the answers disagree."""
+    (out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / f"{name}.md").write_text(table)
+    print(table)
+    if failures:
+        print(f"{what}:\n  " + "\n  ".join(failures), file=sys.stderr)
+        return 1
+    return 0

@@ -68,7 +68,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from _common import fmt, targets_table
+from _common import finish_benchmark, fmt, targets_table
 from symdisc.curvature import (
     HessianOperator,
     SpectralDensity,
@@ -858,14 +858,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "targets": targets,
         "timings": timings,
     }
-    (args.out / "bench_curvature.json").write_text(json.dumps(report, indent=1) + "\n")
-    table = markdown(report)
-    (args.out / "bench_curvature.md").write_text(table)
-    print(table)
-    if failures:
-        print("ours disagrees with the reference:\n  " + "\n  ".join(failures), file=sys.stderr)
-        return 1
-    return 0
+    return finish_benchmark(
+        args.out,
+        "bench_curvature",
+        report,
+        markdown(report),
+        failures,
+        "ours disagrees with the reference",
+    )
 
 
 if __name__ == "__main__":

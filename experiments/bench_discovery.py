@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 import os
 import statistics
 import sys
@@ -59,7 +58,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from _common import environment, fmt, parser, setup, targets_table
+from _common import environment, finish_benchmark, fmt, parser, setup, targets_table
 from symdisc.actions import MLPAction
 from symdisc.generators import Generators
 from symdisc.losses import ParamLoss, two_layer
@@ -458,17 +457,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "targets": evaluate_targets(rows, args.quick),
         "timings": timings,
     }
-    (args.out / "bench_discovery.json").write_text(json.dumps(report, indent=1) + "\n")
-    table = markdown(report)
-    (args.out / "bench_discovery.md").write_text(table)
-    print(table)
-    if failures:
-        print(
-            "the formulations disagree (nothing timed):\n  " + "\n  ".join(failures),
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    return finish_benchmark(
+        args.out,
+        "bench_discovery",
+        report,
+        markdown(report),
+        failures,
+        "the formulations disagree (nothing timed)",
+    )
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from _common import environment, fmt, parser, setup, targets_table
+from _common import environment, finish_benchmark, fmt, parser, setup, targets_table
 from ella.layers.relaxed import FFC
 from ella.models import LAYERS, neyshabur
 
@@ -499,17 +499,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "targets": evaluate_targets(rows, list(shapes) if not failures else [], args.quick),
         "timings": timings,
     }
-    (args.out / "bench_layers.json").write_text(json.dumps(report, indent=1) + "\n")
-    table = markdown(report)
-    (args.out / "bench_layers.md").write_text(table)
-    print(table)
-    if failures:
-        print(
-            "the F-FC formulations disagree (F-FC layer not timed):\n  " + "\n  ".join(failures),
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    return finish_benchmark(
+        args.out,
+        "bench_layers",
+        report,
+        markdown(report),
+        failures,
+        "the F-FC formulations disagree (F-FC layer not timed)",
+    )
 
 
 if __name__ == "__main__":
