@@ -1,0 +1,80 @@
+"""experiments/quadrant.py (paper 000, section 6.1): the quadrant-digits data, the exact shift
+invariance of the CONV model, and the --quick run's results.json."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "experiments"))
+
+quadrant = pytest.importorskip("quadrant")
+
+
+def test_quadrant_digits_shapes_classes_and_placement():
+    x_tr, y_tr, x_te, y_te = quadrant.quadrant_digits("digit_quadrant", seed=0)
+    assert x_tr.shape == (1200, 1, 16, 16) and x_te.shape == (597, 1, 16, 16)
+    assert y_tr.shape == (1200,) and y_te.shape == (597,)
+    labels = torch.cat([y_tr, y_te])
+    assert set(labels.tolist()) == set(range(40))
+    x = torch.cat([x_tr, x_te])[:, 0]
+    background = x.flatten(1).min(1).values  # the standardised zero of the canvas
+    for img, label, bg in zip(x, labels, background):
+        q = int(label) // 10
+        r, c = divmod(q, 2)
+        inside = img[8 * r : 8 * r + 8, 8 * c : 8 * c + 8]
+        mask = torch.ones(16, 16, dtype=torch.bool)
+        mask[8 * r : 8 * r + 8, 8 * c : 8 * c + 8] = False
+        assert torch.all(img[mask] == bg)  # nothing outside the labelled quadrant
+        assert torch.any(inside != bg)
+    # the digit task has the same images and the digit as label
+    x2, y2, _, _ = quadrant.quadrant_digits("digit", seed=0)
+    assert torch.equal(x2, x_tr) and torch.equal(y2, y_tr % 10)
+    assert set(y2.tolist()) == set(range(10))
+
+
+@pytest.mark.parametrize("shift", [(8, 0), (0, 8), (8, 8), (3, 5), (1, 0)])
+def test_conv_model_is_invariant_to_circular_shifts(shift):
+    model = quadrant.build_model("conv", 40, alpha=2, seed=0).double()
+    x = torch.randn(6, 1, 16, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    with torch.no_grad():
+        y = model(x)
+        ys = model(torch.roll(x, shifts=shift, dims=(2, 3)))
+    torch.testing.assert_close(ys, y, rtol=1e-12, atol=1e-12)
+
+
+def test_fc_and_ffc_conv_models_see_the_quadrant():
+    x = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    for kind in ("fc", "ffc_conv"):
+        model = quadrant.build_model(kind, 40, alpha=2, seed=0).double()
+        with torch.no_grad():
+            diff = (model(x) - model(torch.roll(x, shifts=(8, 0), dims=(2, 3)))).abs().max()
+        assert diff > 1e-6
+
+
+def test_quick_run_writes_all_cases_and_metrics(tmp_path):
+    cmd = [sys.executable, str(ROOT / "experiments" / "quadrant.py"), "--quick", "--out"]
+    subprocess.run(cmd + [str(tmp_path)], check=True, cwd=ROOT, timeout=120)
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert record["experiment"] == "quadrant"
+    assert {"experiment", "config", "environment", "cases", "timings"} <= set(record)
+    names = {
+        f"{t}/{m}/{o}"
+        for t in ("digit", "digit_quadrant")
+        for m in ("fc", "conv", "ffc_conv")
+        for o in ("map", "marglik")
+    }
+    assert set(record["cases"]) == names
+    for name, case in record["cases"].items():
+        assert {"test_acc", "test_nll", "neg_log_marglik", "params"} <= set(case), name
+    for task in ("digit", "digit_quadrant"):
+        rows = record["cases"][f"{task}/ffc_conv/marglik"]["layers"]
+        assert len(rows) == 8 and {r["path"] for r in rows} == {"fc", "conv"}
+        assert all(0.0 <= r["relative_effective_parameters"] <= 1.0 for r in rows)
+    assert (tmp_path / "learned_paths.png").stat().st_size > 0
