@@ -215,22 +215,9 @@ def _rotated_stack(w: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------
 
 
-class LiftingConv(RelaxedLayer):
-    """Lifting convolution, planar map ``(B, C, H, W)`` -> group map ``(B, C', 4, H, W)``.
-
-    ``y(c', r, p) = b(c') + Σ_c Σ_d x(c, p + d) (R^r θ̄)(c', c, d)`` (App. A, the group
-    convolution with input on Z2), with circular padding, so that
-    ``LiftingConv(R x) == rotate_p4(LiftingConv(x))``.
-
-    Parameters: ``weight`` ``(C', C, k, k)`` and ``bias`` ``(C',)`` (shared over rotations), both
-    tagged ``"gconv"``.
-
-    Args:
-        in_channels: ``C``.
-        out_channels: ``C'``.
-        kernel_size: odd filter size ``k``.
-        bias: whether to add a learnable bias per output channel.
-    """
+class _PlanarFilter(RelaxedLayer):
+    """Shared by the layers whose filter is planar, ``weight (C', C, k, k)`` and ``bias (C',)``,
+    applied rotated by each quarter turn (lifting and pointwise group convolution)."""
 
     def __init__(
         self, in_channels: int, out_channels: int, kernel_size: int = 3, bias: bool = True
@@ -249,6 +236,24 @@ class LiftingConv(RelaxedLayer):
             self.tag("bias", "gconv")
         else:
             self.register_parameter("bias", None)
+
+
+class LiftingConv(_PlanarFilter):
+    """Lifting convolution, planar map ``(B, C, H, W)`` -> group map ``(B, C', 4, H, W)``.
+
+    ``y(c', r, p) = b(c') + Σ_c Σ_d x(c, p + d) (R^r θ̄)(c', c, d)`` (App. A, the group
+    convolution with input on Z2), with circular padding, so that
+    ``LiftingConv(R x) == rotate_p4(LiftingConv(x))``.
+
+    Parameters: ``weight`` ``(C', C, k, k)`` and ``bias`` ``(C',)`` (shared over rotations), both
+    tagged ``"gconv"``.
+
+    Args:
+        in_channels: ``C``.
+        out_channels: ``C'``.
+        kernel_size: odd filter size ``k``.
+        bias: whether to add a learnable bias per output channel.
+    """
 
     def expanded_weight(self) -> Tensor:
         """The ``conv2d`` filter bank ``(C' * 4, C, k, k)``, row ``c' * 4 + r`` = ``R^r θ̄(c')``."""
@@ -343,7 +348,7 @@ class GroupConv(RelaxedLayer):
         )
 
 
-class PointwiseGroupConv(RelaxedLayer):
+class PointwiseGroupConv(_PlanarFilter):
     """Group convolution pointwise in the rotation subgroup (App. F.3),
     ``(B, C, 4, H, W) -> (B, C', 4, H, W)``.
 
@@ -361,24 +366,6 @@ class PointwiseGroupConv(RelaxedLayer):
         kernel_size: odd filter size ``k``.
         bias: whether to add a learnable bias per output channel.
     """
-
-    def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int = 3, bias: bool = True
-    ) -> None:
-        super().__init__()
-        self.in_channels = _check_positive_int(in_channels, "in_channels")
-        self.out_channels = _check_positive_int(out_channels, "out_channels")
-        self.kernel_size = _check_kernel_size(kernel_size)
-        k = self.kernel_size
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, k, k))
-        _uniform_(self.weight, in_channels * k * k)
-        self.tag("weight", "gconv")
-        if bias:
-            self.bias = nn.Parameter(torch.empty(out_channels))
-            _uniform_(self.bias, in_channels * k * k)
-            self.tag("bias", "gconv")
-        else:
-            self.register_parameter("bias", None)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, 4, H, W) -> (B, C', 4, H, W)``."""
