@@ -355,19 +355,20 @@ def train_marglik(
                 post["nlml"] = f"{record['neg_log_marglik']:.4g}"
             epochs.set_postfix(post)
         if config.checkpoint_every and epoch % config.checkpoint_every == 0:
-            _save(
-                config,
-                model,
-                optimizer,
-                scheduler,
-                hyper_optimizer,
-                hyper_scheduler,
-                log_prec,
-                gen,
-                history,
-                epoch,
-                best,
-            )
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "hyper_optimizer": hyper_optimizer.state_dict(),
+                "hyper_scheduler": hyper_scheduler.state_dict(),
+                "log_prior_precision": {g: v.detach().clone() for g, v in log_prec.items()},
+                "rng": gen.get_state(),
+                "history": history,
+                "epoch": epoch,
+                "best": best,
+                "config": asdict(config),
+            }
+            _save_atomic(state, config.checkpoint)
 
     final = deltas()
     if best["state"] is None:
@@ -431,35 +432,11 @@ def _marglik_step(model, x, y, config, log_prec, hyper_optimizer, hyper_schedule
     return out
 
 
-def _save(
-    config,
-    model,
-    optimizer,
-    scheduler,
-    hyper_optimizer,
-    hyper_scheduler,
-    log_prec,
-    gen,
-    history,
-    epoch,
-    best,
-) -> None:
-    state = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "hyper_optimizer": hyper_optimizer.state_dict(),
-        "hyper_scheduler": hyper_scheduler.state_dict(),
-        "log_prior_precision": {g: v.detach().clone() for g, v in log_prec.items()},
-        "rng": gen.get_state(),
-        "history": history,
-        "epoch": epoch,
-        "best": best,
-        "config": asdict(config),
-    }
-    tmp = Path(f"{config.checkpoint}.tmp")
+def _save_atomic(state: dict, path: str) -> None:
+    """``torch.save`` through a temporary file: a crash mid-write never leaves a broken file."""
+    tmp = Path(f"{path}.tmp")
     torch.save(state, tmp)
-    tmp.replace(config.checkpoint)  # atomic: a crash mid-write never leaves a broken checkpoint
+    tmp.replace(path)
 
 
 def _stop(model: nn.Module, config: MarglikConfig, epoch: int, what: str) -> None:

@@ -131,3 +131,25 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def run_quick(script: str, out, timeout: int = 300) -> tuple[dict, str]:
+    """Run ``experiments/<script>.py --quick --out out`` in a fresh interpreter, assert that it
+    exits cleanly, and return the JSON it wrote (``results.json`` or ``<script>.json``) with its
+    standard output."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, str(root / "experiments" / f"{script}.py"), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=root,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    path = Path(out) / (f"{script}.json" if script.startswith("bench_") else "results.json")
+    return json.loads(path.read_text()), proc.stdout

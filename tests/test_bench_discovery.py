@@ -3,29 +3,17 @@ formulations of the objective agree."""
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "experiments" / "bench_discovery.py"
+from conftest import run_quick
 
 TASKS = ("linear_1x1", "sigmoid_3x3")
 METHODS = ("ours", "loop_autograd", "batched_autograd")  # --quick leaves out ours_compiled
 
 
 def test_quick_benchmark(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads((tmp_path / "bench_discovery.json").read_text())
+    report, stdout = run_quick("bench_discovery", tmp_path, timeout=120)
     assert set(report) == {
         "benchmark",
         "environment",
@@ -66,4 +54,4 @@ def test_quick_benchmark(tmp_path: Path) -> None:
 
     table = (tmp_path / "bench_discovery.md").read_text()
     assert "| task | method | steps/s | ratio ours/method | objective |" in table
-    assert table.strip() in proc.stdout
+    assert table.strip() in stdout

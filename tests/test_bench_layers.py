@@ -3,28 +3,16 @@ markdown; its two F-FC formulations agree (the script exits 1 otherwise)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "experiments" / "bench_layers.py"
+from conftest import run_quick
 
 FFC_TASKS = ("ffc_layer_fwd_bwd", "ffc_layer1_fwd_bwd")
 ROW_KEYS = {"task", "method", "median_s", "runs_s", "peak_mb", "params"}
 
 
 def test_quick_benchmark(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads((tmp_path / "bench_layers.json").read_text())
+    report, stdout = run_quick("bench_layers", tmp_path, timeout=120)
     assert set(report) == {
         "benchmark",
         "environment",
@@ -60,4 +48,4 @@ def test_quick_benchmark(tmp_path: Path) -> None:
 
     table = (tmp_path / "bench_layers.md").read_text()
     assert "| task | method | params | median ms | peak MB |" in table
-    assert table.strip() in proc.stdout
+    assert table.strip() in stdout

@@ -3,14 +3,10 @@ case and metric names the issue fixes."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import run_quick
+
 COMMON = {
     "invariance_median",
     "invariance_p90",
@@ -40,16 +36,7 @@ PLOTS = {
 
 @pytest.mark.parametrize("experiment", sorted(EXPECTED))
 def test_quick_run_writes_results_and_plots(experiment, tmp_path):
-    script = ROOT / "experiments" / f"{experiment}.py"
-    proc = subprocess.run(
-        [sys.executable, str(script), "--quick", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    record = json.loads((tmp_path / "results.json").read_text())
+    record, _ = run_quick(experiment, tmp_path)
     assert record["experiment"] == experiment
     assert {"config", "environment", "cases", "timings"} <= set(record)
     assert record["config"]["quick"] is True and "total_s" in record["timings"]
