@@ -25,17 +25,56 @@ layer       Kronecker block (``a`` rows: mean outer product A; ``g`` rows: summe
 ``SFC``     as FFC with u1, u2 projected on their bases (appendix C.2).
 ==========  =====================================================================================
 
+and the layers on p4 feature maps (B, C, 4, H, W) of :mod:`ella.layers.group` and
+:mod:`ella.layers.group_paths` (the ``neyshabur`` variants "gconv", "pointwise_gconv", "gffc",
+"ffc+conv+gconv"; appendices A, B and F.3):
+
+======================  =========================================================================
+layer                   Kronecker block
+======================  =========================================================================
+``LiftingConv``,        expand-KFAC with the (rotation r, position p) pairs as shared positions.
+``GroupConv``,          The layer is linear in its base filter w: ``out(c', r, p) = <w(c'),
+``PointwiseGroupConv``  a_{r,p}> + b(c')``, with ``a_{r,p}`` the patch at ``R^{-r} p`` of the
+(GCONV)                 input transformed by the inverse of r (:func:`p4_patches`; lifting:
+                        ``R^{-r} x``; group: ``rotate_p4(x, -r)``, rotated and shifted by -r on the
+                        rotation axis; pointwise: ``R^{-r} x(:, r)``). ``a = [a_{r,p}, 1]``
+                        (C S S + 1, group: C 4 S S + 1), ``g`` = output gradients at (r, p) (C');
+                        params ``("weight", "bias")`` (the bias is shared over r and p). Exact for
+                        one sample when every pair has the same patch (a 1 x 1 map constant over
+                        the rotations) and the loss reads one pair.
+``_FoldedConv`` (CONV   the CONV block of a planar convolution over the (C 4) folded channels:
+path on the group)      ``a = [patch, 1]`` (C 4 S S + 1), ``g`` (C' 4); params
+                        ``("weight", "bias")``.
+``GroupFC``             like FC on the flattened (C 4 H W) input; exact for one sample.
+``GroupFFC``            the theta1 / theta2 blocks of FFC with Q = 4 H W, P = 4 H'W'; its bias
+                        has one entry per output (C' 4 H'W'): a (C' 4 H'W', 1) weight on the input
+                        1, exact per sample. Exact for C = C' = 1 and one sample.
+======================  =========================================================================
+
+GroupFC and GroupFFC are the *unconstrained* FC / F-FC paths on the group (not equivariant, no
+weights shared over orbits), so their blocks are those of FC / FFC on the flattened group map.
+
+The group modules do not subsample: their wrappers (``GroupPath``, ``GroupPathSum``)
+polyphase-pool their output (or the sum of all pooled paths) per sample, and the rules are
+registered on the modules that own the parameters (a rule on the wrapper as well would count
+them twice). Such a rule sees the output gradients before the pooling; they vanish exactly on the
+three discarded components, so it keeps the (rotation, position) pairs of the component that has
+gradients, as CONV keeps its polyphase component (:func:`_read_component`). A module whose output
+is read everywhere has gradients on all four components and keeps every pair. The one misreading:
+an output that is read everywhere but whose gradients vanish exactly (every channel, rotation and
+output-Hessian column) on three components of every sample would count as pooled.
+
 Not covered (no Kronecker block): the lengthscales ``omega`` (SCONV) / ``omega1``, ``omega2``
 (SFC) and learnable anchor positions ``z``. The GGN in them is not of the form ``A (x) G``;
 ``Laplace(..., "kron")`` raises for a model in which they are trainable (they lie in no block),
 so freeze them (``layer.omega.requires_grad_(False)``) or use the ``full``/``diag`` structures.
-The group layers have no rule here.
 
 The rules receive the module, not the parameters passed as ``params=`` to
 :func:`symdisc.curvature.kfac`: the polyphase selection of a halving CONV/SCONV, the induced
-filter / basis of SCONV/SFC and the intermediate ``z`` and ``theta1`` of FFC/SFC are recomputed
-from the module's *own* parameters. This is what ``Laplace`` does (it evaluates at the module's
-own parameters); with other ``params`` those parts of the factors are taken at the module's.
+filter / basis of SCONV/SFC and the intermediate ``z`` and ``theta1`` of FFC/SFC/GroupFFC are
+recomputed from the module's *own* parameters (so is the fallback component of a group layer,
+:func:`_read_component`). This is what ``Laplace`` does (it evaluates at the module's own
+parameters); with other ``params`` those parts of the factors are taken at the module's.
 """
 
 from __future__ import annotations
@@ -45,13 +84,23 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
+from ella.layers.group import (
+    GROUP_ORDER,
+    GroupConv,
+    GroupFC,
+    GroupFFC,
+    LiftingConv,
+    PointwiseGroupConv,
+    rotate_p4,
+)
+from ella.layers.group_paths import _FoldedConv
 from ella.layers.pooling import polyphase_pool
 from ella.layers.relaxed import CONV, FC, FFC, SCONV, SFC, rbf_basis
 from symdisc.curvature import KronTerms, register_kfac_rule
 
-__all__ = ["conv_patches"]
+__all__ = ["conv_patches", "p4_patches"]
 
 
 def _with_ones(a: Tensor) -> Tensor:
@@ -164,11 +213,38 @@ def _ffc_terms(
     module's own theta1 / theta2 (see the module docstring on ``params=``).
     """
     theta1, theta2 = (t.detach() for t in module.factors())
-    b, c, c_out = x.shape[0], module.in_channels, module.out_channels
-    xf = x.reshape(b, c, -1)  # (B, C, H W)
-    t1 = theta1.reshape(c_out, c, -1)  # (C', C, H'W')
+    b = x.shape[0]
+    dys = [gr.reshape(b, module.out_channels, -1) for gr in grads]  # (B, C', H'W') each
+    names = ("theta1", "theta2") if phi1 is None else ("u1", "u2")
+    terms = _factored_terms(x, theta1, theta2, dys, phi1, phi2, names)
+    if module.bias is not None:
+        ones = torch.ones(b, 1, dtype=x.dtype, device=x.device)
+        terms.append(
+            KronTerms(("bias",), a=ones, g=torch.cat([dy.sum(-1) for dy in dys]), bias=False)
+        )
+    return terms
+
+
+def _factored_terms(
+    x: Tensor,
+    theta1: Tensor,
+    theta2: Tensor,
+    dys: Sequence[Tensor],
+    phi1: Tensor | None,
+    phi2: Tensor | None,
+    names: tuple[str, str],
+) -> list[KronTerms]:
+    """The theta1 and theta2 blocks of a factored FC map (see :func:`_ffc_terms`).
+
+    ``x`` (B, C, ...) is flattened to (B, C, Q), ``theta1`` (C', C, ...) to (C', C, P),
+    ``theta2`` (C', C, ...) to (C', C, Q); ``dys`` are the output gradients (B, C', P), one per
+    output-Hessian column. Shared by F-FC / S-FC (Q = H W, P = H'W') and the F-FC on the group,
+    :class:`~ella.layers.group.GroupFFC` (Q = 4 H W, P = 4 H'W').
+    """
+    b, c_out, c = x.shape[0], theta1.shape[0], theta1.shape[1]
+    xf = x.reshape(b, c, -1)  # (B, C, Q)
+    t1 = theta1.reshape(c_out, c, -1)  # (C', C, P)
     z = torch.einsum("bcq,ocq->boc", xf, theta2.reshape(c_out, c, -1))  # (B, C', C)
-    dys = [gr.reshape(b, c_out, -1) for gr in grads]  # (B, C', H'W') each
     k = len(dys)
 
     x_in = xf if phi2 is None else xf @ phi2.T  # (B, C, D2)
@@ -180,17 +256,10 @@ def _ffc_terms(
     a1 = torch.einsum("oe,boc->boec", eye_o, z).reshape(b * c_out, c_out * c)  # (B C', C' C)
     g1 = torch.cat([(dy if phi1 is None else dy @ phi1.T).reshape(b * c_out, -1) for dy in dys])
 
-    name1, name2 = ("theta1", "theta2") if phi1 is None else ("u1", "u2")
-    terms = [
-        KronTerms((name1,), a=math.sqrt(k) * g1, g=a1, bias=False),
-        KronTerms((name2,), a=a2, g=g2, bias=False),
+    return [
+        KronTerms((names[0],), a=math.sqrt(k) * g1, g=a1, bias=False),
+        KronTerms((names[1],), a=a2, g=g2, bias=False),
     ]
-    if module.bias is not None:
-        ones = torch.ones(b, 1, dtype=x.dtype, device=x.device)
-        terms.append(
-            KronTerms(("bias",), a=ones, g=torch.cat([dy.sum(-1) for dy in dys]), bias=False)
-        )
-    return terms
 
 
 @register_kfac_rule(FFC)
@@ -204,3 +273,155 @@ def _sfc_rule(module: SFC, x: Tensor, grads: Sequence[Tensor]) -> list[KronTerms
         phi1 = rbf_basis(module.points1, module.z1, module.omega1).to(x.dtype)
         phi2 = rbf_basis(module.points2, module.z2, module.omega2).to(x.dtype)
     return _ffc_terms(module, x, grads, phi1, phi2)
+
+
+# --------------------------------------------------------------------------------------------
+# layers on p4 feature maps (ella.layers.group, ella.layers.group_paths)
+# --------------------------------------------------------------------------------------------
+
+
+def _patch_map(u: Tensor, kernel_size: int) -> Tensor:
+    """Circular S x S patches of u (B, D, H, W) as a map (B, D S S, H, W)."""
+    b, _, h, w = u.shape
+    return conv_patches(u, kernel_size).transpose(1, 2).reshape(b, -1, h, w)
+
+
+def _rotated_patches(inputs: Sequence[Tensor], kernel_size: int) -> Tensor:
+    """Patches (B, D S S, 4, H, W) of a p4 convolution with an unrotated filter.
+
+    ``inputs[r]`` (B, D, ., .) is the input as output rotation r sees it *after* transforming it
+    by the inverse rotation R^{-r}. By ``x ⋆ R^r w = R^r((R^{-r} x) ⋆ w)`` (circular padding, odd
+    S) output (r, p) is ``<w, patch of inputs[r] at R^{-r} p>``, so the patch map of
+    ``inputs[r]`` is rotated back by R^r to line up with the output positions.
+    """
+    maps = [torch.rot90(_patch_map(u, kernel_size), r, dims=(-2, -1)) for r, u in enumerate(inputs)]
+    return torch.stack(maps, dim=2)
+
+
+def _component(t: Tensor, index: Tensor) -> Tensor:
+    """Polyphase component ``index[b]`` of every sample of t (B, ..., H, W) -> (B, ..., H/2, W/2),
+    in the order of :func:`~ella.layers.pooling.polyphase_pool`."""
+    comps = torch.stack([t[..., i::2, j::2] for i in (0, 1) for j in (0, 1)], dim=1)
+    idx = index.view(-1, *([1] * (comps.dim() - 1))).expand(-1, 1, *comps.shape[2:])
+    return comps.gather(1, idx).squeeze(1)
+
+
+def _read_component(module: nn.Module, x: Tensor, grads: Sequence[Tensor]) -> Tensor | None:
+    """The polyphase component (B,) of the module's output that the network reads, or None when
+    it reads every position.
+
+    The group modules do not subsample themselves: their wrappers
+    (:class:`~ella.layers.group_paths.GroupPath`, :class:`~ella.layers.group_paths.GroupPathSum`)
+    polyphase-pool their output, or the sum of several paths' outputs, per sample. The pooling is
+    a gather, so the output gradients vanish *exactly* on the three discarded components (for
+    every channel, rotation and output-Hessian column), while an output that is read everywhere
+    has gradients on all four. The layer counts as pooled when no sample has gradients on more
+    than one component and some sample has them on exactly one; a sample whose gradients vanish
+    everywhere (all paths dead; it adds nothing to G) then takes the component of the module's
+    own output, as :class:`~ella.layers.group_paths.GroupPath` chooses it.
+    """
+    h, w = grads[0].shape[-2:]
+    if h % 2 or w % 2:
+        return None
+    b = grads[0].shape[0]
+    mass = sum(gr.detach().abs().reshape(b, -1, h, w).sum(1) for gr in grads)  # (B, H, W)
+    comps = torch.stack([mass[:, i::2, j::2].sum((-2, -1)) for i in (0, 1) for j in (0, 1)], 1)
+    live = (comps > 0).sum(1)  # (B,)
+    if bool((live > 1).any()) or not bool((live == 1).any()):
+        return None
+    index = comps.argmax(1)
+    dead = live == 0
+    if bool(dead.any()):
+        with torch.no_grad():
+            out = module(x[dead].detach())  # (B_dead, C', 4, H, W)
+            _, own = polyphase_pool(out.flatten(1, -3), return_index=True)
+        index = index.masked_scatter(dead, own)
+    return index
+
+
+def _group_rows(
+    module: nn.Module, x: Tensor, grads: Sequence[Tensor], a_map: Tensor
+) -> tuple[Tensor, Tensor]:
+    """(a rows (R, D), g rows (R', C')) of a convolution whose output (B, C', [4,] H, W) is
+    ``<w[c'], a_map[:, :, [r,] p]>`` with a_map (B, D, [4,] H, W): every (rotation, position)
+    pair that the network reads is a shared position (see :func:`_read_component`)."""
+    index = _read_component(module, x, grads)
+    if index is not None:
+        a_map = _component(a_map, index)
+        grads = [_component(gr, index) for gr in grads]
+    a = a_map.movedim(1, -1).reshape(-1, a_map.shape[1])
+    g = torch.cat([gr.movedim(1, -1).reshape(-1, gr.shape[1]) for gr in grads])
+    return a, g
+
+
+def p4_patches(module: LiftingConv | GroupConv | PointwiseGroupConv, x: Tensor) -> Tensor:
+    """Transformed input patches (B, D, 4, H, W) of a p4 convolution, lined up with its output
+    (B, C', 4, H, W): ``out[:, c', r, p] = <weight[c'].flatten(), patches[:, :, r, p]> + bias[c']``.
+
+    The patch of output (r, p) is the patch of the input transformed by the inverse of the group
+    element r (the filter is not rotated):
+
+    * :class:`~ella.layers.group.LiftingConv`: ``R^{-r} x`` (D = C S S);
+    * :class:`~ella.layers.group.GroupConv`: ``rotate_p4(x, -r)`` -- rotated in space and shifted
+      by -r along the rotation axis -- with (channel, relative rotation) as channels
+      (D = C 4 S S, the layout of ``weight`` (C', C, 4, S, S));
+    * :class:`~ella.layers.group.PointwiseGroupConv`: ``R^{-r} x[:, :, r]`` (D = C S S).
+
+    Raises:
+        TypeError: for another module type.
+    """
+    k, n = module.kernel_size, GROUP_ORDER
+    if isinstance(module, LiftingConv):
+        inputs = [torch.rot90(x, -r, dims=(-2, -1)) for r in range(n)]
+    elif isinstance(module, GroupConv):
+        inputs = [rotate_p4(x, -r).flatten(1, 2) for r in range(n)]
+    elif isinstance(module, PointwiseGroupConv):
+        inputs = [torch.rot90(x[:, :, r], -r, dims=(-2, -1)) for r in range(n)]
+    else:
+        raise TypeError(
+            "`module` must be a LiftingConv, GroupConv or PointwiseGroupConv, "
+            f"got {type(module).__name__}"
+        )
+    return _rotated_patches(inputs, k)
+
+
+@register_kfac_rule(LiftingConv)
+@register_kfac_rule(GroupConv)
+@register_kfac_rule(PointwiseGroupConv)
+def _p4_conv_rule(
+    module: LiftingConv | GroupConv | PointwiseGroupConv, x: Tensor, grads: Sequence[Tensor]
+) -> list[KronTerms]:
+    a, g = _group_rows(module, x, grads, p4_patches(module, x))
+    names, has_bias = _names(module, "weight")
+    return [KronTerms(names, _with_ones(a) if has_bias else a, g, has_bias)]
+
+
+@register_kfac_rule(_FoldedConv)
+def _folded_conv_rule(module: _FoldedConv, x: Tensor, grads: Sequence[Tensor]) -> list[KronTerms]:
+    b, c, n, h, w = x.shape
+    a_map = _patch_map(x.reshape(b, c * n, h, w), module.kernel_size)  # (B, C 4 S S, H, W)
+    a, g = _group_rows(module, x, [gr.flatten(1, 2) for gr in grads], a_map)
+    names, has_bias = _names(module, "weight")
+    return [KronTerms(names, _with_ones(a) if has_bias else a, g, has_bias)]
+
+
+@register_kfac_rule(GroupFC)
+def _group_fc_rule(module: GroupFC, x: Tensor, grads: Sequence[Tensor]) -> list[KronTerms]:
+    a = x.reshape(x.shape[0], -1)
+    g = torch.cat([gr.reshape(gr.shape[0], -1) for gr in grads])
+    names, has_bias = _names(module, "weight")
+    return [KronTerms(names, _with_ones(a) if has_bias else a, g, has_bias)]
+
+
+@register_kfac_rule(GroupFFC)
+def _group_ffc_rule(module: GroupFFC, x: Tensor, grads: Sequence[Tensor]) -> list[KronTerms]:
+    b, c_out = x.shape[0], module.out_channels
+    dys = [gr.reshape(b, c_out, -1) for gr in grads]  # (B, C', 4 H'W') each
+    theta1, theta2 = module.theta1.detach(), module.theta2.detach()
+    terms = _factored_terms(x, theta1, theta2, dys, None, None, ("theta1", "theta2"))
+    if module.bias is not None:  # one bias per output entry: a (C' 4 H'W', 1) weight on input 1
+        ones = torch.ones(b, 1, dtype=x.dtype, device=x.device)
+        terms.append(
+            KronTerms(("bias",), a=ones, g=torch.cat([dy.flatten(1) for dy in dys]), bias=False)
+        )
+    return terms
