@@ -17,6 +17,18 @@ from ella.layers.group import (
 )
 from ella.layers.pooling import PolyphasePool, polyphase_pool
 from ella.layers.relaxed import CONV, FC, FFC, SCONV, SFC, PathSum, PriorTarget, rbf_basis
+from ella.layers.relaxed_group import (
+    FieldCNN,
+    FieldGCNN,
+    RelaxedGroupConv,
+    RelaxedLiftingConv,
+    cnn_width_for,
+    equivariance_error,
+    layer_equivariance_errors,
+    regular_to_vector,
+    relaxation_penalty,
+    vector_to_regular,
+)
 
 __all__ = [
     "Path",
@@ -40,4 +52,14 @@ __all__ = [
     "GroupFFC",
     "group_pool",
     "rotate_p4",
+    "RelaxedLiftingConv",
+    "RelaxedGroupConv",
+    "relaxation_penalty",
+    "equivariance_error",
+    "layer_equivariance_errors",
+    "vector_to_regular",
+    "regular_to_vector",
+    "FieldGCNN",
+    "FieldCNN",
+    "cnn_width_for",
 ]

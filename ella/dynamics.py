@@ -1,0 +1,199 @@
+"""Training on the next-frame task of :mod:`ella.plume` and the curvature measures of paper 003
+("Training Dynamics Evaluation"): sharpness, Lanczos top eigenvalues, SLQ densities and dense
+spectra of the mean squared next-frame loss, all from :mod:`symdisc.curvature`.
+
+Everything runs on the device of the model and data (the random draws of the measures on a
+generator of that device).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ella.plume import NextFrameData
+
+__all__ = ["rmse", "FitResult", "fit_next_frame", "curvature_measures"]
+
+
+# --------------------------------------------------------------------------------------------
+# training on the next-frame task
+# --------------------------------------------------------------------------------------------
+
+
+def rmse(model: torch.nn.Module, x: Tensor, y: Tensor, batch_size: int = 256) -> float:
+    """Root mean squared error ``sqrt(mean (model(x) - y)^2)`` over all entries."""
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            d = model(x[i : i + batch_size]) - y[i : i + batch_size]
+            total += float(d.double().pow(2).sum())
+            count += d.numel()
+    return math.sqrt(total / count)
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit_next_frame` returns.
+
+    Attributes:
+        history: per epoch (1-based, index 0 the initial model) ``train_rmse``, ``val_rmse``,
+            ``test_rmse``.
+        best_epoch: the epoch of the lowest validation RMSE.
+        checkpoints: ``{"early": state, "best": state}``, detached copies of the state dict at
+            ``early_epoch`` and at ``best_epoch``.
+    """
+
+    history: dict[str, list[float]]
+    best_epoch: int
+    early_epoch: int
+    checkpoints: dict[str, dict[str, Tensor]]
+
+
+def fit_next_frame(
+    model: torch.nn.Module,
+    data: NextFrameData,
+    *,
+    epochs: int,
+    lr: float = 3e-3,
+    batch_size: int = 32,
+    seed: int = 0,
+    early_epoch: int = 3,
+    penalty: float = 0.0,
+    progress=None,
+) -> FitResult:
+    """Train ``model`` with Adam on the mean squared next-frame error (plus ``penalty`` times
+    :func:`~ella.layers.relaxation_penalty`), one seeded shuffle per epoch, and keep the
+    weights of epoch ``early_epoch`` and of the epoch with the lowest validation RMSE.
+
+    ``progress`` is an optional callable ``progress(epoch, history)`` (e.g. a tqdm update).
+
+    Raises:
+        ValueError: for ``epochs < 1`` or ``early_epoch`` not in ``[1, epochs]``.
+    """
+    from ella.layers.relaxed_group import relaxation_penalty
+
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"`epochs` must be a positive int, got {epochs!r}")
+    if not isinstance(early_epoch, int) or not 1 <= early_epoch <= epochs:
+        raise ValueError(f"`early_epoch` must be an int in [1, {epochs}], got {early_epoch!r}")
+    x, y = data.train
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    history: dict[str, list[float]] = {"train_rmse": [], "val_rmse": [], "test_rmse": []}
+
+    def record() -> None:
+        history["train_rmse"].append(rmse(model, *data.train))
+        history["val_rmse"].append(rmse(model, *data.val))
+        history["test_rmse"].append(rmse(model, *data.test))
+
+    def snapshot() -> dict[str, Tensor]:
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    record()
+    best_epoch, checkpoints = 0, {"best": snapshot()}
+    for epoch in range(1, epochs + 1):
+        order = torch.randperm(len(x), generator=gen, device=x.device)
+        for i in range(0, len(x), batch_size):
+            idx = order[i : i + batch_size]
+            loss = torch.nn.functional.mse_loss(model(x[idx]), y[idx])
+            if penalty:
+                loss = loss + penalty * relaxation_penalty(model)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        record()
+        if epoch == early_epoch:
+            checkpoints["early"] = snapshot()
+        if history["val_rmse"][-1] < history["val_rmse"][best_epoch]:
+            best_epoch, checkpoints["best"] = epoch, snapshot()
+        if progress is not None:
+            progress(epoch, history)
+    return FitResult(history, best_epoch, early_epoch, checkpoints)
+
+
+# --------------------------------------------------------------------------------------------
+# curvature of the next-frame loss
+# --------------------------------------------------------------------------------------------
+
+
+def curvature_measures(
+    model: torch.nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    radii: Sequence[float] = (0.005, 0.01, 0.02),
+    directions: int = 8,
+    hessian_samples: int = 32,
+    top_k: int = 5,
+    slq_steps: int = 30,
+    dense: bool = True,
+    seed: int = 0,
+) -> dict[str, object]:
+    """Sharpness and Hessian spectra of the mean squared next-frame loss at the model's weights.
+
+    The loss ``L(theta) = mean (f_theta(x) - y)^2`` is taken as a pure function of the
+    parameters (:func:`symdisc.curvature.functional`), in float64, on the pairs ``(x, y)`` (for
+    sharpness) and on their first ``hessian_samples`` (for every Hessian measure), so that the
+    module itself is never modified. Measures (paper 003, "Training Dynamics Evaluation"):
+
+    * ``sharpness``: :func:`symdisc.curvature.sharpness` over ``directions`` unit directions
+      uniform on the sphere and radii relative to ``||theta||``: ``abs`` = mean |dL| and
+      ``rel`` = mean dL / L averaged over the radii (``*_se``: the standard error over
+      directions, averaged over radii), and per radius;
+    * ``sharpness_filter``: the same with filter-normalised directions (Li et al. 2018);
+    * ``top_eigs``: the ``top_k`` largest Hessian eigenvalues by Lanczos;
+    * ``slq``: the spectral density by stochastic Lanczos quadrature (``slq_steps`` steps, one
+      probe), as ``grid`` and ``density`` lists;
+    * with ``dense``: ``eigenvalues`` (the full spectrum, ascending), ``n_negative`` (eigenvalues
+      below ``-1e-8 * lambda_max``, a margin for rounding) and ``min_eig``; otherwise None.
+    """
+    from symdisc.curvature import (
+        HessianOperator,
+        eigenvalues,
+        functional,
+        lanczos,
+        random_directions,
+        sharpness,
+        slq_density,
+    )
+
+    f, params = functional(model)
+    params = {k: v.to(torch.float64) for k, v in params.items()}
+    x, y = x.to(torch.float64), y.to(torch.float64)
+
+    def loss_fn(p: dict[str, Tensor], a: Tensor, b: Tensor) -> Tensor:
+        return torch.nn.functional.mse_loss(f(p, a), b)
+
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    out: dict[str, object] = {"params": sum(v.numel() for v in params.values())}
+    for key, kind in (("sharpness", "sphere"), ("sharpness_filter", "filter")):
+        d = random_directions(params, directions, kind=kind, generator=gen)
+        s = sharpness(loss_fn, params, x, y, radii=radii, directions=d, radius="relative")
+        out[key] = {
+            "abs": float(s.mean_abs.mean()),
+            "abs_se": float(s.mean_abs_se.mean()),
+            "rel": float(s.mean_rel.mean()),
+            "rel_se": float(s.mean_rel_se.mean()),
+            "abs_per_radius": s.mean_abs.tolist(),
+            "rel_per_radius": s.mean_rel.tolist(),
+            "loss": float(s.loss),
+        }
+    xh, yh = x[:hessian_samples], y[:hessian_samples]
+    H = HessianOperator(loss_fn, params, xh, yh)
+    top = lanczos(H, top_k, which="LA", tol=1e-6, max_iter=80, generator=gen)
+    out["top_eigs"] = top.eigenvalues.tolist()
+    slq = slq_density(H, n_steps=min(slq_steps, H.shape[0]), generator=gen, grid=400)
+    out["slq"] = {"grid": slq.grid.tolist(), "density": slq.density.tolist()}
+    out["eigenvalues"] = out["n_negative"] = out["min_eig"] = None
+    if dense:
+        ev = eigenvalues(H)
+        tol = 1e-8 * float(ev.abs().max())
+        out["eigenvalues"] = ev.tolist()
+        out["n_negative"] = int((ev < -tol).sum())
+        out["min_eig"] = float(ev[0])
+    return out

@@ -1,0 +1,328 @@
+"""Figures of the ella experiments, drawn without pyplot or a global backend.
+
+Figures are made with :class:`matplotlib.figure.Figure` directly (``fig.savefig`` renders with
+Agg), so importing this module never selects a backend or touches pyplot's global state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import matplotlib.figure
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "save",
+    "decision_boundaries",
+    "eta_trajectories",
+    "flow_fields",
+]
+
+
+def save(fig: matplotlib.figure.Figure, path) -> None:
+    """Write ``fig`` to ``path`` (PNG by its suffix) at 120 dpi."""
+    fig.savefig(path, dpi=120)
+
+
+def decision_boundaries(
+    panels: Mapping[str, dict],
+    x: Tensor,
+    y: Tensor,
+    *,
+    limit: float = 2.2,
+    resolution: int = 120,
+) -> matplotlib.figure.Figure:
+    """Predicted classes over the plane, one panel per case (paper 001, Figs. 1-2).
+
+    Args:
+        panels: ``{title: {"predict": f, "angle_deg": float | None, "subtitle": str}}`` with
+            ``f(points (M, 2)) -> class probabilities (M, C)``; a learned rotation extent is
+            drawn as a wedge of +-angle around the positive x axis.
+        x, y: the training points (N, 2) and labels (N,), drawn on every panel.
+    """
+    fig = matplotlib.figure.Figure(figsize=(3.2 * len(panels), 3.4), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    grid = np.linspace(-limit, limit, resolution)
+    gx, gy = np.meshgrid(grid, grid)
+    points = torch.tensor(np.stack([gx.ravel(), gy.ravel()], 1), dtype=x.dtype)
+    n_classes = int(y.max()) + 1
+    cmap = matplotlib.colormaps["tab10"]
+    for ax, (title, panel) in zip(axes, panels.items()):
+        with torch.no_grad():
+            probs = panel["predict"](points).detach().cpu().numpy()
+        label = probs.argmax(1).reshape(gx.shape)
+        conf = probs.max(1).reshape(gx.shape)
+        ax.contourf(
+            gx,
+            gy,
+            label,
+            levels=np.arange(n_classes + 1) - 0.5,
+            cmap="tab10",
+            vmin=0,
+            vmax=9,
+            alpha=0.25,
+        )
+        ax.contour(gx, gy, conf, levels=[0.5, 0.8], colors="k", linewidths=0.5, alpha=0.5)
+        ax.scatter(x[:, 0], x[:, 1], c=[cmap(int(c)) for c in y], s=6, edgecolors="none")
+        angle = panel.get("angle_deg")
+        if angle:
+            r = 0.9 * limit
+            for a in (-angle, angle):
+                ax.plot(
+                    [0, r * math.cos(math.radians(a))],
+                    [0, r * math.sin(math.radians(a))],
+                    "k--",
+                    lw=1,
+                )
+            t = np.linspace(-math.radians(angle), math.radians(angle), 50)
+            ax.plot(0.5 * np.cos(t), 0.5 * np.sin(t), "k-", lw=1)
+        ax.set_title(
+            title + ("\n" + panel["subtitle"] if panel.get("subtitle") else ""), fontsize=9
+        )
+        ax.set_aspect("equal")
+        ax.set_xlim(-limit, limit)
+        ax.set_ylim(-limit, limit)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig
+
+
+def eta_trajectories(
+    runs: Mapping[str, list[dict[str, float]]],
+    names: Sequence[str],
+    *,
+    reference: Mapping[str, Mapping[str, float]] | None = None,
+    title: str = "",
+) -> matplotlib.figure.Figure:
+    """|eta_i| over training epochs, one panel per run (paper 001, Fig. 3).
+
+    Args:
+        runs: ``{panel title: history}`` with records holding ``epoch`` and ``eta/{name}``.
+        names: the components of eta (e.g. :data:`ella.invariance.AFFINE_NAMES`).
+        reference: ``{panel title: {component: imposed extent}}``, drawn dashed.
+    """
+    fig = matplotlib.figure.Figure(figsize=(3.0 * len(runs), 2.8), layout="constrained")
+    axes = fig.subplots(1, len(runs), squeeze=False, sharey=True)[0]
+    colors = matplotlib.colormaps["tab10"]
+    for ax, (panel, history) in zip(axes, runs.items()):
+        epochs = [r["epoch"] for r in history]
+        for i, name in enumerate(names):
+            values = [abs(r.get(f"eta/{name}", float("nan"))) for r in history]
+            ax.plot(epochs, values, color=colors(i), label=name)
+            ref = (reference or {}).get(panel, {}).get(name)
+            if ref is not None:
+                ax.axhline(abs(ref), color=colors(i), ls="--", lw=1)
+        ax.set_title(panel, fontsize=9)
+        ax.set_xlabel("epoch")
+    axes[0].set_ylabel(r"$|\eta_i|$")
+    axes[-1].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def flow_fields(
+    panels: Mapping[str, Callable[[Tensor, Tensor], Tensor]],
+    *,
+    n_draws: int = 2,
+    seed: int = 0,
+    k: int = 6,
+    grid: int = 9,
+) -> matplotlib.figure.Figure:
+    """Sampled flow fields of learned augmentation distributions (paper 001, Fig. 4).
+
+    Args:
+        panels: ``{title: flow}`` with ``flow(eps (n, k), points (P, 2)) -> displacements
+            (n, P, 2)`` (e.g. :meth:`ella.invariance.AffineAugmentation.flow`).
+        n_draws: sampled transformations per panel (one row each).
+    """
+    fig = matplotlib.figure.Figure(figsize=(2.2 * len(panels), 2.2 * n_draws), layout="constrained")
+    axes = fig.subplots(n_draws, len(panels), squeeze=False)
+    g = torch.Generator().manual_seed(seed)
+    eps = 2 * torch.rand(n_draws, k, generator=g, dtype=torch.float64) - 1
+    lin = torch.linspace(-0.8, 0.8, grid, dtype=torch.float64)
+    px, py = torch.meshgrid(lin, lin, indexing="xy")
+    points = torch.stack([px.reshape(-1), py.reshape(-1)], 1)
+    for j, (title, flow) in enumerate(panels.items()):
+        disp = flow(eps, points).detach()
+        for i in range(n_draws):
+            ax = axes[i, j]
+            ax.quiver(
+                points[:, 0],
+                -points[:, 1],
+                disp[i, :, 0],
+                -disp[i, :, 1],
+                angles="xy",
+                scale_units="xy",
+                scale=1,
+                width=0.006,
+            )
+            ax.set_xlim(-1.1, 1.1)
+            ax.set_ylim(-1.1, 1.1)
+            ax.set_aspect("equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(title, fontsize=9)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# paper 003: training dynamics of relaxed and strict group CNNs
+# --------------------------------------------------------------------------------------------
+
+
+def _mean_se(rows: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray]:
+    a = np.asarray(rows, dtype=float)
+    se = a.std(0, ddof=1) / np.sqrt(len(a)) if len(a) > 1 else np.zeros(a.shape[1])
+    return a.mean(0), se
+
+
+def rmse_curves(
+    panels: Mapping[str, Mapping[str, Mapping[str, Sequence[Sequence[float]]]]],
+    *,
+    title: str = "",
+) -> matplotlib.figure.Figure:
+    """Train (dashed) and validation (solid) RMSE per epoch, mean over seeds with a band of one
+    standard error; one panel per data set (paper 003, Figs. 5-6).
+
+    Args:
+        panels: ``{panel: {model: {"train": per-seed curves, "val": per-seed curves}}}``; each
+            curve is a list over epochs (index 0: the initial model).
+    """
+    fig = matplotlib.figure.Figure(figsize=(4.0 * len(panels), 3.2), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    colors = matplotlib.colormaps["tab10"]
+    for ax, (panel, models) in zip(axes, panels.items()):
+        for i, (model, curves) in enumerate(models.items()):
+            for split, style in (("train", "--"), ("val", "-")):
+                if split not in curves:
+                    continue
+                mean, se = _mean_se(curves[split])
+                epochs = np.arange(len(mean))
+                ax.plot(epochs, mean, style, color=colors(i), lw=1.2, label=f"{model} ({split})")
+                ax.fill_between(epochs, mean - se, mean + se, color=colors(i), alpha=0.2)
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("RMSE")
+        ax.set_title(panel, fontsize=9)
+    axes[-1].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def sharpness_bars(
+    panels: Mapping[str, Mapping[str, Mapping[str, tuple[float, float]]]],
+    *,
+    ylabel: str = "sharpness",
+    log: bool | None = None,
+) -> matplotlib.figure.Figure:
+    """Grouped bars with error bars: one group per checkpoint (e.g. early, best), one bar per
+    model, one panel per data set (paper 003, Figs. 8 and 13).
+
+    Args:
+        panels: ``{panel: {model: {checkpoint: (mean, standard error)}}}``.
+        log: logarithmic y axis; default: where every mean of the panel is positive.
+    """
+    fig = matplotlib.figure.Figure(figsize=(4.0 * len(panels), 3.2), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    colors = matplotlib.colormaps["tab10"]
+    for ax, (panel, models) in zip(axes, panels.items()):
+        checkpoints = list(next(iter(models.values())))
+        width = 0.8 / len(models)
+        xs = np.arange(len(checkpoints))
+        for i, (model, values) in enumerate(models.items()):
+            means = [values[c][0] for c in checkpoints]
+            ses = [values[c][1] for c in checkpoints]
+            ax.bar(
+                xs + (i - (len(models) - 1) / 2) * width,
+                means,
+                width,
+                yerr=ses,
+                capsize=3,
+                color=colors(i),
+                label=model,
+            )
+        ax.set_xticks(xs, checkpoints)
+        positive = all(v[c][0] > 0 for v in models.values() for c in checkpoints)
+        if log or (log is None and positive):
+            ax.set_yscale("log")
+        else:
+            ax.axhline(0.0, color="k", lw=0.5)
+        ax.set_ylabel(ylabel)
+        ax.set_title(panel, fontsize=9)
+    axes[-1].legend(fontsize=7)
+    return fig
+
+
+def spectral_densities(
+    panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]],
+) -> matplotlib.figure.Figure:
+    """Hessian eigenvalue densities (SLQ), one line per model, one panel per data set and
+    checkpoint, logarithmic density axis (paper 003, Figs. 9-10).
+
+    Args:
+        panels: ``{panel: {model: (grid, density)}}``.
+    """
+    n = len(panels)
+    cols = min(n, 4)
+    rows = math.ceil(n / cols)
+    fig = matplotlib.figure.Figure(figsize=(3.6 * cols, 2.9 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    colors = matplotlib.colormaps["tab10"]
+    for ax, (panel, models) in zip(axes, panels.items()):
+        top = 0.0
+        for i, (model, (grid, density)) in enumerate(models.items()):
+            d = np.asarray(density, dtype=float)
+            top = max(top, float(d.max()))
+            ax.plot(grid, np.clip(d, 1e-300, None), color=colors(i), lw=1, label=model)
+        ax.set_yscale("log")
+        if top > 0:
+            ax.set_ylim(top * 1e-6, top * 2)
+        ax.axvline(0.0, color="k", lw=0.5)
+        ax.set_xlabel("eigenvalue")
+        ax.set_title(panel, fontsize=9)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    axes[0].set_ylabel("density")
+    axes[0].legend(fontsize=7)
+    return fig
+
+
+def top_eigenvalue_distributions(
+    panels: Mapping[str, Mapping[str, Sequence[float]]],
+) -> matplotlib.figure.Figure:
+    """Box plots of the top Hessian eigenvalues (over seeds and the k largest) per model, one
+    panel per data set and checkpoint, with the individual values as points.
+
+    Args:
+        panels: ``{panel: {model: eigenvalues}}``.
+    """
+    n = len(panels)
+    cols = min(n, 4)
+    rows = math.ceil(n / cols)
+    fig = matplotlib.figure.Figure(figsize=(3.4 * cols, 2.9 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, (panel, models) in zip(axes, panels.items()):
+        data = [np.asarray(v, dtype=float) for v in models.values()]
+        ax.boxplot(data, showfliers=False)
+        for i, v in enumerate(data):
+            jitter = np.linspace(-0.15, 0.15, len(v)) if len(v) > 1 else np.zeros(1)
+            ax.scatter(i + 1 + jitter, v, s=6, color="k", alpha=0.6)
+        ax.set_xticks(np.arange(1, len(data) + 1), list(models), fontsize=7)
+        ax.set_yscale("log")
+        top = max((float(v.max()) for v in data if v.size), default=0.0)
+        if top > 0:  # values far below the largest (a stalled run) are clipped to the edge
+            ax.set_ylim(top * 1e-3, top * 2)
+        ax.set_title(panel, fontsize=9)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    axes[0].set_ylabel("top Hessian eigenvalues")
+    return fig
+
+
+__all__ += ["rmse_curves", "sharpness_bars", "spectral_densities", "top_eigenvalue_distributions"]
