@@ -29,14 +29,15 @@ structure   log det(H / T + diag(delta))
             Jacobians, without forming H)
 ``kron``    per layer, KFAC ``H_l ~= kron(G_l, A_l)`` (:func:`symdisc.curvature.kfac`); with the
             eigenvalues a_i of A_l and g_j of G_l and one precision delta_l for the block,
-            ``log det(kron(G, A) / T + delta I) = sum_{i,j} log(a_i g_j / T + delta)``
+            ``log det(kron(G, A) / T + delta I) = sum_{i,j} log(a_i g_j / T + delta)``; with
+            ``per_tensor=True`` one block per tensor (weight ``A[:-1, :-1]``, bias ``1``)
 ==========  ====================================================================================
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Literal, get_args
 
 import torch
@@ -50,7 +51,7 @@ from symdisc.curvature import (
     kfac,
 )
 from symdisc.curvature._losses import loss_value
-from symdisc.curvature.kfac import kfac_rule_for
+from symdisc.curvature.kfac import drop_softmax_null, kfac_rule_for, kfac_with_loss
 
 Likelihood = Literal["classification", "regression"]
 Structure = Literal["full", "kron", "diag"]
@@ -158,7 +159,14 @@ class Laplace:
         temperature: T of the tempered likelihood ``p(D | theta)^(1/T)``; divides the
             log-likelihood and the GGN.
         per_tensor: one prior group per parameter tensor instead of one per layer and path
-            (see :func:`prior_groups`).
+            (see :func:`prior_groups`). With ``structure="kron"`` the KFAC blocks are then
+            taken with ``bias="separate"`` (:func:`symdisc.curvature.kfac`): a layer's weight
+            ``A[:-1, :-1] (x) G`` and bias ``1 (x) G`` are blocks of their own, each with its
+            precision, and the weight-bias coupling ``A[:-1, -1]`` is dropped.
+        kron_factors: the function that computes the Kronecker factors for ``"kron"``, called
+            like :func:`symdisc.curvature.kfac` (default); e.g.
+            :func:`ella.invariance.augmented_kfac` for an invariant model (paper 001,
+            section 4.2).
 
     Attributes (after :meth:`fit`):
         groups: ``{group: [parameter names]}``.
@@ -170,7 +178,8 @@ class Laplace:
             its diagonal (P,) for ``"diag"``, ``{layer: KronFactors}`` for ``"kron"`` (G scaled
             by the likelihood's output Hessian, see :meth:`fit`).
         eigendecompositions: for ``"kron"``, ``{layer: (a, Q_A, g, Q_G)}`` from
-            ``torch.linalg.eigh`` of A (ascending eigenvalues a, eigenvectors Q_A) and of G.
+            ``torch.linalg.eigh`` of A (ascending eigenvalues a, eigenvectors Q_A) and of G,
+            computed in float64 on the symmetrised factor and cast to the model's dtype.
 
     Raises:
         TypeError: for a non-module ``model`` or a non-bool ``per_tensor``.
@@ -192,6 +201,7 @@ class Laplace:
         sigma: float = 1.0,
         temperature: float = 1.0,
         per_tensor: bool = False,
+        kron_factors: Callable[..., dict[str, KronFactors]] | None = None,
     ) -> None:
         self.model = _check_module(model)
         if likelihood not in get_args(Likelihood):
@@ -206,6 +216,10 @@ class Laplace:
         self.temperature = _positive_float(temperature, "temperature")
         self.groups = prior_groups(model, per_tensor)
         self.per_tensor = per_tensor
+        if kron_factors is not None and not callable(kron_factors):
+            raise TypeError(f"`kron_factors` must be callable, got {type(kron_factors).__name__}")
+        self._kron_factors = kfac if kron_factors is None else kron_factors
+        self._default_kron_factors = kron_factors is None
         self._group_of = {p: g for g, names in self.groups.items() for p in names}
         if structure == "kron":
             ruleless = _ruleless_layers(model)
@@ -265,52 +279,87 @@ class Laplace:
             g: sum(params[n].pow(2).sum() for n in ns) for g, ns in self.groups.items()
         }
 
+        # kron with the default factors: the KFAC forward passes give the likelihood too (one
+        # forward instead of two), unless a model parameter outside `params` requires a gradient
+        # (kfac detaches those; the likelihood must stay differentiable in them)
+        fused = (
+            self.structure == "kron"
+            and self._default_kron_factors
+            and all(n in params for n, p in self.model.named_parameters() if p.requires_grad)
+        )
         log_lik = torch.zeros((), dtype=self.dtype, device=self.device)
         dense: Tensor | None = None
-        for inputs, targets in batches:
+        for inputs, targets in [] if fused else batches:
             outputs = model_fn(params, inputs)
             value = loss_value(outputs, targets, self.loss, "sum")
-            if self.likelihood == "classification":
-                log_lik = log_lik - value
-            else:
-                norm = 0.5 * outputs.numel() * math.log(2.0 * math.pi * self.sigma**2)
-                log_lik = log_lik - value / (2.0 * self.sigma**2) - norm
+            log_lik = log_lik + self._log_lik_of_loss(value, outputs.numel())
             if self.structure != "kron":
                 rows = math.sqrt(self.output_hessian_scale) * ggn_rows(
                     model_fn, params, inputs, loss=self.loss, reduction="sum", outputs=outputs
                 )
-                part = rows.T @ rows if self.structure == "full" else rows.pow(2).sum(0)
+                if self.likelihood == "classification" and outputs.shape[-1] > 1:
+                    # the softmax Hessian has rank C - 1: N (C - 1) rows give the same GGN
+                    n, c = outputs.shape
+                    rows = drop_softmax_null(rows.reshape(n, c, -1), outputs, dim=1)
+                    rows = rows.reshape(n * (c - 1), -1)
+                part = _gram(rows) if self.structure == "full" else rows.pow(2).sum(0)
                 dense = part if dense is None else dense + part
-        if not torch.isfinite(log_lik.detach()):
-            raise ValueError(f"the log-likelihood at the parameters must be finite, got {log_lik}")
-        self._log_likelihood = log_lik
 
         if self.structure == "kron":
             keep = torch.is_grad_enabled() and any(
                 isinstance(x, Tensor) and x.requires_grad for x, _ in batches
             )
-            factors = kfac(
-                self.model,
-                batches,
-                loss=self.loss,
-                reduction="sum",
-                params=params,
-                create_graph=keep,
-            )
-            scale = self.output_hessian_scale
-            self.curvature = {
-                k: KronFactors(f.A, scale * f.G, f.params, f.bias) for k, f in factors.items()
+            # per-tensor groups give weight and bias their own precision, so their Kronecker
+            # blocks must be separate (the folded block's log-det needs one shared delta)
+            options = {
+                "loss": self.loss,
+                "reduction": "sum",
+                "params": params,
+                "create_graph": keep,
+                "bias": "separate" if self.per_tensor else "folded",
             }
+            if fused:
+                factors, value = kfac_with_loss(self.model, batches, **options)
+                n_entries = sum(t.numel() for _, t in batches)  # regression targets: (N, C)
+                log_lik = self._log_lik_of_loss(value, n_entries)
+            else:
+                factors = self._kron_factors(self.model, batches, **options)
+        if not torch.isfinite(log_lik.detach()):
+            raise ValueError(f"the log-likelihood at the parameters must be finite, got {log_lik}")
+        self._log_likelihood = log_lik
+
+        if self.structure == "kron":
+            scale = self.output_hessian_scale
+            # the blocks split off one layer share their factor tensors (the G of weight and
+            # bias): scale and decompose each distinct tensor once
+            scaled: dict[int, Tensor] = {}
+            self.curvature = {}
+            for k, f in factors.items():
+                if id(f.G) not in scaled:
+                    scaled[id(f.G)] = f.G if scale == 1.0 else scale * f.G
+                G = scaled[id(f.G)]
+                self.curvature[k] = KronFactors(f.A, G, f.params, f.bias)
             self._block_groups = self._check_blocks(self.curvature)
+            eigh: dict[int, tuple[Tensor, Tensor]] = {}
             self.eigendecompositions = {}
             for k, f in self.curvature.items():
-                a, qa = torch.linalg.eigh(f.A)
-                g, qg = torch.linalg.eigh(f.G)
-                self.eigendecompositions[k] = (a, qa, g, qg)
+                for factor in (f.A, f.G):
+                    if id(factor) not in eigh:
+                        eigh[id(factor)] = _symmetric_eigh(factor)
+                self.eigendecompositions[k] = (*eigh[id(f.A)], *eigh[id(f.G)])
         else:
             self.curvature = dense
         self._fitted = True
+        self._prepare_evaluation()
         return self
+
+    def _log_lik_of_loss(self, value: Tensor, n_entries: int) -> Tensor:
+        """``log p(y | f)`` from the summed symdisc loss over ``n_entries`` outputs: ``-CE`` for
+        classification, ``-sum (y - f)^2 / (2 sigma^2) - n_entries/2 log(2 pi sigma^2)``."""
+        if self.likelihood == "classification":
+            return -value
+        norm = 0.5 * n_entries * math.log(2.0 * math.pi * self.sigma**2)
+        return -value / (2.0 * self.sigma**2) - norm
 
     def _check_blocks(self, factors: dict[str, KronFactors]) -> dict[str, str]:
         """The one prior group of every Kronecker block; ValueError if a block spans several."""
@@ -355,6 +404,10 @@ class Laplace:
             ValueError: for a dict whose keys are not the groups, a tensor that is not 0-d, or a
                 precision that is not positive and finite (naming the group).
         """
+        return dict(zip(self.groups, self._precision_vector(prior_precision).unbind()))
+
+    def _precision_vector(self, prior_precision: PriorPrecision) -> Tensor:
+        """(n_groups,) precisions in the order of :attr:`groups`, checked (see precisions)."""
         self._require_fit()
         if isinstance(prior_precision, Mapping):
             keys = list(prior_precision)
@@ -365,9 +418,19 @@ class Laplace:
                     f"`prior_precision` must have one entry per prior group {list(self.groups)}; "
                     f"missing {missing}, unknown {unknown}"
                 )
-            return {g: self._one_precision(prior_precision[g], g) for g in self.groups}
-        shared = self._one_precision(prior_precision, None)
-        return {g: shared for g in self.groups}
+            named = True
+            vector = torch.stack([self._one_precision(prior_precision[g], g) for g in self.groups])
+        else:
+            named = False
+            vector = self._one_precision(prior_precision, None).expand(len(self.groups))
+        values = vector.detach()
+        bad = ~(torch.isfinite(values) & (values > 0))
+        if bad.any():  # one check for all groups; the message names the first offender
+            i = int(bad.nonzero()[0, 0])
+            group = list(self.groups)[i]
+            where = f"`prior_precision[{group!r}]`" if named else "`prior_precision`"
+            raise ValueError(f"{where} must be positive and finite, got {float(values[i])}")
+        return vector
 
     def _one_precision(self, value: object, group: str | None) -> Tensor:
         where = "`prior_precision`" if group is None else f"`prior_precision[{group!r}]`"
@@ -379,14 +442,39 @@ class Laplace:
             t = torch.tensor(float(value), dtype=self.dtype, device=self.device)
         if t.ndim != 0:
             raise ValueError(f"{where} must be a 0-d tensor, got shape {tuple(t.shape)}")
-        v = float(t.detach())
-        if not (math.isfinite(v) and v > 0):
-            raise ValueError(f"{where} must be positive and finite, got {v}")
         return t
 
     def _per_parameter(self, deltas: dict[str, Tensor]) -> Tensor:
         """delta expanded to (P,) in the order of the flattened parameters."""
         return torch.cat([deltas[self._group_of[n]].expand(self.numels[n]) for n in self.names])
+
+    def _prepare_evaluation(self) -> None:
+        """Everything that the evaluation needs and that does not depend on the precisions.
+
+        ``_param_index`` (P,): the group (position in :attr:`groups`) of every flattened
+        parameter; ``_sq_norm_vector``, ``_size_vector`` (n_groups,); for ``"kron"``
+        ``_kron_products``: per group (by position), the ``a_i g_j / T`` of all its blocks
+        (eigenvalues clamped at 0), flattened and concatenated.
+        """
+        position = {g: i for i, g in enumerate(self.groups)}
+        ints = {"dtype": torch.long, "device": self.device}
+        self._param_index = torch.cat(
+            [torch.full((self.numels[n],), position[self._group_of[n]], **ints) for n in self.names]
+        )
+        self._sq_norm_vector = torch.stack([self.sq_norms[g] for g in self.groups])
+        self._size_vector = torch.tensor(
+            [float(self.group_sizes[g]) for g in self.groups], dtype=self.dtype, device=self.device
+        )
+        if self.structure != "kron":
+            return
+        per_group: dict[int, list[Tensor]] = {}
+        for key, (a, _, g, _) in self.eigendecompositions.items():
+            block = torch.outer(g.clamp_min(0), a.clamp_min(0)).reshape(-1) / self.temperature
+            per_group.setdefault(position[self._block_groups[key]], []).append(block)
+        self._kron_products = [
+            (i, blocks[0] if len(blocks) == 1 else torch.cat(blocks))
+            for i, blocks in per_group.items()
+        ]
 
     def log_det_posterior_precision(self, prior_precision: PriorPrecision) -> Tensor:
         """0-d ``log det(H / T + diag(delta))`` in the chosen structure (see module docstring).
@@ -394,31 +482,32 @@ class Laplace:
         For ``"kron"`` this is ``sum_l sum_{i,j} log(a_i g_j / T + delta_l)`` with the
         eigenvalues (clamped at 0 against round-off) of every layer's A and G.
         """
-        deltas = self.precisions(prior_precision)
+        return self._log_det(self._precision_vector(prior_precision))
+
+    def _log_det(self, vector: Tensor) -> Tensor:
         T = self.temperature
         if self.structure == "full":
             assert isinstance(self.curvature, Tensor)
-            H = self.curvature / T + torch.diag(self._per_parameter(deltas))
+            H = self.curvature / T + torch.diag(vector[self._param_index])
             chol = torch.linalg.cholesky(H)
             return 2.0 * chol.diagonal().log().sum()
         if self.structure == "diag":
             assert isinstance(self.curvature, Tensor)
-            return torch.log(self.curvature / T + self._per_parameter(deltas)).sum()
-        total = torch.zeros((), dtype=self.dtype, device=self.device)
-        for key, (a, _, g, _) in self.eigendecompositions.items():
-            products = torch.outer(g.clamp_min(0), a.clamp_min(0))  # (d_G, d_A)
-            total = total + torch.log(products / T + deltas[self._block_groups[key]]).sum()
-        return total
+            return torch.log(self.curvature / T + vector[self._param_index]).sum()
+        # one reduction per group (not a gather over all entries: the gather's backward adds
+        # the entries' 1 / (a_i g_j / T + delta) one by one, losing float32 accuracy)
+        return torch.stack(
+            [torch.log(products + vector[i]).sum() for i, products in self._kron_products]
+        ).sum()
 
     def log_prior(self, prior_precision: PriorPrecision) -> Tensor:
         """0-d ``-1/2 sum_g delta_g ||theta*_g||^2 + 1/2 sum_g P_g log delta_g``: the log prior
         density at theta* without its ``-P/2 log(2 pi)``, which cancels against the Gaussian
         integral's ``+P/2 log(2 pi)``."""
-        deltas = self.precisions(prior_precision)
-        return sum(
-            -0.5 * d * self.sq_norms[g] + 0.5 * self.group_sizes[g] * torch.log(d)
-            for g, d in deltas.items()
-        )
+        return self._log_prior(self._precision_vector(prior_precision))
+
+    def _log_prior(self, vector: Tensor) -> Tensor:
+        return 0.5 * (self._size_vector * vector.log() - vector * self._sq_norm_vector).sum()
 
     def log_marginal_likelihood(self, prior_precision: PriorPrecision) -> Tensor:
         """0-d Laplace-GGN ``log p(D | delta)`` (paper 000, eq. 9; paper 001, eq. 7), exact up to
@@ -434,12 +523,46 @@ class Laplace:
             prior_precision: a positive float or 0-d tensor shared by all groups, or
                 ``{group: float | 0-d tensor}`` with one entry per group of :attr:`groups`.
         """
-        self._require_fit()
+        vector = self._precision_vector(prior_precision)
         return (
             self._log_likelihood / self.temperature
-            + self.log_prior(prior_precision)
-            - 0.5 * self.log_det_posterior_precision(prior_precision)
+            + self._log_prior(vector)
+            - 0.5 * self._log_det(vector)
         )
+
+
+def _gram(rows: Tensor, block: int = 512) -> Tensor:
+    """``rows^T rows`` (P, P) for rows (R, P), from its upper block triangle.
+
+    The product is symmetric, so only the blocks ``rows[:, i]^T rows[:, i:]`` of ``block``
+    columns are multiplied (about half the flops of one ``rows.T @ rows`` for P >> block) and
+    the lower triangle is their transpose. Differentiable; no in-place writes.
+    """
+    P = rows.shape[1]
+    if P <= 2 * block:
+        return rows.T @ rows
+    starts = list(range(0, P, block))
+    uppers = [rows[:, i : i + block].T @ rows[:, i:] for i in starts]  # (b_i, P - i)
+    lines = []
+    for k, i in enumerate(starts):
+        width = uppers[k].shape[0]
+        left = [uppers[j][:, i - starts[j] : i - starts[j] + width].T for j in range(k)]
+        lines.append(torch.cat([*left, uppers[k]], dim=1))
+    return torch.cat(lines, dim=0)
+
+
+def _symmetric_eigh(factor: Tensor) -> tuple[Tensor, Tensor]:
+    """``torch.linalg.eigh`` of ``(M + M^T) / 2`` in float64, cast back to ``M``'s dtype.
+
+    M: (d, d). Returns ascending eigenvalues (d,) and eigenvectors (d, d) as columns. float32
+    ``eigh`` of a KFAC factor sometimes fails to converge (seen in marglik training); float64
+    does not, and the casts keep the result differentiable in M.
+    """
+    if factor.shape[-1] == 1:  # a bias block's A = [[1]]: nothing to decompose
+        return factor.reshape(1), torch.ones_like(factor)
+    sym = 0.5 * (factor + factor.mT)
+    values, vectors = torch.linalg.eigh(sym.to(torch.float64))
+    return values.to(factor.dtype), vectors.to(factor.dtype)
 
 
 def _positive_float(value: object, name: str) -> float:

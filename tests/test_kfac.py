@@ -187,6 +187,60 @@ def test_registered_rule_extends_kfac_to_new_layers():
     torch.testing.assert_close(factors["2"].to_dense(), G[12:, 12:], rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+@pytest.mark.parametrize("build", [mlp_case, cnn_case])
+def test_separate_bias_blocks_equal_sub_blocks_of_the_folded_block(build, loss):
+    case = build(loss=loss)
+    data = [(case.inputs, case.targets)]
+    folded = kfac(case.model, data, loss=loss, reduction="sum")
+    separate = kfac(case.model, data, loss=loss, reduction="sum", bias="separate")
+    expected_keys = [k for name in folded for k in (name, f"{name}.bias")]
+    assert list(separate) == expected_keys
+    for name, f in folded.items():
+        dense = f.to_dense()  # ordered [weight (row-major), bias]
+        n_weight = case.params[f.params[0]].numel()
+        weight, bias = separate[name], separate[f"{name}.bias"]
+        assert weight.params == f.params[:1] and bias.params == f.params[1:]
+        assert not weight.bias and not bias.bias
+        assert bias.A.shape == (1, 1) and bias.A.item() == 1.0  # the mean of 1 * 1
+        torch.testing.assert_close(weight.G, f.G, rtol=0, atol=0)
+        torch.testing.assert_close(
+            weight.to_dense(), dense[:n_weight, :n_weight], rtol=1e-12, atol=1e-14
+        )
+        torch.testing.assert_close(
+            bias.to_dense(), dense[n_weight:, n_weight:], rtol=1e-12, atol=1e-14
+        )
+
+
+def test_drop_softmax_null_keeps_the_output_hessian():
+    from symdisc.curvature._losses import output_hessian_sqrt
+    from symdisc.curvature.kfac import drop_softmax_null
+
+    logits = torch.randn(7, 4, dtype=DTYPE, generator=torch.Generator().manual_seed(0))
+    logits[0] = torch.tensor([30.0, 0.0, 0.0, 0.0], dtype=DTYPE)  # nearly one-hot p
+    logits[1] = torch.tensor([0.0, 0.0, 0.0, 30.0], dtype=DTYPE)  # p ~ e_C: v = u + e_C stays
+    roots = output_hessian_sqrt(logits, "cross_entropy", "sum")  # (N, C, C)
+    reduced = drop_softmax_null(roots, logits, dim=2)
+    assert reduced.shape == (7, 4, 3)
+    torch.testing.assert_close(reduced @ reduced.mT, roots @ roots.mT, rtol=1e-12, atol=1e-14)
+    rows = torch.randn(7, 4, 5, dtype=DTYPE)  # rows S_n^T J_n of a GGN factor, C on dim 1
+    factor = roots.mT @ rows
+    kept = drop_softmax_null(factor, logits, dim=1)
+    assert kept.shape == (7, 3, 5)
+    torch.testing.assert_close(kept.mT @ kept, factor.mT @ factor, rtol=1e-12, atol=1e-14)
+
+
+def test_separate_bias_leaves_bias_free_layers_alone():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4, bias=False), nn.Tanh(), nn.Linear(4, 2)).to(DTYPE)
+    data = [(torch.randn(5, 3, dtype=DTYPE), torch.randint(0, 2, (5,)))]
+    folded = kfac(model, data, loss="cross_entropy")
+    separate = kfac(model, data, loss="cross_entropy", bias="separate")
+    assert list(separate) == ["0", "2", "2.bias"]
+    torch.testing.assert_close(separate["0"].A, folded["0"].A, rtol=0, atol=0)
+    assert separate["0"].params == ("0.weight",) and separate["2.bias"].params == ("2.bias",)
+
+
 def test_kfac_errors():
     case = mlp_case()
     data = [(case.inputs, case.targets)]
@@ -207,6 +261,8 @@ def test_kfac_errors():
             [(torch.randn(1, 2, 3, 3, dtype=DTYPE), torch.randn(1, 2, dtype=DTYPE))],
             loss="mse",
         )
+    with pytest.raises(ValueError, match="`bias` must be one of"):
+        kfac(case.model, data, loss="cross_entropy", bias="split")
     bad = {k: torch.full_like(v, float("inf")) for k, v in case.params.items()}
     with pytest.raises(ValueError, match="finite"):
         kfac(case.model, data, loss="cross_entropy", params=bad)

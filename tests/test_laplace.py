@@ -9,7 +9,8 @@ from torch import nn
 import ella.laplace as laplace_module
 from conftest import DTYPE
 from ella.laplace import ROOT_GROUP, Laplace, prior_groups
-from ella.layers import CONV, FC, GroupConv, PathSum
+from ella.layers import CONV, FC, PathSum
+from symdisc.curvature import kfac
 
 SIGMA, TEMP = 0.7, 1.9
 
@@ -178,6 +179,114 @@ def test_kron_equals_block_diagonal_full_for_one_sample(likelihood):
     torch.testing.assert_close(la.log_marginal_likelihood(deltas), expected, rtol=1e-9, atol=1e-9)
 
 
+# -- kron with one precision per tensor (weight and bias blocks separate) --------------------
+
+
+def _per_tensor_brute_kron(model, data, likelihood, deltas):
+    """(log-likelihood, log det, flat theta*, delta (P,)) of per-tensor kron, built by hand.
+
+    The KFAC factors come from the default folded blocks of ``symdisc.curvature.kfac`` (bias in
+    A); every weight block is ``torch.kron(G, A[:-1, :-1])`` and every bias block
+    ``A[-1, -1] * G`` (the 1 (x) G block), assembled block-diagonally in parameter order, plus
+    the diagonal of per-tensor precisions, log det by ``slogdet``.
+    """
+    loss = "cross_entropy" if likelihood == "classification" else "mse"
+    scale = 1.0 if likelihood == "classification" else 1.0 / (2 * SIGMA**2)
+    blocks = {}
+    for f in kfac(model, data, loss=loss, reduction="sum").values():
+        weight, bias = f.params
+        blocks[weight] = torch.kron(scale * f.G, f.A[:-1, :-1])
+        blocks[bias] = f.A[-1, -1] * scale * f.G
+    names = [n for n, _ in model.named_parameters()]
+    K = torch.block_diag(*(blocks[n] for n in names))
+    dvec = delta_vector(model, {n: [n] for n in names}, deltas)
+    sign, logdet = torch.linalg.slogdet(K / TEMP + torch.diag(dvec))
+    assert sign > 0
+    ll, _, flat = brute(model, data, likelihood, SIGMA)
+    return ll, logdet, flat, dvec
+
+
+@pytest.mark.parametrize("likelihood", ["classification", "regression"])
+@pytest.mark.parametrize("build", [mlp, cnn])
+def test_per_tensor_kron_equals_brute_force_dense_kron(build, likelihood):
+    model = build()
+    data = [batch(likelihood, 5, shape_of(model), 3)]
+    la = Laplace(model, likelihood, "kron", per_tensor=True, sigma=SIGMA, temperature=TEMP)
+    la.fit(data)
+    names = [n for n, _ in model.named_parameters()]
+    assert la.groups == {n: [n] for n in names}
+    assert sorted(p for f in la.curvature.values() for p in f.params) == sorted(names)
+    assert all(len(f.params) == 1 and not f.bias for f in la.curvature.values())
+    deltas = some_deltas(la.groups)
+    ll, logdet, flat, dvec = _per_tensor_brute_kron(model, data, likelihood, deltas)
+    torch.testing.assert_close(
+        la.log_det_posterior_precision(deltas), logdet, rtol=1e-10, atol=1e-10
+    )
+    expected = brute_marglik(ll, logdet, flat, dvec, TEMP)
+    torch.testing.assert_close(la.log_marginal_likelihood(deltas), expected, rtol=1e-9, atol=1e-9)
+
+
+def test_per_tensor_kron_is_exact_per_tensor_block_for_one_sample():
+    model = mlp(2)
+    data = [batch("classification", 1, (3,), 4)]
+    ll, G, flat = brute(model, data, "classification", 1.0)
+    la = Laplace(model, "classification", "kron", per_tensor=True, temperature=TEMP).fit(data)
+    deltas = some_deltas(la.groups)
+    # one sample: KFAC is exact, so each tensor's block is the exact GGN's diagonal block
+    mask = torch.zeros_like(G, dtype=torch.bool)
+    start = 0
+    for _, p in model.named_parameters():
+        mask[start : start + p.numel(), start : start + p.numel()] = True
+        start += p.numel()
+    dvec = delta_vector(model, la.groups, deltas)
+    logdet = torch.logdet(torch.where(mask, G, 0.0) / TEMP + torch.diag(dvec))
+    expected = brute_marglik(ll, logdet, flat, dvec, TEMP)
+    torch.testing.assert_close(la.log_marginal_likelihood(deltas), expected, rtol=1e-9, atol=1e-9)
+
+
+def test_per_tensor_kron_gradient_in_precisions_matches_finite_differences():
+    model = cnn(1)
+    data = [batch("classification", 6, (1, 4, 4), 6)]
+    la = Laplace(model, "classification", "kron", per_tensor=True).fit(data)
+    deltas = {k: v.clone().requires_grad_(True) for k, v in some_deltas(la.groups).items()}
+    grads = torch.autograd.grad(la.log_marginal_likelihood(deltas), list(deltas.values()))
+    for (k, d), grad in zip(deltas.items(), grads):
+        h = 1e-5 * d.item()
+        up = {j: (v.detach() + h if j == k else v.detach()) for j, v in deltas.items()}
+        down = {j: (v.detach() - h if j == k else v.detach()) for j, v in deltas.items()}
+        fd = (la.log_marginal_likelihood(up) - la.log_marginal_likelihood(down)) / (2 * h)
+        torch.testing.assert_close(grad, fd, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("likelihood", ["classification", "regression"])
+def test_fused_kron_likelihood_equals_separate_forward(likelihood):
+    model = mlp(5)
+    data = [batch(likelihood, 4, (3,), 1), batch(likelihood, 3, (3,), 2)]
+    fused = Laplace(model, likelihood, "kron", sigma=SIGMA).fit(data)
+    plain = Laplace(model, likelihood, "kron", sigma=SIGMA, kron_factors=kfac).fit(data)
+    ll, _, _ = brute(model, data, likelihood, SIGMA)
+    torch.testing.assert_close(fused.log_likelihood, ll, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(plain.log_likelihood, ll, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        fused.log_marginal_likelihood(0.7), plain.log_marginal_likelihood(0.7), rtol=1e-12, atol=0
+    )
+
+
+@pytest.mark.parametrize("per_tensor", [False, True])
+def test_float32_kron_fit_matches_float64(per_tensor):
+    model64 = mlp(4)
+    model32 = mlp(4).float()
+    x, y = batch("classification", 64, (3,), 9)
+    deltas = {k: v.item() for k, v in some_deltas(prior_groups(model64, per_tensor)).items()}
+    values = []
+    for model, xs in ((model64, x), (model32, x.float())):
+        la = Laplace(model, "classification", "kron", per_tensor=per_tensor).fit([(xs, y)])
+        assert all(a.dtype == xs.dtype for a in la.eigendecompositions[next(iter(la.curvature))])
+        values.append(la.log_marginal_likelihood(deltas))
+    assert values[1].dtype == torch.float32
+    torch.testing.assert_close(values[1].double(), values[0], rtol=1e-4, atol=0)
+
+
 def test_shared_precision_equals_dict_of_equal_precisions():
     model = cnn()
     data = [batch("classification", 3, (1, 4, 4))]
@@ -224,18 +333,18 @@ def test_marglik_is_differentiable_in_the_inputs(structure):
 @pytest.mark.parametrize("structure", ["full", "diag", "kron"])
 def test_evaluation_does_not_refit(structure, monkeypatch):
     calls = {"jac": 0, "kfac": 0}
-    jac, kfac = laplace_module.ggn_rows, laplace_module.kfac
+    jac, kfac_with_loss = laplace_module.ggn_rows, laplace_module.kfac_with_loss
 
     def counting_jac(*args, **kwargs):
         calls["jac"] += 1
         return jac(*args, **kwargs)
 
-    def counting_kfac(*args, **kwargs):
+    def counting_kfac(*args, **kwargs):  # the default kron fit: factors and likelihood at once
         calls["kfac"] += 1
-        return kfac(*args, **kwargs)
+        return kfac_with_loss(*args, **kwargs)
 
     monkeypatch.setattr(laplace_module, "ggn_rows", counting_jac)
-    monkeypatch.setattr(laplace_module, "kfac", counting_kfac)
+    monkeypatch.setattr(laplace_module, "kfac_with_loss", counting_kfac)
     model = mlp()
     data = [batch("classification", 3, (3,), 1), batch("classification", 2, (3,), 2)]
     la = Laplace(model, "classification", structure).fit(data)
@@ -309,11 +418,8 @@ def test_errors():
         la.log_marginal_likelihood(torch.ones(2))
     with pytest.raises(TypeError, match="must be a float or a 0-d tensor"):
         la.log_marginal_likelihood("1.0")
-    grouped = nn.Sequential(GroupConv(1, 2, 3), nn.Flatten(), nn.Linear(2 * 4 * 4 * 4, 3))
-    with pytest.raises(ValueError, match=r"'0 \(GroupConv\)'.*no"):  # no KFAC rule for p4 yet
-        Laplace(grouped, "classification", "kron")
-    split = Laplace(model, "classification", "kron", per_tensor=True)
-    with pytest.raises(ValueError, match="one prior precision per Kronecker block"):
-        split.fit(data)
+    ruleless = nn.Sequential(nn.Bilinear(3, 3, 3))  # no KFAC rule for a bilinear layer
+    with pytest.raises(ValueError, match=r"'0 \(Bilinear\)'.*no"):
+        Laplace(ruleless, "classification", "kron")
     with pytest.raises(ValueError, match="at least one"):
         Laplace(model, "classification", "full").fit([])

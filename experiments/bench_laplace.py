@@ -1,0 +1,837 @@
+"""Benchmark of ``ella.laplace`` against laplace-torch 0.3 with each of its GGN backends.
+
+Workload: the one of ``bench_curvature.py`` (fixed seed): an MLP 10-50-50-3 with tanh
+(P = 3253 parameters in 6 tensors W1, b1, W2, b2, W3, b3) trained for 300 full-batch Adam steps
+on N = 2000 Gaussian inputs labelled by a random linear teacher. The likelihood is categorical,
+negative log-likelihood the *summed* cross-entropy, temperature 1, prior mean 0, and one prior
+precision per parameter tensor, ``delta = [1, 2, 0.5, 1.5, 3, 0.8]``. ``--quick`` runs the
+same on an MLP 10-8-8-3 with N = 200, one timed repeat, in seconds.
+
+Every timed method works on the float32 model; the log marginal likelihood
+
+    log p(D | delta) ~= log p(D | theta*) - 1/2 sum_g delta_g ||theta*_g||^2
+                        + 1/2 sum_g P_g log delta_g - 1/2 log det(GGN + diag(delta))
+
+is compared with a float64 reference per structure, built by brute force without ``ella`` or
+``symdisc``: the dense GGN ``sum_n J_n^T (diag p_n - p_n p_n^T) J_n`` from ``torch.func``
+per-sample Jacobians (full), or, for kron, per layer ``A = mean [x; 1][x; 1]^T`` from the
+layer inputs and ``G = sum_n J_sn^T H_n J_sn`` from the Jacobian of the output in the layer's
+pre-activation, the explicit blocks ``torch.kron(G, A[:-1, :-1])`` (weight) and
+``A[-1, -1] G`` (bias) in a dense block-diagonal matrix; ``slogdet`` in both cases. Our own
+float64 answer is checked against it too (recorded in ``workload.reference``).
+
+Tasks (one row per task and method):
+
+================  ====================================================================
+``kron_marglik``  build the Laplace object, fit the KFAC curvature, evaluate the marglik
+``full_marglik``  the same with the full (P, P) GGN
+``kron_reeval``   on an already fitted kron Laplace: marglik at new precisions
+                  ``[0.7, 1.3, 2.2, 0.9, 0.4, 1.7]`` and its gradient in them (backward)
+================  ====================================================================
+
+Methods: ``ours`` = ``ella.laplace.Laplace(model, "classification", structure,
+per_tensor=True)`` (kron: weight and bias blocks separate, ``bias="separate"`` in
+``symdisc.curvature.kfac``); ``laplace_<backend>`` = ``laplace.Laplace(model,
+"classification", subset_of_weights="all", hessian_structure=..., backend=<Backend>GGN)`` for
+every GGN backend of ``laplace.curvature`` (backpack, asdl, curvlinops, asdfghjkl, and any
+other ``*GGN`` class it exports). A backend that is not installed or fails gets a row with
+``"error"``.
+
+Conventions checked (the float64 runs of every backend agree with the reference to ~1e-12):
+laplace-torch's ``log_marginal_likelihood`` is ``log_lik - 1/2 (log det P - log det P_0 +
+scatter)``, the same quantity (no constant dropped on either side; the 2 pi terms cancel);
+its curvature uses ``CrossEntropyLoss(reduction="sum")`` and its Kronecker factors are
+rescaled by ``M / N = 1`` for one full batch; a prior precision vector of length
+``n_layers`` (= number of parameter tensors, 6) is per tensor; ``KronLaplace`` has one block
+``[G, A]`` per weight and a separate block ``[G]`` per bias (what ours' ``bias="separate"``
+gives; laplace-torch has no folded-bias option); ``damping=False`` (default), temperature 1;
+curvlinops' KFAC defaults to ``kfac_approx="expand"``, which for an MLP equals "reduce".
+Differences that remain: laplace-torch decomposes the factors in float32 (``symeig``), ours
+in float64; it does not clamp negative round-off eigenvalues, ours clamps them at 0.
+
+laplace-torch's ``fit`` takes a loader with a ``.dataset`` (for N); both sides get the one
+full batch, laplace-torch through a minimal loader object (no DataLoader collation is timed).
+
+Time: after one untimed call per method, the methods of a task take turns for ``repeats``
+timed calls (wall clock; the process CPU time is recorded as well, ``cpu_runs_s``, because a
+shared machine inflates wall-clock times); median and all runs are reported. Untimed per
+method: a copy of the model (BackPACK extends the modules it sees) and, for kron_reeval, the
+fit. Peak memory is measured as in ``bench_curvature.py``: the rise of the resident set while
+the timed part runs once in a fresh child process (on ``--quick`` for ours' rows only).
+
+Targets: ours' median <= 0.5x the fastest laplace-torch backend's for kron_marglik, <= 0.8x
+for full_marglik, <= 1.0x for kron_reeval (not judged on --quick). Ours must agree with the
+reference within 1e-3 nats (exit status 1 otherwise); peers' errors are reported.
+
+Peers are optional; install them without their dependencies, which would replace torch::
+
+    pip install --no-deps -r experiments/requirements-bench.txt
+
+Usage::
+
+    python experiments/bench_laplace.py --out DIR [--seed 0] [--device cpu|cuda] [--quick]
+        [--threads N]
+
+writes ``DIR/laplace.json`` and ``DIR/laplace.md`` and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib
+import importlib.metadata
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from bench_curvature import (
+    FULL,
+    QUICK,
+    Config,
+    PeakMemoryProbe,
+    make_mlp,
+    peer_unavailable,
+    say,
+    train_workload,
+)
+from torch import Tensor, nn
+
+from _common import (
+    check_targets,
+    environment,
+    finish_benchmark,
+    fmt,
+    parser,
+    setup,
+    targets_table,
+)
+from ella.laplace import Laplace
+
+Row = dict[str, Any]
+
+PRIOR = (1.0, 2.0, 0.5, 1.5, 3.0, 0.8)  # W1, b1, W2, b2, W3, b3
+NEW_PRIOR = (0.7, 1.3, 2.2, 0.9, 0.4, 1.7)  # for kron_reeval
+AGREEMENT_NATS = 1e-3
+SELF_CHECK_NATS = 1e-6  # ours in float64 against the brute-force reference
+FULL_P = 3253
+CHILD_TIMEOUT_S = 900
+TASKS = ("kron_marglik", "full_marglik", "kron_reeval")
+STRUCTURE = {"kron_marglik": "kron", "full_marglik": "full", "kron_reeval": "kron"}
+#: task -> ours' median_s / fastest laplace-torch backend's median_s must be <= this
+TARGETS = {"kron_marglik": 0.5, "full_marglik": 0.8, "kron_reeval": 1.0}
+
+#: laplace-torch GGN backends: name -> (module of laplace.curvature, class, module it needs)
+BACKENDS = {
+    "backpack": ("laplace.curvature.backpack", "BackPackGGN", "backpack"),
+    "asdl": ("laplace.curvature.asdl", "AsdlGGN", "asdl"),
+    "curvlinops": ("laplace.curvature.curvlinops", "CurvlinopsGGN", "curvlinops"),
+    "asdfghjkl": ("laplace.curvature.asdfghjkl", "AsdfghjklGGN", "asdfghjkl"),
+}
+#: distributions whose versions the JSON records
+DISTRIBUTIONS = {
+    "laplace": "laplace-torch",
+    "backpack": "backpack-for-pytorch",
+    "asdl": "asdfghjkl",
+    "curvlinops": "curvlinops-for-pytorch",
+}
+
+# BackPACK and ASDL register full backward hooks; torch warns about them on every call.
+warnings.filterwarnings("ignore", message=".*backward hook.*")
+warnings.filterwarnings("ignore", message=".*non-full backward hook.*")
+
+
+def discover_backends() -> dict[str, tuple[str, str, str]]:
+    """:data:`BACKENDS`, plus any other ``*GGN`` class that ``laplace.curvature`` exports."""
+    backends = dict(BACKENDS)
+    try:
+        curvature = importlib.import_module("laplace.curvature")
+    except Exception:  # laplace-torch missing or broken: its rows say so
+        return backends
+    known = {cls for _, cls, _ in backends.values()}
+    for name in getattr(curvature, "__all__", []):
+        if name.endswith("GGN") and name not in known and name != "GGNInterface":
+            module = getattr(curvature, name).__module__
+            backends[name[: -len("GGN")].lower()] = (module, name, module.split(".")[0])
+    return backends
+
+
+# --------------------------------------------------------------------------------------------
+# workload
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Workload:
+    """The trained model (float32 unless a reference asks for float64) and its data."""
+
+    model: nn.Sequential
+    X: Tensor
+    y: Tensor
+    config: Config
+
+    @property
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+def build_workload(
+    state: dict[str, Tensor], X: Tensor, y: Tensor, config: Config, device: str, dtype=None
+) -> Workload:
+    model = make_mlp(config.widths)
+    model.load_state_dict(state)
+    dtype = dtype or torch.float32
+    model = model.to(device=device, dtype=dtype).eval()
+    return Workload(model, X.to(device=device, dtype=dtype), y.to(device), config)
+
+
+def precisions(values: Sequence[float], dtype: torch.dtype, device) -> Tensor:
+    return torch.tensor(values, dtype=dtype, device=device)
+
+
+# --------------------------------------------------------------------------------------------
+# the float64 brute-force reference (no ella, no symdisc)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Float64 values per structure, and the kron gradient in the new precisions."""
+
+    kron: float
+    full: float
+    kron_new: float
+    kron_new_grad: list[float]
+
+
+def _log_lik_and_prior(model: nn.Sequential, X: Tensor, y: Tensor, delta: Tensor) -> Tensor:
+    """``log p(D | theta*) - 1/2 sum_g delta_g ||theta_g||^2 + 1/2 sum_g P_g log delta_g``."""
+    with torch.no_grad():
+        log_lik = -nn.functional.cross_entropy(model(X), y, reduction="sum")
+    params = [p.detach() for p in model.parameters()]
+    scatter = sum(d * p.pow(2).sum() for d, p in zip(delta, params))
+    log_det_prior = sum(p.numel() * torch.log(d) for d, p in zip(delta, params))
+    return log_lik - 0.5 * scatter + 0.5 * log_det_prior
+
+
+def _output_hessians(outputs: Tensor) -> Tensor:
+    """(N, C, C) Hessians ``diag(p) - p p^T`` of the summed cross-entropy in the logits."""
+    p = torch.softmax(outputs, dim=-1)
+    return torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
+
+
+def _per_tensor_delta(model: nn.Module, delta: Tensor) -> Tensor:
+    return torch.cat([d.expand(p.numel()) for d, p in zip(delta, model.parameters())])
+
+
+def brute_full(model: nn.Sequential, X: Tensor, y: Tensor, delta: Tensor) -> Tensor:
+    """Dense GGN from per-sample ``torch.func`` Jacobians, plus diag(delta), slogdet."""
+    names = [n for n, _ in model.named_parameters()]
+    params = {n: p.detach() for n, p in model.named_parameters()}
+
+    def f(p: dict[str, Tensor], x: Tensor) -> Tensor:
+        return torch.func.functional_call(model, p, (x[None],))[0]
+
+    jac = torch.func.vmap(torch.func.jacrev(f), in_dims=(None, 0))(params, X)
+    J = torch.cat([jac[n].reshape(X.shape[0], -1, params[n].numel()) for n in names], dim=2)
+    H = _output_hessians(model(X).detach())
+    ggn = torch.einsum("ncp,ncd,ndq->pq", J, H, J)
+    sign, log_det = torch.linalg.slogdet(ggn + torch.diag(_per_tensor_delta(model, delta)))
+    if sign <= 0:
+        raise AssertionError("the full posterior precision is not positive definite")
+    return _log_lik_and_prior(model, X, y, delta) - 0.5 * log_det
+
+
+def brute_kron_blocks(model: nn.Sequential, X: Tensor) -> list[Tensor]:
+    """Explicit dense KFAC blocks, one per parameter tensor, in parameter order.
+
+    For Linear layer l with input x_n and pre-activation s_n: ``A = mean_n [x_n; 1][x_n; 1]^T``,
+    ``G = sum_n J_n^T H_n J_n`` with ``J_n = d f_n / d s_n`` (``torch.func.jacrev`` of the rest
+    of the network); weight block ``kron(G, A[:-1, :-1])``, bias block ``A[-1, -1] G``.
+    """
+    layers = list(model)
+    H = _output_hessians(model(X).detach())
+    blocks: list[Tensor] = []
+    h = X
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, nn.Linear):
+            h = layer(h)
+            continue
+        a = torch.cat([h, torch.ones_like(h[:, :1])], dim=1).detach()
+        A = a.T @ a / a.shape[0]
+        s = layer(h).detach()
+        tail = nn.Sequential(*layers[i + 1 :])
+        J = torch.func.vmap(torch.func.jacrev(lambda v: tail(v[None])[0]))(s)  # (N, C, d_out)
+        G = torch.einsum("nca,ncd,ndb->ab", J, H, J)
+        blocks += [torch.kron(G.contiguous(), A[:-1, :-1].contiguous()), A[-1, -1] * G]
+        h = s
+    return blocks
+
+
+def brute_kron(blocks: list[Tensor], model: nn.Sequential, X, y, delta: Tensor) -> Tensor:
+    """Block-diagonal dense KFAC plus diag(delta), slogdet; differentiable in delta."""
+    dense = torch.block_diag(*blocks)
+    sign, log_det = torch.linalg.slogdet(dense + torch.diag(_per_tensor_delta(model, delta)))
+    if sign <= 0:
+        raise AssertionError("the kron posterior precision is not positive definite")
+    return _log_lik_and_prior(model, X, y, delta) - 0.5 * log_det
+
+
+def compute_reference(wl64: Workload) -> tuple[Reference, dict[str, float]]:
+    """The brute-force reference, and how far ours in float64 is from it (nats)."""
+    m, X, y = wl64.model, wl64.X, wl64.y
+    dev = X.device
+    delta = precisions(PRIOR, torch.float64, dev)
+    blocks = brute_kron_blocks(m, X)
+    kron = brute_kron(blocks, m, X, y, delta)
+    new = precisions(NEW_PRIOR, torch.float64, dev).requires_grad_(True)
+    kron_new = brute_kron(blocks, m, X, y, new)
+    (grad,) = torch.autograd.grad(kron_new, new)
+    full = brute_full(m, X, y, delta)
+    ref = Reference(kron.item(), full.item(), kron_new.detach().item(), grad.tolist())
+
+    checks = {}
+    for structure, value in (("kron", ref.kron), ("full", ref.full)):
+        la = Laplace(m, "classification", structure, per_tensor=True).fit([(X, y)])
+        ours = la.log_marginal_likelihood(dict(zip(la.groups, delta)))
+        checks[f"ours64_{structure}_abs_error"] = abs(ours.item() - value)
+    la = Laplace(m, "classification", "kron", per_tensor=True).fit([(X, y)])
+    new64 = precisions(NEW_PRIOR, torch.float64, dev).requires_grad_(True)
+    value = la.log_marginal_likelihood(dict(zip(la.groups, new64)))
+    (g64,) = torch.autograd.grad(value, new64)
+    checks["ours64_kron_reeval_abs_error"] = abs(value.item() - ref.kron_new)
+    checks["ours64_kron_reeval_grad_error"] = float((g64 - grad).abs().max())
+    return ref, checks
+
+
+# --------------------------------------------------------------------------------------------
+# methods: `prepare` is untimed, `run` is timed and returns (value, gradient or None)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Method:
+    task: str
+    name: str
+    prepare: Callable[[Workload], Any]
+    run: Callable[[Any], tuple[Tensor, Tensor | None]]
+    peers: tuple[str, ...] = ()  # modules a peer needs (imported before any timing)
+
+
+class _OneBatch:
+    """What laplace-torch's ``fit`` reads from a loader: iteration and ``len(.dataset)``."""
+
+    def __init__(self, X: Tensor, y: Tensor) -> None:
+        self.dataset, self._batches = X, [(X, y)]
+
+    def __iter__(self):
+        return iter(self._batches)
+
+
+def _ours_prepare(wl: Workload) -> tuple[Workload, nn.Module]:
+    return wl, copy.deepcopy(wl.model)
+
+
+def _ours_marglik(structure: str) -> Callable[[Any], tuple[Tensor, None]]:
+    def run(state: tuple[Workload, nn.Module]) -> tuple[Tensor, None]:
+        wl, model = state
+        la = Laplace(model, "classification", structure, per_tensor=True).fit([(wl.X, wl.y)])
+        delta = precisions(PRIOR, wl.X.dtype, wl.X.device)
+        return la.log_marginal_likelihood(dict(zip(la.groups, delta))).detach(), None
+
+    return run
+
+
+def _ours_fitted(wl: Workload) -> tuple[Workload, Laplace]:
+    model = copy.deepcopy(wl.model)
+    return wl, Laplace(model, "classification", "kron", per_tensor=True).fit([(wl.X, wl.y)])
+
+
+def _ours_reeval(state: tuple[Workload, Laplace]) -> tuple[Tensor, Tensor]:
+    wl, la = state
+    delta = precisions(NEW_PRIOR, wl.X.dtype, wl.X.device).requires_grad_(True)
+    value = la.log_marginal_likelihood(dict(zip(la.groups, delta)))
+    value.backward()
+    return value.detach(), delta.grad
+
+
+def _backend_class(backend: str) -> type:
+    module, cls, _ = discover_backends()[backend]
+    return getattr(importlib.import_module(module), cls)
+
+
+def _peer_laplace(wl: Workload, model: nn.Module, structure: str, backend: str) -> Any:
+    from laplace import Laplace as PeerLaplace
+
+    return PeerLaplace(
+        model,
+        "classification",
+        subset_of_weights="all",
+        hessian_structure=structure,
+        backend=_backend_class(backend),
+        prior_precision=precisions(PRIOR, wl.X.dtype, wl.X.device),
+    )
+
+
+def _peer_prepare(wl: Workload) -> tuple[Workload, nn.Module]:
+    return wl, copy.deepcopy(wl.model)  # BackPACK extends the modules it is given
+
+
+def _peer_marglik(structure: str, backend: str) -> Callable[[Any], tuple[Tensor, None]]:
+    def run(state: tuple[Workload, nn.Module]) -> tuple[Tensor, None]:
+        wl, model = state
+        la = _peer_laplace(wl, model, structure, backend)
+        la.fit(_OneBatch(wl.X, wl.y))
+        delta = precisions(PRIOR, wl.X.dtype, wl.X.device)
+        return la.log_marginal_likelihood(delta).detach(), None
+
+    return run
+
+
+def _peer_fitted(backend: str) -> Callable[[Workload], Any]:
+    def prepare(wl: Workload) -> tuple[Workload, Any]:
+        la = _peer_laplace(wl, copy.deepcopy(wl.model), "kron", backend)
+        la.fit(_OneBatch(wl.X, wl.y))
+        return wl, la
+
+    return prepare
+
+
+def _peer_reeval(state: tuple[Workload, Any]) -> tuple[Tensor, Tensor]:
+    wl, la = state
+    delta = precisions(NEW_PRIOR, wl.X.dtype, wl.X.device).requires_grad_(True)
+    value = la.log_marginal_likelihood(delta)
+    value.backward()
+    return value.detach(), delta.grad
+
+
+def build_methods() -> list[Method]:
+    methods = [
+        Method("kron_marglik", "ours", _ours_prepare, _ours_marglik("kron")),
+        Method("full_marglik", "ours", _ours_prepare, _ours_marglik("full")),
+        Method("kron_reeval", "ours", _ours_fitted, _ours_reeval),
+    ]
+    for backend, (_, _, needs) in discover_backends().items():
+        peers = ("laplace", needs)
+        name = f"laplace_{backend}"
+        methods += [
+            Method("kron_marglik", name, _peer_prepare, _peer_marglik("kron", backend), peers),
+            Method("full_marglik", name, _peer_prepare, _peer_marglik("full", backend), peers),
+            Method("kron_reeval", name, _peer_fitted(backend), _peer_reeval, peers),
+        ]
+    order = {t: i for i, t in enumerate(TASKS)}
+    return sorted(methods, key=lambda m: order[m.task])
+
+
+def find_method(task: str, name: str) -> Method:
+    for method in build_methods():
+        if (method.task, method.name) == (task, name):
+            return method
+    raise KeyError(f"no method {name!r} for task {task!r}")
+
+
+def peers_unavailable(modules: Sequence[str]) -> str | None:
+    for module in modules:
+        reason = peer_unavailable(module)
+        if reason is not None:
+            return reason
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# timing
+# --------------------------------------------------------------------------------------------
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(method: Method, state: Any, device: torch.device) -> tuple[Any, float, float]:
+    _sync(device)
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = method.run(state)
+    _sync(device)
+    return out, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def repeats_for(first_s: float, quick: bool, base: int) -> int:
+    """1 on --quick; else enough calls for about 2 s per method, between ``base`` and 50."""
+    if quick:
+        return 1
+    return max(base, min(50, math.ceil(2.0 / max(first_s, 1e-6))))
+
+
+def bench_task(
+    task: str, methods: list[Method], wl: Workload, ref: Reference, quick: bool
+) -> list[Row]:
+    """Warm every method of a task once, then let them take turns at the timed calls."""
+    rows: dict[str, Row] = {}
+    states: dict[str, Any] = {}
+    outputs: dict[str, Any] = {}
+    first: dict[str, float] = {}
+    device = wl.X.device
+    for method in methods:
+        row: Row = {"task": task, "method": method.name}
+        rows[method.name] = row
+        unavailable = peers_unavailable(method.peers)
+        if unavailable is not None:
+            row["error"] = unavailable
+            continue
+        try:
+            states[method.name] = method.prepare(wl)
+            outputs[method.name], first[method.name], _ = _timed(
+                method, states[method.name], device
+            )
+        except Exception as exc:  # a failing method is a result, recorded in its row
+            row["error"] = f"{type(exc).__name__}: {exc}".strip()
+            say(f"{task}/{method.name} failed: {row['error']}")
+            states.pop(method.name, None)
+    live = [m for m in methods if m.name in states]
+    if not live:
+        return list(rows.values())
+    n = repeats_for(max(first.values()), quick, wl.config.repeats)
+    wall: dict[str, list[float]] = {m.name: [] for m in live}
+    cpu: dict[str, list[float]] = {m.name: [] for m in live}
+    for _ in range(n):
+        for method in live:
+            try:
+                out, w, c = _timed(method, states[method.name], device)
+            except Exception as exc:
+                rows[method.name]["error"] = f"{type(exc).__name__}: {exc}".strip()
+                continue
+            outputs[method.name] = out
+            wall[method.name].append(w)
+            cpu[method.name].append(c)
+    for method in live:
+        row = rows[method.name]
+        if "error" in row:
+            continue
+        value, grad = outputs[method.name]
+        row["median_s"] = statistics.median(wall[method.name])
+        row["runs_s"] = wall[method.name]
+        row["cpu_median_s"] = statistics.median(cpu[method.name])
+        row["cpu_runs_s"] = cpu[method.name]
+        row["value"] = float(value)
+        expected = {"kron_marglik": ref.kron, "full_marglik": ref.full}.get(task, ref.kron_new)
+        row["abs_error"] = abs(float(value) - expected)
+        if grad is not None:
+            row["grad"] = grad.double().cpu().tolist()
+            row["grad_error"] = float(
+                (grad.double().cpu() - torch.tensor(ref.kron_new_grad)).abs().max()
+            )
+    return list(rows.values())
+
+
+# --------------------------------------------------------------------------------------------
+# peak memory in a fresh child process
+# --------------------------------------------------------------------------------------------
+
+
+def child_main(args: argparse.Namespace) -> None:
+    """Hidden entry point: prepare one method, run its timed part once, print the peak."""
+    task, name = args.child.split(":")
+    method = find_method(task, name)
+    config = QUICK if args.quick else FULL
+    saved = torch.load(args.workload, weights_only=True)
+    wl = build_workload(saved["state_dict"], saved["X"], saved["y"], config, args.device)
+    unavailable = peers_unavailable(method.peers)  # imports the peers before the baseline
+    if unavailable is not None:
+        print(json.dumps({"error": unavailable}))
+        return
+    state = method.prepare(wl)
+    probe = PeakMemoryProbe(wl.X.device)
+    method.run(state)
+    print(json.dumps({"peak_mb": probe.peak_mb(), "how": probe.how}))
+
+
+def measure_peak(task: str, name: str, workload: Path, args: argparse.Namespace) -> dict:
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        f"{task}:{name}",
+        "--workload",
+        str(workload),
+        "--seed",
+        str(args.seed),
+        "--device",
+        args.device,
+    ]
+    cmd += ["--quick"] if args.quick else []
+    cmd += ["--threads", str(args.threads)] if args.threads is not None else []
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {CHILD_TIMEOUT_S} s"}
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+        return {"error": tail[0]}
+    return json.loads(lines[-1])
+
+
+# --------------------------------------------------------------------------------------------
+# agreement, targets, report
+# --------------------------------------------------------------------------------------------
+
+
+def check_agreement(rows: list[Row]) -> list[str]:
+    """Mark every row's agreement (1e-3 nats); ours' disagreements and errors, as messages."""
+    failures = []
+    for row in rows:
+        if row["method"] == "ours" and "error" in row:
+            failures.append(f"{row['task']}/ours raised {row['error']}")
+        if row.get("abs_error") is None:
+            continue
+        row["agrees"] = row["abs_error"] <= AGREEMENT_NATS
+        if row["agrees"]:
+            continue
+        message = f"abs_error {row['abs_error']:.3g} nats > {AGREEMENT_NATS:g}"
+        if row["method"] == "ours":
+            failures.append(f"{row['task']}/ours {message}")
+        else:
+            row["note"] = f"off the reference: {message}"
+    return failures
+
+
+def evaluate_targets(rows: list[Row], quick: bool) -> list[Row]:
+    """Ours' median over the fastest laplace-torch backend's, per task, via check_targets."""
+    scores: dict[str, float] = {}
+    out: list[Row] = []
+    for task, bound in TARGETS.items():
+        by_method = {r["method"]: r for r in rows if r["task"] == task}
+        ours = by_method.get("ours", {}).get("median_s")
+        peers = {
+            n: r["median_s"]
+            for n, r in by_method.items()
+            if n != "ours" and r.get("median_s") is not None and r.get("agrees", True)
+        }
+        fastest = min(peers, key=peers.get) if peers else None
+        entry: Row = {
+            "task": task,
+            "criterion": f"ours median_s <= {bound:g} x fastest laplace-torch backend's"
+            + (f" ({fastest})" if fastest else ""),
+            "value": None,
+            "pass": None,
+            "fastest_peer": fastest,
+        }
+        if ours is None or fastest is None:
+            entry["note"] = "no time for " + ("ours" if ours is None else "any backend")
+        else:
+            scores[task] = ours / peers[fastest]
+            entry["value"] = scores[task]
+            cpu_ours = by_method["ours"].get("cpu_median_s")
+            cpu_peer = by_method[fastest].get("cpu_median_s")
+            if cpu_ours and cpu_peer:
+                entry["cpu_ratio"] = cpu_ours / cpu_peer
+        out.append(entry)
+    verdicts = check_targets(scores, {t: ("<=", TARGETS[t]) for t in scores})
+    for entry in out:
+        if entry["task"] in verdicts:
+            if quick:
+                entry["note"] = "ratio not judged on the --quick workload"
+            else:
+                entry["pass"] = verdicts[entry["task"]]["pass"]
+            if "cpu_ratio" in entry:
+                note = f"CPU-time ratio {entry['cpu_ratio']:.2f}"
+                entry["note"] = f"{entry['note']}; {note}" if entry.get("note") else note
+    return out
+
+
+def markdown(report: dict[str, Any]) -> str:
+    env, wl = report["environment"], report["workload"]
+    ours_time = {r["task"]: r.get("median_s") for r in report["rows"] if r["method"] == "ours"}
+    load = env.get("loadavg_1min", [None, None])
+    lines = [
+        f"# Laplace marginal-likelihood benchmark ({wl['model']}, N={wl['N']}, P={wl['P']})",
+        "",
+        f"torch {env['torch']}, {env['threads']} threads, {env['device']}, python "
+        f"{env['python']}, laplace-torch {env['peers'].get('laplace')}; float32 model; "
+        f"per-tensor prior precisions {list(PRIOR)}; median of up to 50 warm runs taken in "
+        f"turns; peak memory in a fresh process per row; 1-min load average {load[0]} at the "
+        f"start, {load[1]} at the end (a busy machine inflates wall-clock times, see the CPU "
+        f"column); total {report['timings']['total_s']:.0f} s.",
+        "",
+        f"Reference (float64, brute force): kron {wl['reference']['kron']:.6f}, full "
+        f"{wl['reference']['full']:.6f}, kron at the new precisions "
+        f"{wl['reference']['kron_new']:.6f} nats.",
+        "",
+        "| task | method | median s | x ours | CPU median s | abs error (nats) | grad error "
+        "| peak MB | note |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in report["rows"]:
+        base, time_s = ours_time.get(r["task"]), r.get("median_s")
+        ratio = time_s / base if time_s is not None and base else None
+        note = (r.get("error") or r.get("note") or "").split("\n", 1)[0]
+        lines.append(
+            f"| {r['task']} | {r['method']} | {fmt(time_s, '.4g')} | {fmt(ratio, '.2f')} | "
+            f"{fmt(r.get('cpu_median_s'), '.4g')} | {fmt(r.get('abs_error'), '.2e')} | "
+            f"{fmt(r.get('grad_error'), '.2e')} | {fmt(r.get('peak_mb'), '.1f')} | "
+            f"{note.replace('|', '/')} |"
+        )
+    lines += targets_table(report["targets"])
+    lines += [
+        "",
+        "x ours: the row's median over ours' (above 1: slower than ours). Targets divide ours' "
+        "median by the fastest laplace-torch backend's that agrees with the reference.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def peer_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for module, dist in DISTRIBUTIONS.items():
+        try:
+            versions[module] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[module] = None
+    return versions
+
+
+# --------------------------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = parser(__doc__.split("\n\n")[0])
+    p.add_argument("--child", help=argparse.SUPPRESS)  # task:method, internal
+    p.add_argument("--workload", help=argparse.SUPPRESS)  # internal
+    args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: CUDA is not available")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.child is not None:
+        child_main(args)
+        return 0
+    setup(args)
+    start = time.perf_counter()
+    load_start = os.getloadavg()[0]
+    if load_start > 0.5:
+        say(f"the machine is busy (1-min load average {load_start:.2f}): timings may be inflated")
+    config = QUICK if args.quick else FULL
+    args.out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+
+    state, X, y, final_loss = train_workload(config, args.seed)
+    wl = build_workload(state, X, y, config, args.device)
+    if not args.quick and wl.num_params != FULL_P:
+        raise AssertionError(f"the workload must have P={FULL_P} parameters, got {wl.num_params}")
+    timings["train_s"] = time.perf_counter() - start
+
+    tick = time.perf_counter()
+    wl64 = build_workload(state, X, y, config, args.device, torch.float64)
+    ref, self_check = compute_reference(wl64)
+    timings["reference_s"] = time.perf_counter() - tick
+    say(f"reference: {ref} ({timings['reference_s']:.1f} s); ours in float64: {self_check}")
+    failures = [
+        f"ours in float64 is {v:.3g} off the brute-force reference ({k})"
+        for k, v in self_check.items()
+        if v > SELF_CHECK_NATS * max(1.0, abs(ref.kron))
+    ]
+
+    tick = time.perf_counter()
+    methods = build_methods()
+    rows: list[Row] = []
+    for task in TASKS:
+        rows += bench_task(task, [m for m in methods if m.task == task], wl, ref, args.quick)
+        times = [f"{r['method']} {r.get('median_s', 'error')}" for r in rows if r["task"] == task]
+        say(f"{task}: " + ", ".join(times))
+    timings["timing_s"] = time.perf_counter() - tick
+
+    # Peak memory, each row in a fresh process, one at a time (they would disturb each other);
+    # on --quick only ours' rows, side by side as far as the cores allow (a child spends most
+    # of its time importing the peers)
+    tick = time.perf_counter()
+    memory_how: set[str] = set()
+    todo = [r for r in rows if "error" not in r and (r["method"] == "ours" or not args.quick)]
+    workers = max(1, (os.cpu_count() or 1) // torch.get_num_threads()) if args.quick else 1
+    with tempfile.TemporaryDirectory() as tmp:
+        workload_file = Path(tmp) / "workload.pt"
+        torch.save({"state_dict": state, "X": X, "y": y}, workload_file)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = pool.map(
+                lambda r: measure_peak(r["task"], r["method"], workload_file, args), todo
+            )
+            for row, result in zip(todo, results):
+                if "peak_mb" in result:
+                    row["peak_mb"] = result["peak_mb"]
+                    memory_how.add(result["how"])
+                else:
+                    say(f"peak memory of {row['task']}/{row['method']}: {result['error']}")
+    timings["memory_s"] = time.perf_counter() - tick
+
+    failures += check_agreement(rows)
+    targets = evaluate_targets(rows, args.quick)
+    timings["total_s"] = time.perf_counter() - start
+
+    env = environment(args.device)
+    env["peers"] = peer_versions()
+    env["loadavg_1min"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]
+    report = {
+        "benchmark": "laplace",
+        "environment": env,
+        "workload": {
+            "model": "mlp " + "-".join(map(str, config.widths)) + " tanh",
+            "N": config.n_samples,
+            "P": wl.num_params,
+            "final_loss": final_loss,
+            "train_steps": config.train_steps,
+            "likelihood": "classification (summed cross-entropy), temperature 1",
+            "prior_precision": {
+                "tensors": ["W1", "b1", "W2", "b2", "W3", "b3"],
+                "values": list(PRIOR),
+                "new_values": list(NEW_PRIOR),
+            },
+            "reference": {
+                "kron": ref.kron,
+                "full": ref.full,
+                "kron_new": ref.kron_new,
+                "kron_new_grad": ref.kron_new_grad,
+                "how": "float64 brute force: dense GGN / explicit torch.kron blocks, slogdet",
+                **self_check,
+            },
+        },
+        "config": {
+            "seed": args.seed,
+            "quick": args.quick,
+            "dtype": "float32",
+            "repeats_min": 1 if args.quick else config.repeats,
+            "agreement_nats": AGREEMENT_NATS,
+            "targets": TARGETS,
+            "peak_memory": sorted(memory_how),
+            "peak_memory_rows": "ours only (--quick)" if args.quick else "all",
+            "laplace_backends": {k: v[1] for k, v in discover_backends().items()},
+        },
+        "rows": rows,
+        "targets": targets,
+        "timings": timings,
+    }
+    return finish_benchmark(
+        args.out, "laplace", report, markdown(report), failures, "ours disagrees with the reference"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""The Laplace benchmark script runs end to end on its --quick workload, peers or not."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "experiments" / "bench_laplace.py"
+TASKS = ("kron_marglik", "full_marglik", "kron_reeval")
+BACKENDS = ("backpack", "asdl", "curvlinops", "asdfghjkl")
+
+# Runs the script with every `laplace` import failing, as if laplace-torch were not installed.
+WITHOUT_LAPLACE = """
+import runpy, sys
+from importlib.abc import MetaPathFinder
+
+class Block(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "laplace" or name.startswith("laplace."):
+            raise ImportError(f"No module named {name!r} (blocked by the test)")
+        return None
+
+sys.meta_path.insert(0, Block())
+sys.argv = [sys.argv[1], *sys.argv[2:]]
+sys.path.insert(0, sys.argv[0].rsplit("/", 1)[0])  # as `python script.py` would
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def run_quick(out: Path, *, without_laplace: bool = False) -> subprocess.CompletedProcess:
+    prefix = ["-c", WITHOUT_LAPLACE] if without_laplace else []
+    return subprocess.run(
+        [sys.executable, *prefix, str(SCRIPT), "--quick", "--threads", "1", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, dict]:
+    out = tmp_path_factory.mktemp("bench_laplace")
+    proc = run_quick(out)
+    report = json.loads((out / "laplace.json").read_text()) if proc.returncode == 0 else {}
+    return proc, report | {"_md": (out / "laplace.md").read_text() if report else ""}
+
+
+def test_quick_benchmark_report(quick_run):
+    proc, report = quick_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {"benchmark", "environment", "workload", "config", "rows", "targets", "timings"} <= set(
+        report
+    )
+    assert report["benchmark"] == "laplace"
+    assert {"torch", "threads", "device", "python", "peers"} <= set(report["environment"])
+    assert {"model", "N", "P", "final_loss", "reference"} <= set(report["workload"])
+    assert report["config"]["quick"] is True and "total_s" in report["timings"]
+
+    pairs = [(row["task"], row["method"]) for row in report["rows"]]
+    assert len(pairs) == len(set(pairs)), "a (task, method) pair appears twice"
+    for task in TASKS:
+        methods = {m for t, m in pairs if t == task}
+        assert {"ours", *(f"laplace_{b}" for b in BACKENDS)} <= methods
+
+    for row in report["rows"]:
+        if "error" in row:
+            assert row["method"] != "ours", row
+            assert isinstance(row["error"], str) and row["error"]
+            continue
+        assert row["median_s"] > 0 and len(row["runs_s"]) == 1  # --quick: one repeat
+        assert row["abs_error"] >= 0
+        if row["method"] == "ours":
+            assert row["abs_error"] <= 1e-3, row  # nats, against the float64 brute force
+            assert row["agrees"] is True and row["peak_mb"] >= 0
+        if row["task"] == "kron_reeval":
+            assert len(row["grad"]) == 6 and row["grad_error"] >= 0
+    ours_reeval = next(
+        r for r in report["rows"] if r["task"] == "kron_reeval" and r["method"] == "ours"
+    )
+    assert ours_reeval["grad_error"] <= 1e-3
+
+    reference = report["workload"]["reference"]
+    for key in ("ours64_kron_abs_error", "ours64_full_abs_error", "ours64_kron_reeval_abs_error"):
+        assert reference[key] <= 1e-8, (key, reference[key])
+    assert len(report["targets"]) == 3
+    for target in report["targets"]:
+        assert {"task", "criterion", "value", "pass"} <= set(target)
+        assert target["pass"] is None  # ratios are not judged on --quick
+    assert report["_md"].startswith("# Laplace marginal-likelihood benchmark")
+
+
+def test_quick_benchmark_without_laplace_torch(tmp_path):
+    proc = run_quick(tmp_path, without_laplace=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "laplace.json").read_text())
+    for row in report["rows"]:
+        if row["method"] == "ours":
+            assert "error" not in row and row["abs_error"] <= 1e-3, row
+        else:
+            assert row["error"] == "not installed: laplace", row
+    assert all(t["value"] is None and t["pass"] is None for t in report["targets"])
