@@ -248,12 +248,10 @@ def _factored_terms(
     k = len(dys)
 
     x_in = xf if phi2 is None else xf @ phi2.T  # (B, C, D2)
-    eye_c = torch.eye(c, dtype=x.dtype, device=x.device)
-    a2 = torch.einsum("cd,bcq->bcdq", eye_c, x_in).reshape(b * c, -1)  # (B C, C D2)
+    a2 = x_in  # block rows (B, C, D2): the B C rows e_c (x) x_in(c, :) of length C D2
     g2 = torch.cat([torch.einsum("bop,ocp->bco", dy, t1).reshape(b * c, c_out) for dy in dys])
 
-    eye_o = torch.eye(c_out, dtype=x.dtype, device=x.device)
-    a1 = torch.einsum("oe,boc->boec", eye_o, z).reshape(b * c_out, c_out * c)  # (B C', C' C)
+    a1 = z  # block rows (B, C', C): the B C' rows e_c' (x) z(c', :) of length C' C
     g1 = torch.cat([(dy if phi1 is None else dy @ phi1.T).reshape(b * c_out, -1) for dy in dys])
 
     return [

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from conftest import DTYPE, cnn_case, mlp_case
-from symdisc.curvature import KronTerms, functional, ggn, kfac, register_kfac_rule
+from symdisc.curvature import KronTerms, functional, ggn, kfac, register_kfac_rule, row_gram
 from symdisc.curvature._losses import loss_value
 
 
@@ -291,3 +291,17 @@ def test_create_graph_factors_are_differentiable_in_the_inputs(build, loss):
     assert torch.autograd.gradcheck(summary, (x,), eps=1e-6, atol=1e-7, rtol=1e-6)
     with pytest.raises(TypeError, match="`create_graph` must be a bool"):
         kfac(case.model, data, loss=loss, create_graph=1)
+
+
+def test_row_gram_block_rows_equal_expanded_rows():
+    """(R, K, d) block rows stand for the R K rows e_k (x) x[r, k]: same outer-product sum and
+    count as those rows built explicitly."""
+    x = torch.randn(5, 3, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    expanded = torch.einsum("kj,rkd->rkjd", torch.eye(3, dtype=x.dtype), x).reshape(15, 12)
+    gram, count = row_gram(x)
+    assert count == 15
+    assert torch.allclose(gram, expanded.T @ expanded, atol=1e-12)
+    plain, n = row_gram(expanded)
+    assert n == 15 and torch.equal(plain, expanded.T @ expanded)
+    with pytest.raises(ValueError, match=r"\(R, d\) or \(R, K, d\)"):
+        row_gram(x[None])

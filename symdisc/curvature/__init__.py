@@ -32,7 +32,14 @@ from symdisc.curvature.derivatives import (
 )
 from symdisc.curvature.ggn import GGNOperator, ggn, ggn_rows
 from symdisc.curvature.hessian import HessianOperator, hessian
-from symdisc.curvature.kfac import KFACRule, KronFactors, KronTerms, kfac, register_kfac_rule
+from symdisc.curvature.kfac import (
+    KFACRule,
+    KronFactors,
+    KronTerms,
+    kfac,
+    register_kfac_rule,
+    row_gram,
+)
 from symdisc.curvature.sharpness import SharpnessResult, random_directions, sharpness
 from symdisc.curvature.spectrum import (
     LanczosResult,
@@ -72,6 +79,7 @@ __all__ = [
     "random_directions",
     "reduction_scale",
     "register_kfac_rule",
+    "row_gram",
     "sample_output_gradients",
     "sharpness",
     "slq_density",

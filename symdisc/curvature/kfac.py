@@ -54,6 +54,7 @@ __all__ = [
     "KFACRule",
     "kfac",
     "kfac_with_loss",
+    "row_gram",
     "register_kfac_rule",
     "kfac_rule_for",
 ]
@@ -69,12 +70,39 @@ class KronTerms:
         a: (R, d_A) rows whose mean outer product is the A factor (R samples x shared positions).
         g: (R', d_G) rows whose summed outer product is the G factor (all output-Hessian columns).
         bias: whether the last coordinate of ``a`` is the constant 1 of a bias.
+
+    Either of ``a`` and ``g`` may instead be *block rows* of shape (R, K, d): shorthand for the
+    R K rows ``e_k (x) x[r, k]`` of length K d, each non-zero in one block only, whose outer
+    product sum is the block-diagonal ``block_diag_k(sum_r x[r, k] x[r, k]^T)``
+    (:func:`row_gram`). A factored layer's input expanded over a channel axis has this form;
+    the short form saves a factor K of memory and K^2 of time.
     """
 
     params: tuple[str, ...]
     a: Tensor
     g: Tensor
     bias: bool
+
+
+def row_gram(rows: Tensor) -> tuple[Tensor, int]:
+    """The outer-product sum of the rows of a :class:`KronTerms` factor, and their count.
+
+    Args:
+        rows: (R, d) rows, or (R, K, d) block rows (see :class:`KronTerms`).
+
+    Returns:
+        ``(sum_r x_r x_r^T, R)`` of shape (d, d) for plain rows; for block rows the
+        block-diagonal (K d, K d) matrix ``block_diag_k(sum_r x[r, k] x[r, k]^T)`` and R K.
+
+    Raises:
+        ValueError: for rows that are neither 2-D nor 3-D.
+    """
+    if rows.ndim == 2:
+        return rows.T @ rows, rows.shape[0]
+    if rows.ndim == 3:
+        blocks = torch.einsum("rkd,rke->kde", rows, rows)  # (K, d, d)
+        return torch.block_diag(*blocks), rows.shape[0] * rows.shape[1]
+    raise ValueError(f"KFAC rows must be (R, d) or (R, K, d), got shape {tuple(rows.shape)}")
 
 
 KFACRule = Callable[[nn.Module, Tensor, Sequence[Tensor]], list[KronTerms]]
@@ -332,9 +360,10 @@ def kfac_with_loss(
             terms = rule(layers[name], captured[name][0], grads)
             for j, term in enumerate(terms):
                 key = name if len(terms) == 1 else f"{name}:{j}"
-                a_sum[key] = a_sum.get(key, 0) + term.a.T @ term.a
-                rows[key] = rows.get(key, 0) + term.a.shape[0]
-                g_sum[key] = g_sum.get(key, 0) + term.g.T @ term.g
+                a_gram, n_rows = row_gram(term.a)
+                a_sum[key] = a_sum.get(key, 0) + a_gram
+                rows[key] = rows.get(key, 0) + n_rows
+                g_sum[key] = g_sum.get(key, 0) + row_gram(term.g)[0]
                 meta[key] = (tuple(f"{name}.{p}" if name else p for p in term.params), term.bias)
         n_total += outputs.shape[0]
         out_shape = tuple(outputs.shape[1:])
