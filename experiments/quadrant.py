@@ -132,11 +132,11 @@ def build_model(kind: str, n_classes: int, alpha: int = 4, seed: int = 0) -> nn.
 
 def run_case(task, kind, objective, seed, settings) -> dict[str, object]:
     """Train one model on one task with one objective and seed; return its metrics."""
-    x_tr, y_tr, x_te, y_te = quadrant_digits(task, seed, settings["n_train"])
-    # float64: the KFAC eigendecompositions (torch.linalg.eigh) of the FC model's 512 x 512
-    # factors fail to converge in float32
-    x_tr, x_te = x_tr.double(), x_te.double()
-    model = build_model(kind, N_CLASSES[task], settings["alpha"], seed).double()
+    device = settings["device"]
+    x_tr, y_tr, x_te, y_te = (
+        t.to(device) for t in quadrant_digits(task, seed, settings["n_train"])
+    )
+    model = build_model(kind, N_CLASSES[task], settings["alpha"], seed).to(device)
     config = MarglikConfig(
         epochs=settings["epochs"],
         batch_size=settings["batch_size"],
@@ -269,17 +269,19 @@ def main() -> None:
     setup(args)
     if args.quick:
         settings = dict(
-            n_train=300, epochs=2, burn_in=0, marglik_every=1, n_hyper_steps=5, batch_size=128
-        )
+            n_train=300, epochs=2, burn_in=0, marglik_every=1, n_hyper_steps=5, batch_size=128,
+            alpha=2,
+        )  # fmt: skip
         seeds = [args.seed]
     else:
         settings = dict(
-            n_train=1200, epochs=30, burn_in=5, marglik_every=5, n_hyper_steps=50, batch_size=64
-        )
+            n_train=1200, epochs=40, burn_in=5, marglik_every=5, n_hyper_steps=50, batch_size=64,
+            alpha=8,
+        )  # fmt: skip
         seeds = [args.seed + i for i in range(args.seeds)]
     if args.epochs is not None:
         settings["epochs"] = args.epochs
-    settings |= dict(alpha=4, lr=1e-2, lr_hyper=0.1)
+    settings |= dict(lr=3e-3, lr_hyper=0.1, device=args.device)
     args.out.mkdir(parents=True, exist_ok=True)
     cases, timings, start = {}, {}, time.perf_counter()
     for task in TASKS:
