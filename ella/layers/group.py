@@ -136,6 +136,23 @@ def _circular_conv(x: Tensor, weight: Tensor, groups: int = 1) -> Tensor:
     return F.conv2d(x, weight, groups=groups)
 
 
+def _group_conv(x: Tensor, filters: Tensor, bias: Tensor | None) -> Tensor:
+    """A group convolution as one planar convolution over the folded rotation axis.
+
+    Args:
+        x: group feature maps (B, C, 4, H, W).
+        filters: the expanded ``conv2d`` filters (C' * 4, C * 4, k, k) of the layer.
+        bias: (C',), shared over the rotations, or None.
+
+    Returns:
+        (B, C', 4, H, W), circular padding.
+    """
+    b, c, n, h, w = x.shape
+    y = _circular_conv(x.reshape(b, c * n, h, w), filters)
+    y = y.reshape(b, filters.shape[0] // n, n, h, w)
+    return y if bias is None else y + bias.view(1, -1, 1, 1, 1)
+
+
 def _uniform_(t: Tensor, fan_in: int) -> None:
     """``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, the scale ``nn.Conv2d`` and ``nn.Linear`` use."""
     bound = 1.0 / math.sqrt(fan_in)
@@ -332,14 +349,7 @@ class GroupConv(RelaxedLayer):
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, 4, H, W) -> (B, C', 4, H, W)``."""
         x = _check_group_map(x, self.in_channels, "GroupConv")
-        b, _, _, h, w = x.shape
-        y = _circular_conv(
-            x.reshape(b, self.in_channels * GROUP_ORDER, h, w), self.expanded_weight()
-        )
-        y = y.reshape(b, self.out_channels, GROUP_ORDER, h, w)
-        if self.bias is not None:
-            y = y + self.bias.view(1, -1, 1, 1, 1)
-        return y
+        return _group_conv(x, self.expanded_weight(), self.bias)
 
     def extra_repr(self) -> str:
         return (

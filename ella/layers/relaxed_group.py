@@ -51,6 +51,7 @@ from ella.layers.group import (
     _check_planar_map,
     _check_positive_int,
     _circular_conv,
+    _group_conv,
     rotate_p4,
 )
 
@@ -232,14 +233,7 @@ class RelaxedGroupConv(_Relaxed):
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, 4, H, W) -> (B, C', 4, H, W)``."""
         x = _check_group_map(x, self.in_channels, "RelaxedGroupConv")
-        b, _, _, h, w = x.shape
-        y = _circular_conv(
-            x.reshape(b, self.in_channels * GROUP_ORDER, h, w), self.expanded_weight()
-        )
-        y = y.reshape(b, self.out_channels, GROUP_ORDER, h, w)
-        if self.bias is not None:
-            y = y + self.bias.view(1, -1, 1, 1, 1)
-        return y
+        return _group_conv(x, self.expanded_weight(), self.bias)
 
 
 def relaxation_penalty(model: nn.Module, order: int = 1) -> Tensor:
