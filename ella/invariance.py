@@ -35,13 +35,12 @@ gradient, so :class:`ella.laplace.Laplace` keeps the graph).
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -51,10 +50,12 @@ from ella.laplace import Laplace, PriorPrecision, Structure
 from ella.marglik import (
     MarglikConfig,
     MarglikResult,
-    NonFiniteLossError,
+    _check_choice,
     _check_data,
+    _check_floats,
+    _check_ints,
     _nll,
-    _save_atomic,
+    _Run,
 )
 from symdisc.curvature import KronFactors, ggn_rows, output_hessian_sqrt
 from symdisc.curvature._losses import Loss, check_loss, loss_value, reduction_scale
@@ -676,22 +677,10 @@ class InvarianceConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.method not in get_args(InvarianceMethod):
-            raise ValueError(
-                f"`method` must be one of {get_args(InvarianceMethod)}, got {self.method!r}"
-            )
-        if self.eta_gradient not in get_args(EtaGradient):
-            raise ValueError(
-                f"`eta_gradient` must be one of {get_args(EtaGradient)}, got {self.eta_gradient!r}"
-            )
-        for name in ("n_samples", "n_eta_steps"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"`{name}` must be a positive int, got {v!r}")
-        for name in ("eta_burn_in", "seed"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"`{name}` must be a non-negative int, got {v!r}")
+        _check_choice(self, "method", InvarianceMethod)
+        _check_choice(self, "eta_gradient", EtaGradient)
+        _check_ints(self, ("n_samples", "n_eta_steps"), minimum=1)
+        _check_ints(self, ("eta_burn_in", "seed"), minimum=0)
         if self.eta_batch_size is not None and (
             isinstance(self.eta_batch_size, bool)
             or not isinstance(self.eta_batch_size, int)
@@ -700,14 +689,9 @@ class InvarianceConfig:
             raise ValueError(
                 f"`eta_batch_size` must be a positive int or None, got {self.eta_batch_size!r}"
             )
-        for name in ("lr_eta", "augerino_weight", "augerino_weight_decay", "lr_eta_min"):
-            v = getattr(self, name)
-            if (
-                isinstance(v, bool)
-                or not isinstance(v, (int, float))
-                or not (math.isfinite(v) and v >= 0)
-            ):
-                raise ValueError(f"`{name}` must be a non-negative finite float, got {v!r}")
+        _check_floats(
+            self, ("lr_eta", "augerino_weight", "augerino_weight_decay", "lr_eta_min"), zero=True
+        )
 
 
 @dataclass
@@ -778,342 +762,136 @@ def train_invariant(
         raise ValueError(f"method {invariance.method!r} needs an augmentation with learnable eta")
     lila = invariance.method == "lila"
     augerino = invariance.method == "augerino"
-    learn_hyper = config.learn_hyper and not augerino
-    from ella.laplace import prior_groups
-
-    groups = prior_groups(model)
-    named = dict(model.named_parameters())
-    params = [p for p in model.parameters() if p.requires_grad]
-    dtype, device = params[0].dtype, params[0].device
-    log_prec = {
-        g: torch.tensor(
-            math.log(config.init_prior_precision), dtype=dtype, device=device
-        ).requires_grad_(learn_hyper)
-        for g in groups
-    }
-    wd = invariance.augerino_weight_decay if augerino else 0.0
-    if config.optimizer == "adam":
-        optimizer: torch.optim.Optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=wd)
-    else:
-        optimizer = torch.optim.SGD(params, lr=config.lr, weight_decay=wd)
-    steps_per_epoch = math.ceil(n / config.batch_size)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=config.epochs * steps_per_epoch, eta_min=0.0
-    )
-    hyper_optimizer = torch.optim.Adam(list(log_prec.values()), lr=config.lr_hyper)
     n_hyper = config.n_marglik_epochs() * (
         config.n_hyper_steps + (invariance.n_eta_steps if lila else 0)
     )
-    hyper_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        hyper_optimizer, T_max=max(1, n_hyper), eta_min=0.0
+    run = _Run(
+        model,
+        config,
+        n,
+        learn_hyper=config.learn_hyper and not augerino,
+        hyper_steps=n_hyper,
+        weight_decay=invariance.augerino_weight_decay if augerino else 0.0,
+        log=logger,
     )
     eta_optimizer = torch.optim.Adam([eta], lr=max(invariance.lr_eta, 1e-12))
     eta_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
         eta_optimizer,
-        T_max=_eta_steps_total(config, invariance, steps_per_epoch),
+        T_max=_eta_steps_total(config, invariance, run.steps_per_epoch),
         eta_min=invariance.lr_eta_min,
     )
-    gen = torch.Generator().manual_seed(config.seed)
     draws = torch.Generator().manual_seed(invariance.seed)
-    history: list[dict[str, float]] = []
-    best: dict = {"value": None, "state": None, "epoch": 0, "precisions": None, "eta": None}
-    start = 0
-    if resume is not None:
-        state = torch.load(resume, weights_only=False)
-        _load_state(
-            state,
-            model,
-            eta,
-            log_prec,
-            optimizer,
-            scheduler,
-            hyper_optimizer,
-            hyper_scheduler,
-            eta_optimizer,
-            eta_scheduler,
-        )
-        gen.set_state(state["rng"])
-        draws.set_state(state["rng_draws"])
-        history, start, best = state["history"], state["epoch"], state["best"]
-
-    def deltas() -> dict[str, float]:
-        return {g: float(v.detach().exp()) for g, v in log_prec.items()}
 
     def eta_list() -> list[float]:
         return [float(v) for v in eta.detach()]
 
-    def stop(epoch: int, what: str) -> None:
-        where = "no checkpoint was written"
-        if config.checkpoint and Path(config.checkpoint).exists():
-            state = torch.load(config.checkpoint, weights_only=False)
-            model.load_state_dict(state["model"])
-            with torch.no_grad():
-                eta.copy_(state["eta"])
-            where = (
-                f"restored the last good checkpoint {config.checkpoint} (epoch {state['epoch']})"
-            )
-        raise NonFiniteLossError(f"training stopped in epoch {epoch}: {what}; {where}")
+    run.carry(
+        stateful={"eta_optimizer": eta_optimizer, "eta_scheduler": eta_scheduler},
+        tensors={"eta": eta},
+        generators={"rng_draws": draws},
+        settings={"invariance": invariance},
+        best={"eta": eta_list},
+    )
+    if resume is not None:
+        run.load(resume)
 
-    epochs = range(start + 1, config.epochs + 1)
-    if config.progress:
-        from tqdm.auto import tqdm
+    def batch_loss(index: Tensor, prec: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        eps = aug.sample_eps(index.numel(), invariance.n_samples, draws)
+        use = eta if augerino else eta.detach()
+        out = DrawAverage.forward(model, aug.apply(x[index], eps, use))
+        nll = _nll(out, y[index], config)
+        if augerino:
+            return nll - invariance.augerino_weight * eta.pow(2).sum(), nll
+        return run.map_loss(nll, prec), nll
 
-        epochs = tqdm(
-            epochs, desc=f"invariance ({invariance.method})", initial=start, total=config.epochs
+    def after_step() -> None:
+        if augerino:
+            eta_optimizer.step()
+            eta_scheduler.step()
+        eta.grad = None
+
+    def fresh_draws() -> list[tuple[Tensor, ...]]:
+        eps_all = aug.sample_eps(n, invariance.n_samples, draws)
+        return _split(x, eps_all, y, config.batch_size)
+
+    def eta_steps(data, epoch: int, laplace: Laplace | None = None) -> dict[str, float]:
+        return _eta_steps(
+            run, data, x, y, invariance, eta_optimizer, eta_scheduler, draws, epoch, laplace
         )
-    for epoch in epochs:
-        model.train()
-        order = torch.randperm(n, generator=gen).to(x.device)
-        total_loss = total_nll = 0.0
-        prec = {g: v.detach().exp() for g, v in log_prec.items()}
-        for i in range(0, n, config.batch_size):
-            index = order[i : i + config.batch_size]
-            eps = aug.sample_eps(index.numel(), invariance.n_samples, draws)
-            use = eta if augerino else eta.detach()
-            out = DrawAverage.forward(model, aug.apply(x[index], eps, use))
-            nll = _nll(out, y[index], config)
-            if augerino:
-                loss = nll - invariance.augerino_weight * eta.pow(2).sum()
-            else:
-                prior = sum(
-                    0.5 * prec[g] * sum(named[nm].pow(2).sum() for nm in names)
-                    for g, names in groups.items()
-                )
-                loss = nll / config.temperature + prior / n
-            if not math.isfinite(float(loss.detach())):
-                stop(epoch, f"the minibatch loss is {float(loss.detach())}")
-            optimizer.zero_grad(set_to_none=True)
-            eta.grad = None
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            if augerino:
-                eta_optimizer.step()
-                eta_scheduler.step()
-            eta.grad = None
-            total_loss += float(loss.detach()) * index.numel()
-            total_nll += float(nll.detach()) * index.numel()
-        record: dict[str, float] = {
-            "epoch": epoch,
-            "train_loss": total_loss / n,
-            "nll": total_nll / n,
-            "lr": scheduler.get_last_lr()[0],
-        }
+
+    bar = run.epochs(f"invariance ({invariance.method})")
+    for epoch in bar:
+        record = run.weight_epoch(epoch, x.device, batch_loss, leaves=[eta], after_step=after_step)
         if config.is_marglik_epoch(epoch) and not augerino:
-            eps_all = aug.sample_eps(n, invariance.n_samples, draws)
-            data = _split(x, eps_all, y, config.batch_size)
+            data = fresh_draws()
             eta_now = lila and epoch > invariance.eta_burn_in
             if eta_now and invariance.eta_gradient == "full":
-                record.update(
-                    _eta_steps(
-                        model,
-                        data,
-                        x,
-                        y,
-                        n,
-                        config,
-                        invariance,
-                        log_prec,
-                        hyper_optimizer,
-                        hyper_scheduler,
-                        eta_optimizer,
-                        eta_scheduler,
-                        draws,
-                        learn_hyper,
-                        epoch,
-                        stop,
-                        None,
-                    )
-                )
-                eps_all = aug.sample_eps(n, invariance.n_samples, draws)
-                data = _split(x, eps_all, y, config.batch_size)
-            fitted: dict[str, Laplace] = {}
-            record.update(
-                _precision_steps(
-                    model,
-                    data,
-                    n,
-                    config,
-                    log_prec,
-                    hyper_optimizer,
-                    hyper_scheduler,
-                    learn_hyper,
-                    epoch,
-                    stop,
-                    fitted,
-                )
-            )
-            value = record["neg_log_marglik"]
-            if best["value"] is None or value < best["value"]:
-                best = {
-                    "value": value,
-                    "state": copy.deepcopy(model.state_dict()),
-                    "epoch": epoch,
-                    "precisions": deltas(),
-                    "eta": eta_list(),
-                }
+                record.update(eta_steps(data, epoch))
+                data = fresh_draws()
+            # fitted at the current eta, without a graph
+            laplace = _fit(run, data, False, epoch)
+            record.update(run.hyper_steps(laplace, epoch))
+            run.consider(record["neg_log_marglik"], epoch)
             if eta_now and invariance.eta_gradient == "stochastic":
                 # section 4.3: the fit just made (at the updated precisions) is the
                 # preconditioner of this epoch's stochastic eta steps
-                record.update(
-                    _eta_steps(
-                        model,
-                        data,
-                        x,
-                        y,
-                        n,
-                        config,
-                        invariance,
-                        log_prec,
-                        hyper_optimizer,
-                        hyper_scheduler,
-                        eta_optimizer,
-                        eta_scheduler,
-                        draws,
-                        learn_hyper,
-                        epoch,
-                        stop,
-                        fitted["laplace"],
-                    )
-                )
+                record.update(eta_steps(data, epoch, laplace))
         for name, v in zip(aug.names, eta_list()):
             record[f"eta/{name}"] = v
         record["lr_eta"] = eta_scheduler.get_last_lr()[0]
-        history.append(record)
-        logger.debug("epoch %d: %s", epoch, record)
-        if config.progress:
-            post = {"loss": f"{record['train_loss']:.3g}"}
-            if "neg_log_marglik" in record:
-                post["nlml"] = f"{record['neg_log_marglik']:.4g}"
-            epochs.set_postfix(post)
-        if config.checkpoint_every and epoch % config.checkpoint_every == 0:
-            state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "hyper_optimizer": hyper_optimizer.state_dict(),
-                "hyper_scheduler": hyper_scheduler.state_dict(),
-                "eta_optimizer": eta_optimizer.state_dict(),
-                "eta_scheduler": eta_scheduler.state_dict(),
-                "log_prior_precision": {g: v.detach().clone() for g, v in log_prec.items()},
-                "eta": eta.detach().clone(),
-                "rng": gen.get_state(),
-                "rng_draws": draws.get_state(),
-                "history": history,
-                "epoch": epoch,
-                "best": best,
-                "config": asdict(config),
-                "invariance": asdict(invariance),
-            }
-            _save_atomic(state, config.checkpoint)
-
-    final = deltas()
-    if best["state"] is None:
-        return InvarianceResult(
-            copy.deepcopy(model.state_dict()),
-            None,
-            config.epochs,
-            final,
-            final,
-            history,
-            best_eta=eta_list(),
-            eta=eta_list(),
-        )
-    return InvarianceResult(
-        best["state"],
-        best["value"],
-        best["epoch"],
-        best["precisions"],
-        final,
-        history,
-        best_eta=best["eta"],
-        eta=eta_list(),
-    )
+        run.end_epoch(epoch, record, bar)
+    return run.result(InvarianceResult)
 
 
-def _load_state(state, model, eta, log_prec, *objects) -> None:
-    model.load_state_dict(state["model"])
-    keys = (
-        "optimizer",
-        "scheduler",
-        "hyper_optimizer",
-        "hyper_scheduler",
-        "eta_optimizer",
-        "eta_scheduler",
-    )
-    for key, obj in zip(keys, objects):
-        obj.load_state_dict(state[key])
-    with torch.no_grad():
-        eta.copy_(state["eta"])
-        for g, v in state["log_prior_precision"].items():
-            log_prec[g].copy_(v)
-
-
-def _fit(model, data, config, differentiable: bool, epoch: int, stop) -> Laplace:
-    was_training = model.training
-    model.eval()
-    try:
-        return invariant_laplace(
-            model,
+def _fit(run: _Run, data, differentiable: bool, epoch: int) -> Laplace:
+    config = run.config
+    return run.fit(
+        lambda: invariant_laplace(
+            run.model,
             data,
             config.likelihood,
             config.structure,
             differentiable=differentiable,
             sigma=config.sigma,
             temperature=config.temperature,
-        )
-    except ValueError as err:
-        if "finite" in str(err):
-            stop(epoch, f"the Laplace fit failed: {err}")
-        raise
-    finally:
-        model.train(was_training)
+        ),
+        epoch,
+    )
 
 
 def _eta_steps(
-    model,
+    run: _Run,
     data,
     x,
     y,
-    n,
-    config,
-    inv,
-    log_prec,
-    hyper_optimizer,
-    hyper_scheduler,
+    inv: InvarianceConfig,
     eta_optimizer,
     eta_scheduler,
     draws,
-    learn_hyper,
-    epoch,
-    stop,
+    epoch: int,
     laplace: Laplace | None,
 ) -> dict:
     """``n_eta_steps`` Adam steps on eta (section 4, eq. 14); ``laplace``: the fit without a
     graph on ``data`` that preconditions the stochastic steps (section 4.3)."""
+    model, config, n = run.model, run.config, run.n
     aug = model.augmentation
     eta = aug.eta
-    leaves = list(log_prec.values())
+    leaves = list(run.log_prec.values())
     out: dict[str, float] = {}
     if inv.eta_gradient == "stochastic":
         assert laplace is not None
-        prec = {g: v.detach().exp() for g, v in log_prec.items()}
+        prec = {g: v.detach().exp() for g, v in run.log_prec.items()}
     for step in range(inv.n_eta_steps):
         if inv.eta_gradient == "full":
-            laplace = _fit(model, data, config, True, epoch, stop)
-            objective = (
-                -laplace.log_marginal_likelihood({g: v.exp() for g, v in log_prec.items()}) / n
-            )
+            laplace = _fit(run, data, True, epoch)
+            objective = run.neg_log_marglik(laplace) / n
             if not math.isfinite(float(objective.detach())):
-                stop(epoch, "the marginal-likelihood objective is not finite")
-            wrt = [eta] + (leaves if learn_hyper else [])
+                run.stop(epoch, "the marginal-likelihood objective is not finite")
+            wrt = [eta] + (leaves if run.learn_hyper else [])
             grads = torch.autograd.grad(objective, wrt)
             eta.grad = grads[0]
-            if learn_hyper:
-                for leaf, g in zip(leaves, grads[1:]):
-                    leaf.grad = g
-                hyper_optimizer.step()
-                hyper_scheduler.step()
+            if run.learn_hyper:
+                run.step_precisions(grads[1:])
             if step == 0:
                 out["neg_log_marglik_eta"] = float(objective.detach()) * n
         else:
@@ -1126,60 +904,9 @@ def _eta_steps(
                 subset = data
             grad = eta_gradient(laplace, prec, model, subset, n_total=n) / n
             if not bool(torch.isfinite(grad).all()):
-                stop(epoch, "the eta-gradient is not finite")
+                run.stop(epoch, "the eta-gradient is not finite")
             eta.grad = grad
         eta_optimizer.step()
         eta_scheduler.step()
         eta.grad = None
-    return out
-
-
-def _precision_steps(
-    model,
-    data,
-    n,
-    config,
-    log_prec,
-    hyper_optimizer,
-    hyper_scheduler,
-    learn_hyper,
-    epoch,
-    stop,
-    fitted: dict,
-) -> dict:
-    """Fit at the current eta (no graph; stored in ``fitted["laplace"]``) and take the
-    refit-free steps on the precisions."""
-    laplace = _fit(model, data, config, False, epoch, stop)
-    fitted["laplace"] = laplace
-
-    def neg_lml() -> Tensor:
-        return -laplace.log_marginal_likelihood({g: v.exp() for g, v in log_prec.items()})
-
-    out: dict[str, float] = {}
-    with torch.no_grad():
-        init = float(neg_lml())
-    if not math.isfinite(init):
-        stop(epoch, f"the negative log marginal likelihood is {init}")
-    out["neg_log_marglik_init"] = init
-    if learn_hyper:
-        leaves = list(log_prec.values())
-        for _ in range(config.n_hyper_steps):
-            objective = neg_lml() / n
-            if not math.isfinite(float(objective.detach())):
-                stop(epoch, "the marginal-likelihood objective is not finite")
-            grads = torch.autograd.grad(objective, leaves)
-            for leaf, grad in zip(leaves, grads):
-                leaf.grad = grad
-            hyper_optimizer.step()
-            hyper_scheduler.step()
-        with torch.no_grad():
-            value = float(neg_lml())
-        if not math.isfinite(value):
-            stop(epoch, f"the negative log marginal likelihood is {value}")
-    else:
-        value = init
-    out["neg_log_marglik"] = value
-    out["lr_hyper"] = hyper_scheduler.get_last_lr()[0]
-    for g, v in log_prec.items():
-        out[f"prior_precision/{g}"] = float(v.detach().exp())
     return out

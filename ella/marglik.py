@@ -29,10 +29,10 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, NoReturn, get_args
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +64,36 @@ class NonFiniteLossError(FloatingPointError):
 # --------------------------------------------------------------------------------------------
 # configuration
 # --------------------------------------------------------------------------------------------
+
+
+def _check_ints(config: object, names: Sequence[str], *, minimum: int) -> None:
+    """``ValueError`` unless every named attribute is an int (not a bool) >= ``minimum``."""
+    kind = {0: "non-negative", 1: "positive"}[minimum]
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"`{name}` must be a {kind} int, got {value!r}")
+
+
+def _check_floats(config: object, names: Sequence[str], *, zero: bool) -> None:
+    """``ValueError`` unless every named attribute is a finite number (not a bool) > 0, or >= 0
+    with ``zero``."""
+    kind = "non-negative" if zero else "positive"
+    for name in names:
+        value = getattr(config, name)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not (math.isfinite(value) and (value >= 0 if zero else value > 0))
+        ):
+            raise ValueError(f"`{name}` must be a {kind} finite float, got {value!r}")
+
+
+def _check_choice(config: object, name: str, choices: object) -> None:
+    """``ValueError`` unless the named attribute is one of the ``Literal`` type ``choices``."""
+    value = getattr(config, name)
+    if value not in get_args(choices):
+        raise ValueError(f"`{name}` must be one of {get_args(choices)}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -119,34 +149,14 @@ class MarglikConfig:
     progress: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "n_hyper_steps", "marglik_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive int, got {value!r}")
-        for name in ("burn_in", "checkpoint_every", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"`{name}` must be a non-negative int, got {value!r}")
-        for name in ("lr", "lr_hyper", "sigma", "temperature", "init_prior_precision"):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not (math.isfinite(value) and value > 0)
-            ):
-                raise ValueError(f"`{name}` must be a positive finite float, got {value!r}")
-        if self.optimizer not in get_args(OptimizerName):
-            raise ValueError(
-                f"`optimizer` must be one of {get_args(OptimizerName)}, got {self.optimizer!r}"
-            )
-        if self.structure not in get_args(Structure):
-            raise ValueError(
-                f"`structure` must be one of {get_args(Structure)}, got {self.structure!r}"
-            )
-        if self.likelihood not in get_args(Likelihood):
-            raise ValueError(
-                f"`likelihood` must be one of {get_args(Likelihood)}, got {self.likelihood!r}"
-            )
+        _check_ints(self, ("epochs", "batch_size", "n_hyper_steps", "marglik_every"), minimum=1)
+        _check_ints(self, ("burn_in", "checkpoint_every", "seed"), minimum=0)
+        _check_floats(
+            self, ("lr", "lr_hyper", "sigma", "temperature", "init_prior_precision"), zero=False
+        )
+        _check_choice(self, "optimizer", OptimizerName)
+        _check_choice(self, "structure", Structure)
+        _check_choice(self, "likelihood", Likelihood)
         for name in ("learn_hyper", "progress"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"`{name}` must be a bool, got {getattr(self, name)!r}")
@@ -256,180 +266,328 @@ def train_marglik(
         raise TypeError(f"`model` must be an nn.Module, got {type(model).__name__}")
     x, y = _check_data(train_data)
     n = x.shape[0]
-    groups = prior_groups(model)
-    named = dict(model.named_parameters())
-    params = [p for p in model.parameters() if p.requires_grad]
-    dtype, device = params[0].dtype, params[0].device
-
-    log_prec = {
-        g: torch.tensor(
-            math.log(config.init_prior_precision), dtype=dtype, device=device
-        ).requires_grad_(config.learn_hyper)
-        for g in groups
-    }
-    if config.optimizer == "adam":
-        optimizer: torch.optim.Optimizer = torch.optim.Adam(params, lr=config.lr)
-    else:
-        optimizer = torch.optim.SGD(params, lr=config.lr)
-    steps_per_epoch = math.ceil(n / config.batch_size)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=config.epochs * steps_per_epoch, eta_min=0.0
+    run = _Run(
+        model,
+        config,
+        n,
+        learn_hyper=config.learn_hyper,
+        hyper_steps=config.n_marglik_epochs() * config.n_hyper_steps,
     )
-    hyper_optimizer = torch.optim.Adam(list(log_prec.values()), lr=config.lr_hyper)
-    hyper_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        hyper_optimizer,
-        T_max=max(1, config.n_marglik_epochs() * config.n_hyper_steps),
-        eta_min=0.0,
-    )
-    gen = torch.Generator().manual_seed(config.seed)
-    history: list[dict[str, float]] = []
-    best: dict = {"value": None, "state": None, "epoch": 0, "precisions": None}
-    start = 0
     if resume is not None:
-        state = torch.load(resume, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        hyper_optimizer.load_state_dict(state["hyper_optimizer"])
-        hyper_scheduler.load_state_dict(state["hyper_scheduler"])
-        with torch.no_grad():
-            for g, v in state["log_prior_precision"].items():
-                log_prec[g].copy_(v)
-        gen.set_state(state["rng"])
-        history, start, best = state["history"], state["epoch"], state["best"]
+        run.load(resume)
 
-    def deltas() -> dict[str, float]:
-        return {g: float(v.detach().exp()) for g, v in log_prec.items()}
+    def batch_loss(index: Tensor, prec: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        nll = _nll(model(x[index]), y[index], config)
+        return run.map_loss(nll, prec), nll
 
-    epochs = range(start + 1, config.epochs + 1)
-    if config.progress:
+    bar = run.epochs("marglik")
+    for epoch in bar:
+        record = run.weight_epoch(epoch, x.device, batch_loss)
+        if config.is_marglik_epoch(epoch):
+            laplace = run.fit(
+                lambda: Laplace(
+                    model,
+                    config.likelihood,
+                    config.structure,
+                    sigma=config.sigma,
+                    temperature=config.temperature,
+                ).fit(_batches(x, y, config.batch_size)),
+                epoch,
+            )
+            record.update(run.hyper_steps(laplace, epoch))
+            run.consider(record["neg_log_marglik"], epoch)
+        run.end_epoch(epoch, record, bar)
+    return run.result(MarglikResult)
+
+
+def _progress_postfix(record: Mapping[str, float]) -> dict[str, str]:
+    """The tqdm postfix of an epoch's history record."""
+    post = {"loss": f"{record['train_loss']:.3g}"}
+    if "neg_log_marglik" in record:
+        post["nlml"] = f"{record['neg_log_marglik']:.4g}"
+    return post
+
+
+class _Run:
+    """One marginal-likelihood training loop: its optimisers, checkpointed state and the
+    bookkeeping that :func:`train_marglik` and :func:`ella.invariance.train_invariant` share
+    (MAP weight epochs, the refit-free precision steps, best-state tracking, history,
+    progress bar, checkpoints, resume, the NaN stop and the result).
+
+    A checkpoint holds, in this order: ``model``, ``optimizer``, ``scheduler``,
+    ``hyper_optimizer``, ``hyper_scheduler``, the further stateful objects of :meth:`carry`,
+    ``log_prior_precision``, the further tensors (restored in place), ``rng``, the further
+    generators, ``history``, ``epoch``, ``best``, ``config`` and the further settings (all
+    dataclasses, saved with ``asdict``).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: MarglikConfig,
+        n: int,
+        *,
+        learn_hyper: bool,
+        hyper_steps: int,
+        weight_decay: float | None = None,
+        log: logging.Logger = logger,
+    ) -> None:
+        self.model, self.config, self.n = model, config, n
+        self.learn_hyper, self.log = learn_hyper, log
+        self.groups = prior_groups(model)
+        self.named = dict(model.named_parameters())
+        params = [p for p in model.parameters() if p.requires_grad]
+        dtype, device = params[0].dtype, params[0].device
+        self.log_prec = {
+            g: torch.tensor(
+                math.log(config.init_prior_precision), dtype=dtype, device=device
+            ).requires_grad_(learn_hyper)
+            for g in self.groups
+        }
+        # None keeps the optimiser's own default (the int 0 in its saved param_groups)
+        decay = {} if weight_decay is None else {"weight_decay": weight_decay}
+        if config.optimizer == "adam":
+            self.optimizer: torch.optim.Optimizer = torch.optim.Adam(params, lr=config.lr, **decay)
+        else:
+            self.optimizer = torch.optim.SGD(params, lr=config.lr, **decay)
+        self.steps_per_epoch = math.ceil(n / config.batch_size)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, T_max=config.epochs * self.steps_per_epoch, eta_min=0.0
+        )
+        self.hyper_optimizer = torch.optim.Adam(list(self.log_prec.values()), lr=config.lr_hyper)
+        self.hyper_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.hyper_optimizer, T_max=max(1, hyper_steps), eta_min=0.0
+        )
+        self.gen = torch.Generator().manual_seed(config.seed)
+        self.stateful: dict[str, Any] = {}
+        self.tensors: dict[str, Tensor] = {}
+        self.generators: dict[str, torch.Generator] = {}
+        self.settings: dict[str, object] = {}
+        self.best_extras: dict[str, Callable[[], object]] = {}
+        self.history: list[dict[str, float]] = []
+        self.best: dict = {"value": None, "state": None, "epoch": 0, "precisions": None}
+        self.start = 0
+
+    def carry(
+        self,
+        *,
+        stateful: Mapping[str, Any],
+        tensors: Mapping[str, Tensor],
+        generators: Mapping[str, torch.Generator],
+        settings: Mapping[str, object],
+        best: Mapping[str, Callable[[], object]],
+    ) -> None:
+        """Checkpoint further state under these keys: objects with a ``state_dict``, tensors
+        copied back in place on resume and on a NaN stop, random generators, settings
+        dataclasses, and ``best``: values (by function) saved with the best state, returned as
+        ``best_{key}`` and ``{key}`` (now) in the result."""
+        self.stateful.update(stateful)
+        self.tensors.update(tensors)
+        self.generators.update(generators)
+        self.settings.update(settings)
+        self.best_extras.update(best)
+        self.best.update(dict.fromkeys(best))
+
+    def deltas(self) -> dict[str, float]:
+        return {g: float(v.detach().exp()) for g, v in self.log_prec.items()}
+
+    def epochs(self, desc: str) -> Iterable[int]:
+        """The epochs still to run, under a tqdm bar with ``config.progress``."""
+        epochs = range(self.start + 1, self.config.epochs + 1)
+        if not self.config.progress:
+            return epochs
         from tqdm.auto import tqdm
 
-        epochs = tqdm(epochs, desc="marglik", initial=start, total=config.epochs)
-    for epoch in epochs:
-        model.train()
-        order = torch.randperm(n, generator=gen).to(x.device)
+        return tqdm(epochs, desc=desc, initial=self.start, total=self.config.epochs)
+
+    def map_loss(self, nll: Tensor, prec: Mapping[str, Tensor]) -> Tensor:
+        """The minibatch estimate of ``L_theta / N`` (module docstring)."""
+        prior = sum(
+            0.5 * prec[g] * sum(self.named[name].pow(2).sum() for name in names)
+            for g, names in self.groups.items()
+        )
+        return nll / self.config.temperature + prior / self.n
+
+    def weight_epoch(
+        self,
+        epoch: int,
+        device: torch.device,
+        batch_loss: Callable[[Tensor, dict[str, Tensor]], tuple[Tensor, Tensor]],
+        *,
+        leaves: Sequence[Tensor] = (),
+        after_step: Callable[[], None] | None = None,
+    ) -> dict[str, float]:
+        """One pass of weight steps over the minibatches of a fresh permutation;
+        ``batch_loss(index, precisions)`` gives a minibatch's ``(loss, nll)``, ``leaves`` lose
+        their gradient before each backward pass and ``after_step`` runs after each step.
+        Returns the epoch's history record."""
+        self.model.train()
+        n, size = self.n, self.config.batch_size
+        order = torch.randperm(n, generator=self.gen).to(device)
         total_loss = total_nll = 0.0
-        prec = {g: v.detach().exp() for g, v in log_prec.items()}
-        for i in range(0, n, config.batch_size):
-            index = order[i : i + config.batch_size]
-            nll = _nll(model(x[index]), y[index], config)
-            prior = sum(
-                0.5 * prec[g] * sum(named[name].pow(2).sum() for name in names)
-                for g, names in groups.items()
-            )
-            loss = nll / config.temperature + prior / n
+        prec = {g: v.detach().exp() for g, v in self.log_prec.items()}
+        for i in range(0, n, size):
+            index = order[i : i + size]
+            loss, nll = batch_loss(index, prec)
             if not math.isfinite(float(loss.detach())):
-                _stop(model, config, epoch, f"the minibatch loss is {float(loss.detach())}")
-            optimizer.zero_grad(set_to_none=True)
+                self.stop(epoch, f"the minibatch loss is {float(loss.detach())}")
+            self.optimizer.zero_grad(set_to_none=True)
+            for leaf in leaves:
+                leaf.grad = None
             loss.backward()
-            optimizer.step()
-            scheduler.step()
+            self.optimizer.step()
+            self.scheduler.step()
+            if after_step is not None:
+                after_step()
             total_loss += float(loss.detach()) * index.numel()
             total_nll += float(nll.detach()) * index.numel()
-        record: dict[str, float] = {
+        return {
             "epoch": epoch,
             "train_loss": total_loss / n,
             "nll": total_nll / n,
-            "lr": scheduler.get_last_lr()[0],
+            "lr": self.scheduler.get_last_lr()[0],
         }
-        if config.is_marglik_epoch(epoch):
-            record.update(
-                _marglik_step(
-                    model, x, y, config, log_prec, hyper_optimizer, hyper_scheduler, epoch, n
-                )
-            )
-            value = record["neg_log_marglik"]
-            if best["value"] is None or value < best["value"]:
-                best = {
-                    "value": value,
-                    "state": copy.deepcopy(model.state_dict()),
-                    "epoch": epoch,
-                    "precisions": deltas(),
-                }
-        history.append(record)
-        logger.debug("epoch %d: %s", epoch, record)
-        if config.progress:
-            post = {"loss": f"{record['train_loss']:.3g}"}
-            if "neg_log_marglik" in record:
-                post["nlml"] = f"{record['neg_log_marglik']:.4g}"
-            epochs.set_postfix(post)
-        if config.checkpoint_every and epoch % config.checkpoint_every == 0:
-            state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "hyper_optimizer": hyper_optimizer.state_dict(),
-                "hyper_scheduler": hyper_scheduler.state_dict(),
-                "log_prior_precision": {g: v.detach().clone() for g, v in log_prec.items()},
-                "rng": gen.get_state(),
-                "history": history,
-                "epoch": epoch,
-                "best": best,
-                "config": asdict(config),
-            }
-            _save_atomic(state, config.checkpoint)
 
-    final = deltas()
-    if best["state"] is None:
-        return MarglikResult(
-            copy.deepcopy(model.state_dict()), None, config.epochs, final, final, history
-        )
-    return MarglikResult(
-        best["state"], best["value"], best["epoch"], best["precisions"], final, history
-    )
+    def fit(self, fit: Callable[[], Laplace], epoch: int) -> Laplace:
+        """``fit()`` with the model in ``eval()`` mode; a non-finite fit stops training."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return fit()
+        except ValueError as err:
+            if "finite" in str(err):
+                self.stop(epoch, f"the Laplace fit failed: {err}")
+            raise
+        finally:
+            self.model.train(was_training)
 
+    def neg_log_marglik(self, laplace: Laplace) -> Tensor:
+        return -laplace.log_marginal_likelihood({g: v.exp() for g, v in self.log_prec.items()})
 
-def _marglik_step(model, x, y, config, log_prec, hyper_optimizer, hyper_scheduler, epoch, n):
-    """Fit the Laplace approximation once and take the hyperparameter steps."""
-    was_training = model.training
-    model.eval()
-    try:
-        laplace = Laplace(
-            model,
-            config.likelihood,
-            config.structure,
-            sigma=config.sigma,
-            temperature=config.temperature,
-        ).fit(_batches(x, y, config.batch_size))
-    except ValueError as err:
-        if "finite" in str(err):
-            _stop(model, config, epoch, f"the Laplace fit failed: {err}")
-        raise
-    finally:
-        model.train(was_training)
+    def step_precisions(self, grads: Sequence[Tensor]) -> None:
+        """One Adam step on the log precisions with these gradients."""
+        for leaf, grad in zip(self.log_prec.values(), grads):
+            leaf.grad = grad
+        self.hyper_optimizer.step()
+        self.hyper_scheduler.step()
 
-    def neg_lml() -> Tensor:
-        return -laplace.log_marginal_likelihood({g: v.exp() for g, v in log_prec.items()})
-
-    out: dict[str, float] = {}
-    with torch.no_grad():
-        init = float(neg_lml())
-    if not math.isfinite(init):
-        _stop(model, config, epoch, f"the negative log marginal likelihood is {init}")
-    out["neg_log_marglik_init"] = init
-    if config.learn_hyper:
-        leaves = list(log_prec.values())
-        for _ in range(config.n_hyper_steps):
-            objective = neg_lml() / n
-            if not math.isfinite(float(objective.detach())):
-                _stop(model, config, epoch, "the marginal-likelihood objective is not finite")
-            grads = torch.autograd.grad(objective, leaves)
-            for leaf, grad in zip(leaves, grads):
-                leaf.grad = grad
-            hyper_optimizer.step()
-            hyper_scheduler.step()
+    def hyper_steps(self, laplace: Laplace, epoch: int) -> dict[str, float]:
+        """The refit-free Adam steps on the log precisions of a fitted ``laplace`` (if
+        ``learn_hyper``); returns the history entries of a marginal-likelihood epoch."""
+        out: dict[str, float] = {}
         with torch.no_grad():
-            value = float(neg_lml())
-        if not math.isfinite(value):
-            _stop(model, config, epoch, f"the negative log marginal likelihood is {value}")
-    else:
-        value = init
-    out["neg_log_marglik"] = value
-    out["lr_hyper"] = hyper_scheduler.get_last_lr()[0]
-    for g, v in log_prec.items():
-        out[f"prior_precision/{g}"] = float(v.detach().exp())
-    return out
+            init = float(self.neg_log_marglik(laplace))
+        if not math.isfinite(init):
+            self.stop(epoch, f"the negative log marginal likelihood is {init}")
+        out["neg_log_marglik_init"] = init
+        if self.learn_hyper:
+            leaves = list(self.log_prec.values())
+            for _ in range(self.config.n_hyper_steps):
+                objective = self.neg_log_marglik(laplace) / self.n
+                if not math.isfinite(float(objective.detach())):
+                    self.stop(epoch, "the marginal-likelihood objective is not finite")
+                self.step_precisions(torch.autograd.grad(objective, leaves))
+            with torch.no_grad():
+                value = float(self.neg_log_marglik(laplace))
+            if not math.isfinite(value):
+                self.stop(epoch, f"the negative log marginal likelihood is {value}")
+        else:
+            value = init
+        out["neg_log_marglik"] = value
+        out["lr_hyper"] = self.hyper_scheduler.get_last_lr()[0]
+        for g, v in self.log_prec.items():
+            out[f"prior_precision/{g}"] = float(v.detach().exp())
+        return out
+
+    def consider(self, value: float, epoch: int) -> None:
+        """Keep the current state as the best if ``value`` (-log p(D | delta)) is the lowest."""
+        if self.best["value"] is None or value < self.best["value"]:
+            self.best = {
+                "value": value,
+                "state": copy.deepcopy(self.model.state_dict()),
+                "epoch": epoch,
+                "precisions": self.deltas(),
+                **{key: get() for key, get in self.best_extras.items()},
+            }
+
+    def end_epoch(self, epoch: int, record: dict[str, float], bar: Iterable[int]) -> None:
+        """Log the record, show it on the progress bar and write the scheduled checkpoint."""
+        self.history.append(record)
+        self.log.debug("epoch %d: %s", epoch, record)
+        if self.config.progress:
+            bar.set_postfix(_progress_postfix(record))
+        if self.config.checkpoint_every and epoch % self.config.checkpoint_every == 0:
+            _save_atomic(self.checkpoint(epoch), self.config.checkpoint)
+
+    def checkpoint(self, epoch: int) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "hyper_optimizer": self.hyper_optimizer.state_dict(),
+            "hyper_scheduler": self.hyper_scheduler.state_dict(),
+            **{key: obj.state_dict() for key, obj in self.stateful.items()},
+            "log_prior_precision": {g: v.detach().clone() for g, v in self.log_prec.items()},
+            **{key: t.detach().clone() for key, t in self.tensors.items()},
+            "rng": self.gen.get_state(),
+            **{key: gen.get_state() for key, gen in self.generators.items()},
+            "history": self.history,
+            "epoch": epoch,
+            "best": self.best,
+            "config": asdict(self.config),
+            **{key: asdict(s) for key, s in self.settings.items()},
+        }
+
+    def _restore(self, state: dict) -> None:
+        """Model and further tensors from a checkpoint's ``state``."""
+        self.model.load_state_dict(state["model"])
+        with torch.no_grad():
+            for key, t in self.tensors.items():
+                t.copy_(state[key])
+
+    def load(self, path: str | Path) -> None:
+        """Resume: everything :meth:`checkpoint` saved."""
+        state = torch.load(path, weights_only=False)
+        self._restore(state)
+        objects = {
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "hyper_optimizer": self.hyper_optimizer,
+            "hyper_scheduler": self.hyper_scheduler,
+            **self.stateful,
+        }
+        for key, obj in objects.items():
+            obj.load_state_dict(state[key])
+        with torch.no_grad():
+            for g, v in state["log_prior_precision"].items():
+                self.log_prec[g].copy_(v)
+        for key, gen in {"rng": self.gen, **self.generators}.items():
+            gen.set_state(state[key])
+        self.history, self.start, self.best = state["history"], state["epoch"], state["best"]
+
+    def stop(self, epoch: int, what: str) -> NoReturn:
+        """Restore the last checkpoint (if any) and raise :class:`NonFiniteLossError`."""
+        where = "no checkpoint was written"
+        path = self.config.checkpoint
+        if path and Path(path).exists():
+            state = torch.load(path, weights_only=False)
+            self._restore(state)
+            where = f"restored the last good checkpoint {path} (epoch {state['epoch']})"
+        raise NonFiniteLossError(f"training stopped in epoch {epoch}: {what}; {where}")
+
+    def result(self, cls: type[MarglikResult]) -> MarglikResult:
+        """``cls`` of the best state (the final one if the marginal likelihood was never
+        evaluated), with ``best_{key}`` and ``{key}`` of every further best value."""
+        final = self.deltas()
+        now = {key: get() for key, get in self.best_extras.items()}
+        if self.best["state"] is None:
+            head = (copy.deepcopy(self.model.state_dict()), None, self.config.epochs, final)
+            best = {f"best_{key}": get() for key, get in self.best_extras.items()}
+        else:
+            b = self.best
+            head = (b["state"], b["value"], b["epoch"], b["precisions"])
+            best = {f"best_{key}": b[key] for key in self.best_extras}
+        return cls(*head, final, self.history, **best, **now)
 
 
 def _save_atomic(state: dict, path: str) -> None:
@@ -437,15 +595,6 @@ def _save_atomic(state: dict, path: str) -> None:
     tmp = Path(f"{path}.tmp")
     torch.save(state, tmp)
     tmp.replace(path)
-
-
-def _stop(model: nn.Module, config: MarglikConfig, epoch: int, what: str) -> None:
-    where = "no checkpoint was written"
-    if config.checkpoint and Path(config.checkpoint).exists():
-        state = torch.load(config.checkpoint, weights_only=False)
-        model.load_state_dict(state["model"])
-        where = f"restored the last good checkpoint {config.checkpoint} (epoch {state['epoch']})"
-    raise NonFiniteLossError(f"training stopped in epoch {epoch}: {what}; {where}")
 
 
 # --------------------------------------------------------------------------------------------
