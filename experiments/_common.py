@@ -1,4 +1,5 @@
-"""What every experiment script shares: arguments, environment record, results.json, logging.
+"""What every experiment script shares: arguments, environment record, results.json, logging;
+and the benchmark scripts' harness: timing, peers, peak memory in a fresh child process, report.
 
 No maths lives here; scripts call the library and use these helpers for their plumbing.
 """
@@ -6,14 +7,29 @@ No maths lives here; scripts call the library and use these helpers for their pl
 from __future__ import annotations
 
 import argparse
+import gc
+import importlib
+import importlib.metadata
 import json
 import logging
+import os
 import platform
+import resource
+import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
+from typing import Any
 
 import torch
+
+try:
+    from tqdm import tqdm
+except ImportError:  # tqdm comes with the `experiments` extra; run without a progress bar
+    tqdm = None
 
 
 def parser(description: str, *, threads: int | None = None) -> argparse.ArgumentParser:
@@ -40,6 +56,15 @@ def environment(device: str) -> dict[str, object]:
         "device": device,
         "python": platform.python_version(),
     }
+
+
+def run_config(args: argparse.Namespace, seeds: list[int] | None = None) -> dict[str, object]:
+    """The entries every results.json config starts with: seed (and ``seeds``, the seeds of a
+    multi-seed run, when given), quick, device and threads."""
+    config: dict[str, object] = {"seed": args.seed}
+    if seeds is not None:
+        config["seeds"] = seeds
+    return config | {"quick": args.quick, "device": args.device, "threads": args.threads}
 
 
 def write_results(out: Path, experiment: str, config: dict, cases: dict, timings: dict) -> Path:
@@ -169,10 +194,7 @@ def discovery_experiment(
         log.info("%s: %s", name, {k: v for k, v in scores.items() if k != "targets"})
     timings["total_s"] = time.perf_counter() - start
     record = {
-        "seed": args.seed,
-        "quick": args.quick,
-        "device": args.device,
-        "threads": args.threads,
+        **run_config(args),
         "steps": steps,
         "n_train": n_train,
         "n_test": n_test,
@@ -217,3 +239,268 @@ def finish_benchmark(
         print(f"{what}:\n  " + "\n  ".join(failures), file=sys.stderr)
         return 1
     return 0
+
+
+# --------------------------------------------------------------------------------------------
+# benchmark harness: console, machine load, timing, peers, peak memory in a child process
+# --------------------------------------------------------------------------------------------
+
+Row = dict[str, Any]
+
+
+def say(message: str) -> None:
+    """Console message on stderr that does not break a progress bar."""
+    if tqdm is not None:
+        tqdm.write(message, file=sys.stderr)
+    else:
+        print(message, file=sys.stderr)
+
+
+def progress(items: Iterable[Any], total: int, desc: str) -> Iterator[Any]:
+    """``items`` behind a progress bar on stderr (as they are where tqdm is missing)."""
+    if tqdm is None:
+        return iter(items)
+    return iter(tqdm(items, total=total, desc=desc, file=sys.stderr))
+
+
+def check_device(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Stop with a usage error when ``--device cuda`` asks for CUDA that is not there."""
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: CUDA is not available")
+
+
+def start_benchmark(out: Path) -> tuple[float, float]:
+    """Create ``out``; when the run starts (``time.perf_counter``) and the 1-minute load average
+    then, with a warning when the machine is busy."""
+    start = time.perf_counter()
+    load = os.getloadavg()[0]
+    if load > 0.5:
+        say(f"the machine is busy (1-min load average {load:.2f}): timings may be inflated")
+    out.mkdir(parents=True, exist_ok=True)
+    return start, load
+
+
+def bench_environment(
+    device: str, load_start: float, peers: dict[str, str | None] | None = None
+) -> dict[str, object]:
+    """:func:`environment`, the peers' versions (when given) and the 1-minute load average when
+    the run started and now: other work on the machine inflates and scatters the timings."""
+    env = environment(device)
+    if peers is not None:
+        env["peers"] = peers
+    env["loadavg_1min"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]
+    return env
+
+
+def versions(distributions: dict[str, str]) -> dict[str, str | None]:
+    """``{module: version of its distribution, or None where it is not installed}``."""
+    out: dict[str, str | None] = {}
+    for module, dist in distributions.items():
+        try:
+            out[module] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[module] = None
+    return out
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float, float]:
+    """``fn()``, its wall-clock seconds and the process's CPU seconds, the device synchronised
+    on both sides."""
+    synchronize(device)
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    synchronize(device)
+    return out, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def time_interleaved(
+    blocks: dict[str, tuple[Callable[[], None], int, int]], repeats: int, device: torch.device
+) -> dict[str, dict[str, list[float]]]:
+    """Seconds per step of every method: ``{method: {"wall": [...], "cpu": [...]}}``.
+
+    ``blocks`` maps a method to ``(step, steps per block, warm-up steps)``. After each method's
+    untimed warm-up, the timed blocks take turns (first, second, ..., first, ...), so that other
+    work on the machine slows every method alike rather than whichever ran during a burst. Each
+    run is a block's wall-clock time over its step count; the process's CPU time is kept too.
+    """
+    for step, _, warmup in blocks.values():
+        for _ in range(warmup):
+            step()
+    runs: dict[str, dict[str, list[float]]] = {m: {"wall": [], "cpu": []} for m in blocks}
+    for _ in range(repeats):
+        for method, (step, steps, _) in blocks.items():
+
+            def block(step=step, steps=steps) -> None:
+                for _ in range(steps):
+                    step()
+
+            _, wall, cpu = timed(block, device)
+            runs[method]["wall"].append(wall / steps)
+            runs[method]["cpu"].append(cpu / steps)
+    return runs
+
+
+_PEER_STATUS: dict[str, str | None] = {}
+
+
+def peer_unavailable(module: str | None) -> str | None:
+    """None if the peer imports, else the row's error ("not installed: ..." or the exception)."""
+    if module is None:
+        return None
+    if module not in _PEER_STATUS:
+        try:
+            importlib.import_module(module)
+            _PEER_STATUS[module] = None
+        except ImportError as exc:
+            _PEER_STATUS[module] = f"not installed: {module}"
+            say(f"peer {module} skipped: not installed ({exc})")
+        except Exception as exc:  # a peer that is installed but broken
+            _PEER_STATUS[module] = f"{type(exc).__name__}: {exc}"
+            say(f"peer {module} skipped: import failed ({type(exc).__name__}: {exc})")
+    return _PEER_STATUS[module]
+
+
+def peers_unavailable(modules: Sequence[str]) -> str | None:
+    """The first of ``modules`` that does not import, as :func:`peer_unavailable` says it."""
+    for module in modules:
+        reason = peer_unavailable(module)
+        if reason is not None:
+            return reason
+    return None
+
+
+def against_ours(rows: Sequence[Row]) -> Iterator[tuple[Row, float | None, float | None, str]]:
+    """Each row with its median time, that time over ours' on the same task (None where either
+    is missing) and the first line of its error or note: the common cells of a table row."""
+    ours_time = {r["task"]: r.get("median_s") for r in rows if r["method"] == "ours"}
+    for r in rows:
+        base, time_s = ours_time.get(r["task"]), r.get("median_s")
+        ratio = time_s / base if time_s is not None and base else None
+        yield r, time_s, ratio, (r.get("error") or r.get("note") or "").split("\n", 1)[0]
+
+
+class PeakMemoryProbe:
+    """Peak memory of what runs between construction and :meth:`peak_mb`, in MiB.
+
+    CPU: the kernel's resident-set high-water mark ``VmHWM``, reset by writing 5 to
+    ``/proc/self/clear_refs``, minus ``VmRSS`` at the reset; where that file is not writable,
+    the rise of ``ru_maxrss`` (which only sees memory beyond the process's earlier peak).
+    CUDA: ``torch.cuda.max_memory_allocated`` minus the memory allocated at the start.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        gc.collect()
+        self.device = device
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            self.source, self.how = "cuda", "cuda max_memory_allocated"
+            self.baseline = torch.cuda.memory_allocated(device) / 2**20
+            return
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            self.source, self.how = "hwm", "VmHWM after /proc/self/clear_refs reset, minus VmRSS"
+            self.baseline = self._status_mb("VmRSS")
+        except OSError:
+            self.source = "maxrss"
+            self.how = "ru_maxrss rise (clear_refs not writable: a lower bound)"
+            self.baseline = self._maxrss_mb()
+
+    @staticmethod
+    def _status_mb(key: str) -> float:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024  # kB
+        raise RuntimeError(f"{key} not in /proc/self/status")
+
+    @staticmethod
+    def _maxrss_mb() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+    def peak_mb(self) -> float:
+        if self.source == "cuda":
+            torch.cuda.synchronize(self.device)
+            return torch.cuda.max_memory_allocated(self.device) / 2**20 - self.baseline
+        if self.source == "hwm":
+            return self._status_mb("VmHWM") - self.baseline
+        return self._maxrss_mb() - self.baseline
+
+
+def print_peak(device: torch.device, run: Callable[[], object], unavailable: str | None) -> None:
+    """In a peak-memory child: print ``{"error": unavailable}``, or else the peak memory of one
+    call of ``run`` and how it was measured, as JSON on the last line of stdout."""
+    if unavailable is not None:
+        print(json.dumps({"error": unavailable}))
+        return
+    probe = PeakMemoryProbe(device)
+    run()
+    print(json.dumps({"peak_mb": probe.peak_mb(), "how": probe.how}))
+
+
+def run_child(
+    script: str, child: str, workload: Path, args: argparse.Namespace, timeout: float
+) -> dict[str, Any]:
+    """Run ``script --child CHILD --workload FILE`` with this run's seed, device, ``--quick``
+    and ``--threads`` in a fresh interpreter: the JSON of its last line, or ``{"error": ...}``."""
+    cmd = [
+        sys.executable,
+        str(Path(script).resolve()),
+        "--child",
+        child,
+        "--workload",
+        str(workload),
+        "--seed",
+        str(args.seed),
+        "--device",
+        args.device,
+    ]
+    cmd += ["--quick"] if args.quick else []
+    threads = getattr(args, "threads", None)  # bench_curvature has no --threads
+    cmd += ["--threads", str(threads)] if threads is not None else []
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+        return {"error": tail[0]}
+    return json.loads(lines[-1])
+
+
+def measure_peaks(
+    script: str, rows: Sequence[Row], workload: dict, args: argparse.Namespace, timeout: float
+) -> set[str]:
+    """Peak memory of every row's method, each in a fresh child (``script --child task:method``
+    reading ``workload`` from a file): sets the rows' ``peak_mb`` and returns how it was taken.
+
+    The --quick rows are small enough to run side by side as long as their threads do not
+    outnumber the cores (oversubscribed torch threads slow every op by orders of magnitude); the
+    full ones run one at a time (they would disturb each other, and may need gigabytes each).
+    """
+    how: set[str] = set()
+    workers = max(1, (os.cpu_count() or 1) // torch.get_num_threads()) if args.quick else 1
+    with tempfile.TemporaryDirectory() as tmp:
+        workload_file = Path(tmp) / "workload.pt"
+        torch.save(workload, workload_file)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = {
+                pool.submit(
+                    run_child, script, f"{r['task']}:{r['method']}", workload_file, args, timeout
+                ): r
+                for r in rows
+            }
+            for future in progress(as_completed(futures), len(futures), "peak memory"):
+                row, result = futures[future], future.result()
+                if "peak_mb" in result:
+                    row["peak_mb"] = result["peak_mb"]
+                    how.add(result["how"])
+                else:
+                    say(f"peak memory of {row['task']}/{row['method']}: {result['error']}")
+    return how

@@ -45,21 +45,11 @@ from __future__ import annotations
 
 import argparse
 import copy
-import gc
-import importlib
-import importlib.metadata
-import json
-import os
-import platform
-import resource
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -68,7 +58,22 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from _common import finish_benchmark, fmt, targets_table
+from _common import (
+    against_ours,
+    bench_environment,
+    check_device,
+    finish_benchmark,
+    fmt,
+    measure_peaks,
+    peer_unavailable,
+    print_peak,
+    progress,
+    say,
+    start_benchmark,
+    targets_table,
+    timed,
+    versions,
+)
 from symdisc.curvature import (
     HessianOperator,
     SpectralDensity,
@@ -80,11 +85,6 @@ from symdisc.curvature import (
     slq_density,
     supervised_loss,
 )
-
-try:
-    from tqdm import tqdm
-except ImportError:  # tqdm comes with the `experiments` extra; run without a progress bar
-    tqdm = None
 
 Row = dict[str, Any]
 
@@ -161,6 +161,9 @@ def train_workload(config: Config, seed: int) -> tuple[dict[str, Tensor], Tensor
     """Draw the data and train the MLP on CPU; returns (state_dict, X, y, final loss)."""
     torch.manual_seed(seed)
     model = make_mlp(config.widths)
+    num_params = sum(p.numel() for p in model.parameters())
+    if config == FULL and num_params != FULL_P:
+        raise AssertionError(f"the workload must have P={FULL_P} parameters, got {num_params}")
     X = torch.randn(config.n_samples, config.widths[0])
     teacher = torch.randn(config.widths[0], config.widths[-1])
     y = (X @ teacher).argmax(dim=1)
@@ -186,8 +189,15 @@ def make_workload(
     return Workload(model, X.to(device), y.to(device), config, seed, nn.CrossEntropyLoss())
 
 
-def save_workload(path: Path, state: dict[str, Tensor], X: Tensor, y: Tensor) -> None:
-    torch.save({"state_dict": state, "X": X, "y": y}, path)
+def describe_workload(config: Config, num_params: int, final_loss: float) -> dict[str, Any]:
+    """The report's record of the workload: model, N, P, final training loss, steps."""
+    return {
+        "model": "mlp " + "-".join(map(str, config.widths)) + " tanh",
+        "N": config.n_samples,
+        "P": num_params,
+        "final_loss": final_loss,
+        "train_steps": config.train_steps,
+    }
 
 
 def load_workload(path: Path, config: Config, seed: int, device: str) -> Workload:
@@ -458,11 +468,6 @@ def relative_error(task: str, answer: Answer, ref: Reference) -> float | None:
 # --------------------------------------------------------------------------------------------
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_calls(
     fn: Callable[[], Any], repeats: int, device: torch.device
 ) -> tuple[Any, list[float]]:
@@ -472,32 +477,9 @@ def time_calls(
     out = None
     for _ in range(repeats):
         out = None  # free the previous output before the next call
-        _synchronize(device)
-        start = time.perf_counter()
-        out = fn()
-        _synchronize(device)
-        runs.append(time.perf_counter() - start)
+        out, wall, _ = timed(fn, device)
+        runs.append(wall)
     return out, runs
-
-
-_PEER_STATUS: dict[str, str | None] = {}
-
-
-def peer_unavailable(module: str | None) -> str | None:
-    """None if the peer imports, else the row's error ("not installed: ..." or the exception)."""
-    if module is None:
-        return None
-    if module not in _PEER_STATUS:
-        try:
-            importlib.import_module(module)
-            _PEER_STATUS[module] = None
-        except ImportError as exc:
-            _PEER_STATUS[module] = f"not installed: {module}"
-            say(f"peer {module} skipped: not installed ({exc})")
-        except Exception as exc:  # a peer that is installed but broken
-            _PEER_STATUS[module] = f"{type(exc).__name__}: {exc}"
-            say(f"peer {module} skipped: import failed ({type(exc).__name__}: {exc})")
-    return _PEER_STATUS[module]
 
 
 def bench_method(method: Method, wl: Workload, ref: Reference) -> tuple[Row, Any]:
@@ -522,53 +504,6 @@ def bench_method(method: Method, wl: Workload, ref: Reference) -> tuple[Row, Any
     return row, raw
 
 
-class PeakMemoryProbe:
-    """Peak memory of what runs between construction and :meth:`peak_mb`, in MiB.
-
-    CPU: the kernel's resident-set high-water mark ``VmHWM``, reset by writing 5 to
-    ``/proc/self/clear_refs``, minus ``VmRSS`` at the reset; where that file is not writable,
-    the rise of ``ru_maxrss`` (which only sees memory beyond the process's earlier peak).
-    CUDA: ``torch.cuda.max_memory_allocated`` minus the memory allocated at the start.
-    """
-
-    def __init__(self, device: torch.device) -> None:
-        gc.collect()
-        self.device = device
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            self.source, self.how = "cuda", "cuda max_memory_allocated"
-            self.baseline = torch.cuda.memory_allocated(device) / 2**20
-            return
-        try:
-            Path("/proc/self/clear_refs").write_text("5")
-            self.source, self.how = "hwm", "VmHWM after /proc/self/clear_refs reset, minus VmRSS"
-            self.baseline = self._status_mb("VmRSS")
-        except OSError:
-            self.source = "maxrss"
-            self.how = "ru_maxrss rise (clear_refs not writable: a lower bound)"
-            self.baseline = self._maxrss_mb()
-
-    @staticmethod
-    def _status_mb(key: str) -> float:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024  # kB
-        raise RuntimeError(f"{key} not in /proc/self/status")
-
-    @staticmethod
-    def _maxrss_mb() -> float:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
-
-    def peak_mb(self) -> float:
-        if self.source == "cuda":
-            torch.cuda.synchronize(self.device)
-            return torch.cuda.max_memory_allocated(self.device) / 2**20 - self.baseline
-        if self.source == "hwm":
-            return self._status_mb("VmHWM") - self.baseline
-        return self._maxrss_mb() - self.baseline
-
-
 def child_main(args: argparse.Namespace) -> None:
     """Hidden entry point: run one method once in this fresh process and print its peak memory."""
     task, name = args.child.split(":")
@@ -576,37 +511,7 @@ def child_main(args: argparse.Namespace) -> None:
     config = QUICK if args.quick else FULL
     wl = load_workload(Path(args.workload), config, args.seed, args.device)
     unavailable = peer_unavailable(method.peer)  # imports the peer before the baseline
-    if unavailable is not None:
-        print(json.dumps({"error": unavailable}))
-        return
-    probe = PeakMemoryProbe(wl.device)
-    method.run(wl)
-    print(json.dumps({"peak_mb": probe.peak_mb(), "how": probe.how}))
-
-
-def measure_peak(method: Method, workload: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Run ``method`` once in a fresh interpreter (this script with ``--child``)."""
-    cmd = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--child",
-        f"{method.task}:{method.name}",
-        "--workload",
-        str(workload),
-        "--seed",
-        str(args.seed),
-        "--device",
-        args.device,
-    ] + (["--quick"] if args.quick else [])
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {CHILD_TIMEOUT_S} s"}
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        tail = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
-        return {"error": tail[0]}
-    return json.loads(lines[-1])
+    print_peak(wl.device, lambda: method.run(wl), unavailable)
 
 
 # --------------------------------------------------------------------------------------------
@@ -683,7 +588,6 @@ def check_agreement(rows: list[Row]) -> list[str]:
 def markdown(report: dict[str, Any]) -> str:
     """The rows and targets of a report as markdown tables."""
     env, wl = report["environment"], report["workload"]
-    ours_time = {r["task"]: r.get("median_s") for r in report["rows"] if r["method"] == "ours"}
     lines = [
         f"# Curvature benchmark ({wl['model']}, N={wl['N']}, P={wl['P']})",
         "",
@@ -694,10 +598,7 @@ def markdown(report: dict[str, Any]) -> str:
         "| task | method | median s | x ours | rel error | peak MB | note |",
         "|---|---|---:|---:|---:|---:|---|",
     ]
-    for r in report["rows"]:
-        base, time_s = ours_time.get(r["task"]), r.get("median_s")
-        ratio = time_s / base if time_s is not None and base else None
-        note = (r.get("error") or r.get("note") or "").split("\n", 1)[0]  # first line
+    for r, time_s, ratio, note in against_ours(report["rows"]):
         if "n_iter" in r:
             note = f"{r['n_iter']} iterations" + (f"; {note}" if note else "")
         lines.append(
@@ -707,30 +608,6 @@ def markdown(report: dict[str, Any]) -> str:
         )
     lines += targets_table(report["targets"])
     return "\n".join(lines) + "\n"
-
-
-def say(message: str) -> None:
-    """Console message on stderr that does not break the progress bar."""
-    if tqdm is not None:
-        tqdm.write(message, file=sys.stderr)
-    else:
-        print(message, file=sys.stderr)
-
-
-def progress(items: Iterable[Any], total: int, desc: str) -> Iterator[Any]:
-    if tqdm is None:
-        return iter(items)
-    return iter(tqdm(items, total=total, desc=desc, file=sys.stderr))
-
-
-def peer_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for module, dist in PEERS.items():
-        try:
-            versions[module] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            versions[module] = None
-    return versions
 
 
 # --------------------------------------------------------------------------------------------
@@ -749,8 +626,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.child is None and args.out is None:
         parser.error("--out is required")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: CUDA is not available")
+    check_device(parser, args)
     return args
 
 
@@ -759,18 +635,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child is not None:
         child_main(args)
         return 0
-    start = time.perf_counter()
-    load_start = os.getloadavg()[0]
-    if load_start > 0.5:
-        say(f"the machine is busy (1-min load average {load_start:.2f}): timings may be inflated")
+    start, load_start = start_benchmark(args.out)
     config = QUICK if args.quick else FULL
-    args.out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
 
     state, X, y, final_loss = train_workload(config, args.seed)
     wl = make_workload(state, X, y, config, args.seed, args.device)
-    if not args.quick and wl.num_params != FULL_P:
-        raise AssertionError(f"the workload must have P={FULL_P} parameters, got {wl.num_params}")
     timings["train_s"] = time.perf_counter() - start
 
     tick = time.perf_counter()
@@ -790,26 +660,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         raw_outputs[(method.task, method.name)] = raw
     timings["timing_s"] = time.perf_counter() - tick
 
-    # Peak memory, each row in a fresh process. The --quick rows are small enough to run side
-    # by side as long as their threads do not outnumber the cores (oversubscribed torch threads
-    # slow every op by orders of magnitude); the full ones run one at a time (torch.func.hessian
-    # alone takes ~8 GB).
+    # peak memory, each row in a fresh process (side by side on --quick)
     tick = time.perf_counter()
-    memory_methods: set[str] = set()
-    with tempfile.TemporaryDirectory() as tmp:
-        workload_file = Path(tmp) / "workload.pt"
-        save_workload(workload_file, state, X, y)
-        todo = [(m, r) for m, r in zip(METHODS, rows) if "error" not in r]
-        workers = max(1, (os.cpu_count() or 1) // torch.get_num_threads()) if args.quick else 1
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(measure_peak, m, workload_file, args): r for m, r in todo}
-            for future in progress(as_completed(futures), len(futures), "peak memory"):
-                row, result = futures[future], future.result()
-                if "peak_mb" in result:
-                    row["peak_mb"] = result["peak_mb"]
-                    memory_methods.add(result["how"])
-                else:
-                    say(f"peak memory of {row['task']}/{row['method']}: {result['error']}")
+    memory_methods = measure_peaks(
+        __file__,
+        [r for r in rows if "error" not in r],
+        {"state_dict": state, "X": X, "y": y},
+        args,
+        CHILD_TIMEOUT_S,
+    )
     timings["memory_s"] = time.perf_counter() - tick
 
     failures = check_agreement(rows)
@@ -826,22 +685,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     report = {
         "benchmark": "curvature",
-        "environment": {
-            "torch": torch.__version__.split("+")[0],
-            "threads": torch.get_num_threads(),
-            "device": args.device,
-            "python": platform.python_version(),
-            "peers": peer_versions(),
-            # other work on the machine inflates and scatters the timings: 1-minute load
-            # average when the run started and when it ended (this run's own threads included)
-            "loadavg_1min": [round(load_start, 2), round(os.getloadavg()[0], 2)],
-        },
+        "environment": bench_environment(args.device, load_start, versions(PEERS)),
         "workload": {
-            "model": "mlp " + "-".join(map(str, config.widths)) + " tanh",
-            "N": config.n_samples,
-            "P": wl.num_params,
-            "final_loss": final_loss,
-            "train_steps": config.train_steps,
+            **describe_workload(config, wl.num_params, final_loss),
             "reference_top5": ref.top[: config.top_k].tolist(),
             "reference_trace": ref.trace,
         },

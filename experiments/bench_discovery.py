@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import os
 import statistics
 import sys
 import time
@@ -58,7 +57,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from _common import environment, finish_benchmark, fmt, parser, setup, targets_table
+from _common import (
+    bench_environment,
+    check_device,
+    finish_benchmark,
+    fmt,
+    parser,
+    setup,
+    start_benchmark,
+    targets_table,
+    time_interleaved,
+)
 from symdisc.actions import MLPAction
 from symdisc.generators import Generators
 from symdisc.losses import ParamLoss, two_layer
@@ -253,11 +262,6 @@ def agreement(
     return out
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def make_step(method: str, s: Setup, weights: Weights) -> Callable[[], None]:
     """One training step of ``method`` on its own copies of the weights and its own Adam."""
     action, generators, params = _copies(s)
@@ -271,32 +275,6 @@ def make_step(method: str, s: Setup, weights: Weights) -> Callable[[], None]:
         optimizer.step()
 
     return step
-
-
-def time_interleaved(
-    blocks: dict[str, tuple[Callable[[], None], int, int]], repeats: int, device: torch.device
-) -> dict[str, dict[str, list[float]]]:
-    """Seconds per step of every method: ``{method: {"wall": [...], "cpu": [...]}}``.
-
-    ``blocks`` maps a method to ``(step, steps per block, warm-up steps)``. After each method's
-    untimed warm-up, the timed blocks take turns (ours, loop, batched, ours, ...), so that other
-    work on the machine slows every method alike rather than whichever ran during a burst. Each
-    run is a block's wall-clock time over its step count; the process's CPU time is kept too.
-    """
-    for step, _, warmup in blocks.values():
-        for _ in range(warmup):
-            step()
-    runs: dict[str, dict[str, list[float]]] = {m: {"wall": [], "cpu": []} for m in blocks}
-    for _ in range(repeats):
-        for method, (step, steps, _) in blocks.items():
-            _synchronize(device)
-            wall, cpu = time.perf_counter(), time.process_time()
-            for _ in range(steps):
-                step()
-            _synchronize(device)
-            runs[method]["wall"].append((time.perf_counter() - wall) / steps)
-            runs[method]["cpu"].append((time.process_time() - cpu) / steps)
-    return runs
 
 
 # --------------------------------------------------------------------------------------------
@@ -368,22 +346,14 @@ def markdown(report: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     p = parser(__doc__.split("\n\n")[0], threads=1)
     args = p.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        p.error("--device cuda: CUDA is not available")
+    check_device(p, args)
     setup(args)
-    start = time.perf_counter()
-    load_start = os.getloadavg()[0]
-    if load_start > 0.5:
-        print(
-            f"the machine is busy (1-min load average {load_start:.2f}): timings may be inflated",
-            file=sys.stderr,
-        )
+    start, load_start = start_benchmark(args.out)
     config = QUICK if args.quick else FULL
     # compiling takes seconds per task and dtype: the quick run leaves the compiled row out
     methods = [m for m in METHODS if not (args.quick and m == "ours_compiled")]
     device = torch.device(args.device)
     weights = Weights()
-    args.out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     rows: list[Row] = []
     workload_tasks: dict[str, Any] = {}
@@ -437,11 +407,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             row["speedup_vs_ours"] = ours_rate[row["task"]] / row["steps_per_s"]
     timings["total_s"] = time.perf_counter() - start
 
-    env = environment(args.device)
-    env["loadavg_1min"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]
     report = {
         "benchmark": "discovery",
-        "environment": env,
+        "environment": bench_environment(args.device, load_start),
         "workload": {"batch": config.batch, "hidden": list(HIDDEN), "tasks": workload_tasks},
         "config": {
             "seed": args.seed,

@@ -80,43 +80,36 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib
-import importlib.metadata
-import json
 import math
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
-from bench_curvature import (
-    FULL,
-    QUICK,
-    Config,
-    PeakMemoryProbe,
-    make_mlp,
-    peer_unavailable,
-    say,
-    train_workload,
-)
+from bench_curvature import FULL, QUICK, Config, describe_workload, make_mlp, train_workload
 from torch import Tensor, nn
 
 from _common import (
+    against_ours,
+    bench_environment,
+    check_device,
     check_targets,
-    environment,
     finish_benchmark,
     fmt,
+    measure_peaks,
     parser,
+    peers_unavailable,
+    print_peak,
+    say,
     setup,
+    start_benchmark,
     targets_table,
+    timed,
+    versions,
 )
 from ella.laplace import Laplace
 
@@ -126,7 +119,6 @@ PRIOR = (1.0, 2.0, 0.5, 1.5, 3.0, 0.8)  # W1, b1, W2, b2, W3, b3
 NEW_PRIOR = (0.7, 1.3, 2.2, 0.9, 0.4, 1.7)  # for kron_reeval
 AGREEMENT_NATS = 1e-3
 SELF_CHECK_NATS = 1e-6  # ours in float64 against the brute-force reference
-FULL_P = 3253
 CHILD_TIMEOUT_S = 900
 TASKS = ("kron_marglik", "full_marglik", "kron_reeval")
 STRUCTURE = {"kron_marglik": "kron", "full_marglik": "full", "kron_reeval": "kron"}
@@ -442,30 +434,13 @@ def find_method(task: str, name: str) -> Method:
     raise KeyError(f"no method {name!r} for task {task!r}")
 
 
-def peers_unavailable(modules: Sequence[str]) -> str | None:
-    for module in modules:
-        reason = peer_unavailable(module)
-        if reason is not None:
-            return reason
-    return None
-
-
 # --------------------------------------------------------------------------------------------
 # timing
 # --------------------------------------------------------------------------------------------
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _timed(method: Method, state: Any, device: torch.device) -> tuple[Any, float, float]:
-    _sync(device)
-    wall, cpu = time.perf_counter(), time.process_time()
-    out = method.run(state)
-    _sync(device)
-    return out, time.perf_counter() - wall, time.process_time() - cpu
+    return timed(lambda: method.run(state), device)
 
 
 def repeats_for(first_s: float, quick: bool, base: int) -> int:
@@ -549,39 +524,8 @@ def child_main(args: argparse.Namespace) -> None:
     saved = torch.load(args.workload, weights_only=True)
     wl = build_workload(saved["state_dict"], saved["X"], saved["y"], config, args.device)
     unavailable = peers_unavailable(method.peers)  # imports the peers before the baseline
-    if unavailable is not None:
-        print(json.dumps({"error": unavailable}))
-        return
-    state = method.prepare(wl)
-    probe = PeakMemoryProbe(wl.X.device)
-    method.run(state)
-    print(json.dumps({"peak_mb": probe.peak_mb(), "how": probe.how}))
-
-
-def measure_peak(task: str, name: str, workload: Path, args: argparse.Namespace) -> dict:
-    cmd = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--child",
-        f"{task}:{name}",
-        "--workload",
-        str(workload),
-        "--seed",
-        str(args.seed),
-        "--device",
-        args.device,
-    ]
-    cmd += ["--quick"] if args.quick else []
-    cmd += ["--threads", str(args.threads)] if args.threads is not None else []
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {CHILD_TIMEOUT_S} s"}
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        tail = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
-        return {"error": tail[0]}
-    return json.loads(lines[-1])
+    state = method.prepare(wl) if unavailable is None else None
+    print_peak(wl.X.device, lambda: method.run(state), unavailable)
 
 
 # --------------------------------------------------------------------------------------------
@@ -654,7 +598,6 @@ def evaluate_targets(rows: list[Row], quick: bool) -> list[Row]:
 
 def markdown(report: dict[str, Any]) -> str:
     env, wl = report["environment"], report["workload"]
-    ours_time = {r["task"]: r.get("median_s") for r in report["rows"] if r["method"] == "ours"}
     load = env.get("loadavg_1min", [None, None])
     lines = [
         f"# Laplace marginal-likelihood benchmark ({wl['model']}, N={wl['N']}, P={wl['P']})",
@@ -674,10 +617,7 @@ def markdown(report: dict[str, Any]) -> str:
         "| peak MB | note |",
         "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for r in report["rows"]:
-        base, time_s = ours_time.get(r["task"]), r.get("median_s")
-        ratio = time_s / base if time_s is not None and base else None
-        note = (r.get("error") or r.get("note") or "").split("\n", 1)[0]
+    for r, time_s, ratio, note in against_ours(report["rows"]):
         lines.append(
             f"| {r['task']} | {r['method']} | {fmt(time_s, '.4g')} | {fmt(ratio, '.2f')} | "
             f"{fmt(r.get('cpu_median_s'), '.4g')} | {fmt(r.get('abs_error'), '.2e')} | "
@@ -693,16 +633,6 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def peer_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for module, dist in DISTRIBUTIONS.items():
-        try:
-            versions[module] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            versions[module] = None
-    return versions
-
-
 # --------------------------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------------------------
@@ -713,8 +643,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--child", help=argparse.SUPPRESS)  # task:method, internal
     p.add_argument("--workload", help=argparse.SUPPRESS)  # internal
     args = p.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        p.error("--device cuda: CUDA is not available")
+    check_device(p, args)
     return args
 
 
@@ -726,18 +655,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         child_main(args)
         return 0
     setup(args)
-    start = time.perf_counter()
-    load_start = os.getloadavg()[0]
-    if load_start > 0.5:
-        say(f"the machine is busy (1-min load average {load_start:.2f}): timings may be inflated")
+    start, load_start = start_benchmark(args.out)
     config = QUICK if args.quick else FULL
-    args.out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
 
     state, X, y, final_loss = train_workload(config, args.seed)
     wl = build_workload(state, X, y, config, args.device)
-    if not args.quick and wl.num_params != FULL_P:
-        raise AssertionError(f"the workload must have P={FULL_P} parameters, got {wl.num_params}")
     timings["train_s"] = time.perf_counter() - start
 
     tick = time.perf_counter()
@@ -764,40 +687,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     # on --quick only ours' rows, side by side as far as the cores allow (a child spends most
     # of its time importing the peers)
     tick = time.perf_counter()
-    memory_how: set[str] = set()
-    todo = [r for r in rows if "error" not in r and (r["method"] == "ours" or not args.quick)]
-    workers = max(1, (os.cpu_count() or 1) // torch.get_num_threads()) if args.quick else 1
-    with tempfile.TemporaryDirectory() as tmp:
-        workload_file = Path(tmp) / "workload.pt"
-        torch.save({"state_dict": state, "X": X, "y": y}, workload_file)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = pool.map(
-                lambda r: measure_peak(r["task"], r["method"], workload_file, args), todo
-            )
-            for row, result in zip(todo, results):
-                if "peak_mb" in result:
-                    row["peak_mb"] = result["peak_mb"]
-                    memory_how.add(result["how"])
-                else:
-                    say(f"peak memory of {row['task']}/{row['method']}: {result['error']}")
+    memory_how = measure_peaks(
+        __file__,
+        [r for r in rows if "error" not in r and (r["method"] == "ours" or not args.quick)],
+        {"state_dict": state, "X": X, "y": y},
+        args,
+        CHILD_TIMEOUT_S,
+    )
     timings["memory_s"] = time.perf_counter() - tick
 
     failures += check_agreement(rows)
     targets = evaluate_targets(rows, args.quick)
     timings["total_s"] = time.perf_counter() - start
 
-    env = environment(args.device)
-    env["peers"] = peer_versions()
-    env["loadavg_1min"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]
     report = {
         "benchmark": "laplace",
-        "environment": env,
+        "environment": bench_environment(args.device, load_start, versions(DISTRIBUTIONS)),
         "workload": {
-            "model": "mlp " + "-".join(map(str, config.widths)) + " tanh",
-            "N": config.n_samples,
-            "P": wl.num_params,
-            "final_loss": final_loss,
-            "train_steps": config.train_steps,
+            **describe_workload(config, wl.num_params, final_loss),
             "likelihood": "classification (summed cross-entropy), temperature 1",
             "prior_precision": {
                 "tensors": ["W1", "b1", "W2", "b2", "W3", "b3"],

@@ -78,7 +78,17 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from _common import environment, finish_benchmark, fmt, parser, setup, targets_table
+from _common import (
+    bench_environment,
+    check_device,
+    finish_benchmark,
+    fmt,
+    parser,
+    setup,
+    start_benchmark,
+    targets_table,
+    time_interleaved,
+)
 from ella.layers.relaxed import FFC
 from ella.models import LAYERS, neyshabur
 
@@ -274,36 +284,6 @@ def measure_peak(spec: dict[str, Any], threads: int) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
-# timing
-# --------------------------------------------------------------------------------------------
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_interleaved(
-    blocks: dict[str, tuple[Step, int]], warmup: int, repeats: int, device: torch.device
-) -> dict[str, list[float]]:
-    """Seconds per step of every method; ``blocks`` maps a method to (step, steps per block).
-    After the warm-up the methods take turns, so that load from elsewhere hits them alike."""
-    for step, _ in blocks.values():
-        for _ in range(warmup):
-            step()
-    runs: dict[str, list[float]] = {m: [] for m in blocks}
-    for _ in range(repeats):
-        for method, (step, steps) in blocks.items():
-            _synchronize(device)
-            tick = time.perf_counter()
-            for _ in range(steps):
-                step()
-            _synchronize(device)
-            runs[method].append((time.perf_counter() - tick) / steps)
-    return runs
-
-
-# --------------------------------------------------------------------------------------------
 # report
 # --------------------------------------------------------------------------------------------
 
@@ -366,21 +346,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup(args)
         print(json.dumps(peak_child(json.loads(args.peak_child))))
         return 0
-    if args.device == "cuda" and not torch.cuda.is_available():
-        p.error("--device cuda: CUDA is not available")
+    check_device(p, args)
     setup(args)
-    start = time.perf_counter()
-    load_start = os.getloadavg()[0]
-    if load_start > 0.5:
-        print(
-            f"the machine is busy (1-min load average {load_start:.2f}): timings may be inflated",
-            file=sys.stderr,
-        )
+    start, load_start = start_benchmark(args.out)
     config = QUICK if args.quick else FULL
     layers = list(LAYERS) if config.layers is None else [n for n in config.layers if n in LAYERS]
     device = torch.device(args.device)
     threads = torch.get_num_threads()
-    args.out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     rows: list[Row] = []
     shapes = ffc_shapes(config.alpha)
@@ -429,16 +401,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             spec = specs[(task, method)]
             module, step_for = build(spec, args.device)
             steps = config.net_steps if spec["kind"] == "network" else config.ffc_steps
-            blocks[method] = (step_for(config.batch), steps)
+            blocks[method] = (step_for(config.batch), steps, config.warmup)
             params[method] = n_params(module)
-        runs = time_interleaved(blocks, config.warmup, config.repeats, device)
+        runs = time_interleaved(blocks, config.repeats, device)
         for method in methods:
+            wall = runs[method]["wall"]
             rows.append(
                 {
                     "task": task,
                     "method": method,
-                    "median_s": statistics.median(runs[method]),
-                    "runs_s": runs[method],
+                    "median_s": statistics.median(wall),
+                    "runs_s": wall,
                     "peak_mb": None,
                     "params": params[method],
                 }
@@ -458,11 +431,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     timings["peak_memory_s"] = time.perf_counter() - tick
     timings["total_s"] = time.perf_counter() - start
 
-    env = environment(args.device)
-    env["loadavg_1min"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]
     report = {
         "benchmark": "layers",
-        "environment": env,
+        "environment": bench_environment(args.device, load_start),
         "workload": {
             "alpha": config.alpha,
             "batch": config.batch,

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from _common import parser, setup, write_results
+from _common import parser, run_config, setup, write_results
 from ella.laplace import Laplace
 from ella.layers import CONV, FC, FFC, PathSum
 from ella.marglik import MarglikConfig, learned_layer_report, train_marglik
@@ -305,11 +305,7 @@ def main() -> None:
     timings["total_s"] = time.perf_counter() - start
     plot_paths(cases, args.out / "learned_paths.png")
     config = {
-        "seed": args.seed,
-        "seeds": seeds,
-        "quick": args.quick,
-        "device": args.device,
-        "threads": args.threads,
+        **run_config(args, seeds),
         "n_test": 1797 - settings["n_train"],
         "neg_log_marglik": "per training point, KFAC Laplace at final weights and precisions",
         "test_acc": "percent",

@@ -1,9 +1,10 @@
 """Paper 001, section 5.1 (appendix B.4, Figs. 1-2): learning a rotational invariance on a toy.
 
-N = 200 points on three arcs made by rotating a jittered base direction (0, 120 or 240
-degrees) about the origin by U[-60, 60] degrees: a soft +-60 degree rotational invariance. Two
-classes: within an arc the label is the radius band (r in [0.5, 1.25) or [1.25, 2]), and the
-assignment flips from one arc to the next (:func:`ella.data.rotation_toy`). The network is an
+N = 200 points on two arcs made by rotating a jittered base direction (0 or 180 degrees)
+about the origin by U[-60, 60] degrees: a soft +-60 degree rotational invariance, with empty
+gaps of 60 degrees between the arcs. Two classes: within an arc the label is the radius band
+(r in [0.5, 1.25) or [1.25, 2]), and the assignment flips from one arc to the other
+(:func:`ella.data.rotation_toy`). The network is an
 MLP 2-50-2 with one tanh hidden layer; the invariant model
 averages its logits over S = 100 rotations by ``eps * eta``, eps ~ U[-1, 1]
 (:class:`ella.invariance.PointRotation`, :class:`ella.invariance.InvariantModel`), with eta = 0
@@ -36,7 +37,7 @@ import time
 import torch
 from torch import nn
 
-from _common import parser, setup, write_results
+from _common import parser, run_config, setup, write_results
 from ella import plot
 from ella.data import rotation_toy
 from ella.invariance import (
@@ -190,14 +191,11 @@ def main() -> None:
         args.out / "eta_trajectory.png",
     )
     config = {
-        "seed": args.seed,
-        "quick": args.quick,
-        "device": args.device,
-        "threads": args.threads,
+        **run_config(args),
         "n_classes": N_CLASSES,
         "true_angle_deg": TRUE_ANGLE_DEG,
         "model": "MLP 2-50-2 tanh, float64",
-        "data": "3 arcs (0, 120, 240 deg) x 2 radius bands, label (band + arc) mod 2",
+        "data": "2 arcs (0, 180 deg) of +-60 deg x 2 radius bands, label (band + arc) mod 2",
         "lr": 0.1,
         "lr_hyper": 0.1,
         "lr_eta_min": 1e-4,

@@ -41,7 +41,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from _common import parser, setup, write_results
+from _common import parser, run_config, setup, write_results
 from ella import plot
 from ella.dynamics import curvature_measures, fit_next_frame
 from ella.layers import FieldCNN, FieldGCNN, cnn_width_for, equivariance_error
@@ -263,11 +263,7 @@ def main() -> None:
     timings["total_s"] = time.perf_counter() - start
     config = {
         **settings,
-        "seed": args.seed,
-        "seeds": seeds,
-        "quick": args.quick,
-        "device": args.device,
-        "threads": args.threads,
+        **run_config(args, seeds),
         "plume": {k: str(v) if k == "dtype" else v for k, v in vars(plume).items()},
         "checkpoints": {"early": f"epoch {settings['early_epoch']}", "best": "lowest val RMSE"},
         "sharpness": "mean over directions and relative radii; se over seeds",

@@ -35,7 +35,7 @@ import time
 import torch
 from torch import nn
 
-from _common import parser, setup, write_results
+from _common import parser, run_config, setup, write_results
 from ella import plot
 from ella.data import VERSIONS, imposed_eta, transformed_digits
 from ella.invariance import (
@@ -63,6 +63,19 @@ EXPECTED = {
     "partially_rotated": "rotation",
     "translated": "translation",
     "scaled": "scale",
+}
+#: run settings: (--quick, full run)
+SETTINGS = {
+    "n_train": (60, 1000),
+    "epochs": (2, 80),
+    "burn_in": (1, 5),
+    "marglik_every": (1, 3),
+    "n_hyper_steps": (3, 20),
+    "n_eta_steps": (1, 12),
+    "eta_batch_size": (30, 100),
+    "n_samples": (2, 8),
+    "n_samples_test": (2, 16),
+    "posthoc_steps": (20, 200),
 }
 log = logging.getLogger("transformed_digits")
 
@@ -166,32 +179,7 @@ def main() -> None:
     p.add_argument("--n-train", type=int, default=None)
     args = p.parse_args()
     setup(args)
-    if args.quick:
-        settings = dict(
-            n_train=60,
-            epochs=2,
-            burn_in=1,
-            marglik_every=1,
-            n_hyper_steps=3,
-            n_eta_steps=1,
-            eta_batch_size=30,
-            n_samples=2,
-            n_samples_test=2,
-            posthoc_steps=20,
-        )
-    else:
-        settings = dict(
-            n_train=1000,
-            epochs=80,
-            burn_in=5,
-            marglik_every=3,
-            n_hyper_steps=20,
-            n_eta_steps=12,
-            eta_batch_size=100,
-            n_samples=8,
-            n_samples_test=16,
-            posthoc_steps=200,
-        )
+    settings = {k: quick if args.quick else full for k, (quick, full) in SETTINGS.items()}
     if args.epochs is not None:
         settings["epochs"] = args.epochs
     if args.n_train is not None:
@@ -253,10 +241,7 @@ def main() -> None:
             flows = {v: models[f"{v}/{kind}/lila"].augmentation.flow for v in runs}
             plot.save(plot.flow_fields(flows, seed=args.seed), args.out / f"flow_fields_{kind}.png")
     config = {
-        "seed": args.seed,
-        "quick": args.quick,
-        "device": args.device,
-        "threads": args.threads,
+        **run_config(args),
         "n_test": 1797 - settings["n_train"],
         "image_size": 16,
         "models": {"mlp": "256-128-10 tanh", "cnn": "conv8/2-conv16/2-64-10 relu (3x3, stride 2)"},

@@ -26,10 +26,12 @@ def test_rotation_toy_is_seeded_and_labelled_by_band_and_arc():
     assert x.shape == (400, 2) and set(y.tolist()) == {0, 1}
     r = x.norm(dim=1)
     assert float(r.min()) >= 0.5 - 1e-12 and float(r.max()) <= 2.0 + 1e-12
-    # away from the arcs' ends (jitter 2 degrees), the label is (band + arc) mod 2
+    # two arcs of +-60 degrees about 0 and 180 degrees, with empty gaps between them; away
+    # from the arcs' ends (jitter 2 degrees) the label is (band + arc) mod 2
     angle = torch.remainder(torch.atan2(x[:, 1], x[:, 0]), 2 * math.pi)
-    arc = torch.round(angle / (2 * math.pi / 3)).long() % 3
-    offset = torch.remainder(angle - arc * 2 * math.pi / 3 + math.pi, 2 * math.pi) - math.pi
+    arc = torch.round(angle / math.pi).long() % 2
+    offset = torch.remainder(angle - arc * math.pi + math.pi, 2 * math.pi) - math.pi
+    assert float(offset.abs().max()) < math.radians(60 + 4 * 2)
     inside = offset.abs() < math.radians(50)
     band = (r >= 1.25).long()
     assert inside.sum() > 200
