@@ -280,13 +280,8 @@ class Laplace:
         }
 
         # kron with the default factors: the KFAC forward passes give the likelihood too (one
-        # forward instead of two), unless a model parameter outside `params` requires a gradient
-        # (kfac detaches those; the likelihood must stay differentiable in them)
-        fused = (
-            self.structure == "kron"
-            and self._default_kron_factors
-            and all(n in params for n, p in self.model.named_parameters() if p.requires_grad)
-        )
+        # forward instead of two)
+        fused = self.structure == "kron" and self._default_kron_factors
         log_lik = torch.zeros((), dtype=self.dtype, device=self.device)
         dense: Tensor | None = None
         for inputs, targets in [] if fused else batches:
