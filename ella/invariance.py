@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -60,7 +60,7 @@ from ella.marglik import (
 from symdisc.curvature import KronFactors, ggn_rows, output_hessian_sqrt
 from symdisc.curvature._losses import Loss, check_loss, loss_value, reduction_scale
 from symdisc.curvature.hessian import check_finite_loss
-from symdisc.curvature.kfac import kfac_rule_for
+from symdisc.curvature.kfac import forward_with_layer_inputs, kfac_rule_for, layer_terms
 
 __all__ = [
     "AFFINE_GENERATORS",
@@ -341,37 +341,13 @@ def _augmented_batch(
     if inputs.ndim < 3:
         raise ValueError(f"inputs must have shape (B, S, ...), got {tuple(inputs.shape)}")
     b, s = inputs.shape[:2]
-    captured: dict[str, tuple[Tensor, Tensor]] = {}
-
-    def capture(name: str) -> Callable:
-        def hook(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
-            captured[name] = (args[0] if create_graph else args[0].detach(), output)
-
-        return hook
-
-    handles = [m.register_forward_hook(capture(n)) for n, m in layers.items()]
-    try:
-        with torch.enable_grad():
-            outputs = torch.func.functional_call(model, point, (inputs,))
-    finally:
-        for h in handles:
-            h.remove()
+    outputs, captured = forward_with_layer_inputs(model, layers, point, inputs, create_graph)
     at = outputs if create_graph else outputs.detach()
     columns = output_hessian_sqrt(at, loss, "sum")  # (B, C, K): Lambda(f_hat) = S S^T
-    names = list(captured)
-    outs = [captured[n][1] for n in names]
-    # backpropagating S's columns through the mean over draws gives (1/S) g'_s per draw
-    per_column = [
-        torch.autograd.grad(
-            outputs, outs, columns[:, :, k], retain_graph=True, create_graph=create_graph
-        )
-        for k in range(columns.shape[2])
-    ]
     n_cols = columns.shape[2]
     result = {}
-    for i, name in enumerate(names):
-        grads = [col[i] if create_graph else col[i].detach() for col in per_column]
-        terms = kfac_rule_for(layers[name])(layers[name], captured[name][0], grads)
+    # backpropagating S's columns through the mean over draws gives (1/S) g'_s per draw
+    for name, terms in layer_terms(layers, outputs, captured, columns, create_graph).items():
         for j, term in enumerate(terms):
             key = name if len(terms) == 1 else f"{name}:{j}"
             a, g = term.a, term.g

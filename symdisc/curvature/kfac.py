@@ -55,6 +55,8 @@ __all__ = [
     "kfac",
     "kfac_with_loss",
     "row_gram",
+    "forward_with_layer_inputs",
+    "layer_terms",
     "register_kfac_rule",
     "kfac_rule_for",
 ]
@@ -320,17 +322,7 @@ def kfac_with_loss(
     out_shape: tuple[int, ...] | None = None
     loss_sum: Tensor | None = None
     for inputs, targets in data:
-        captured: dict[str, tuple[Tensor, Tensor]] = {}
-        handles = [
-            module.register_forward_hook(_capture(name, captured, create_graph))
-            for name, module in layers.items()
-        ]
-        try:
-            with torch.enable_grad():
-                outputs = torch.func.functional_call(model, point, (inputs,))
-        finally:
-            for h in handles:
-                h.remove()
+        outputs, captured = forward_with_layer_inputs(model, layers, point, inputs, create_graph)
         at = outputs if create_graph else outputs.detach()
         value = loss_value(at, targets, loss, "sum")
         check_finite_loss(value.detach())
@@ -342,22 +334,7 @@ def kfac_with_loss(
             columns = output_hessian_sqrt(at, loss, "sum")
         else:
             columns = sample_output_gradients(at, loss, "sum", mc_samples, gen)
-        names = list(captured)
-        layer_outputs = [captured[n][1] for n in names]
-        per_column = [
-            torch.autograd.grad(
-                outputs,
-                layer_outputs,
-                columns[:, :, k],
-                retain_graph=True,
-                create_graph=create_graph,
-            )
-            for k in range(columns.shape[2])
-        ]
-        for i, name in enumerate(names):
-            grads = [col[i] if create_graph else col[i].detach() for col in per_column]
-            rule = kfac_rule_for(layers[name])
-            terms = rule(layers[name], captured[name][0], grads)
+        for name, terms in layer_terms(layers, outputs, captured, columns, create_graph).items():
             for j, term in enumerate(terms):
                 key = name if len(terms) == 1 else f"{name}:{j}"
                 a_gram, n_rows = row_gram(term.a)
@@ -463,10 +440,63 @@ def _rule_names() -> list[str]:
     return sorted(t.__name__ for t in _RULES)
 
 
-def _capture(
-    name: str, store: dict[str, tuple[Tensor, Tensor]], keep_graph: bool = False
-) -> Callable:
-    def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-        store[name] = (inputs[0] if keep_graph else inputs[0].detach(), output)
+def forward_with_layer_inputs(
+    model: nn.Module,
+    layers: dict[str, nn.Module],
+    point: dict[str, Tensor],
+    inputs: Tensor,
+    keep_graph: bool,
+) -> tuple[Tensor, dict[str, tuple[Tensor, Tensor]]]:
+    """The model's outputs at ``point`` and ``{layer: (layer input, layer output)}``.
 
-    return hook
+    The layer inputs are detached unless ``keep_graph`` (then the factors built from them stay
+    differentiable in whatever the inputs depend on); the layer outputs keep their graph, for
+    :func:`layer_terms`.
+    """
+    captured: dict[str, tuple[Tensor, Tensor]] = {}
+
+    def capture(name: str) -> Callable:
+        def hook(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
+            captured[name] = (args[0] if keep_graph else args[0].detach(), output)
+
+        return hook
+
+    handles = [m.register_forward_hook(capture(n)) for n, m in layers.items()]
+    try:
+        with torch.enable_grad():
+            outputs = torch.func.functional_call(model, point, (inputs,))
+    finally:
+        for h in handles:
+            h.remove()
+    return outputs, captured
+
+
+def layer_terms(
+    layers: dict[str, nn.Module],
+    outputs: Tensor,
+    captured: dict[str, tuple[Tensor, Tensor]],
+    columns: Tensor,
+    create_graph: bool,
+) -> dict[str, list[KronTerms]]:
+    """Every layer's :class:`KronTerms` for one batch.
+
+    Backpropagates each column ``columns[:, :, k]`` (N, C) of an output-Hessian root (or of
+    sampled output gradients) from ``outputs`` (N, C) to the captured layer outputs of
+    :func:`forward_with_layer_inputs`, one backward pass per column, and applies each layer's
+    rule to its input and those output gradients (detached unless ``create_graph``).
+    """
+    names = list(captured)
+    layer_outputs = [captured[n][1] for n in names]
+    per_column = [
+        torch.autograd.grad(
+            outputs, layer_outputs, columns[:, :, k], retain_graph=True, create_graph=create_graph
+        )
+        for k in range(columns.shape[2])
+    ]
+    out: dict[str, list[KronTerms]] = {}
+    for i, name in enumerate(names):
+        grads = [col[i] if create_graph else col[i].detach() for col in per_column]
+        rule = kfac_rule_for(layers[name])
+        assert rule is not None  # layers are selected by having a rule
+        out[name] = rule(layers[name], captured[name][0], grads)
+    return out
