@@ -23,7 +23,7 @@ module         contents
 =============  ==============================================================================
 """
 
-from ella import kfac, laplace, layers, marglik, models, testing  # kfac registers its rules
+from ella import laplace, layers, marglik, models, testing
 
 __version__ = "0.1.0"
 

@@ -44,8 +44,15 @@ from tqdm import tqdm
 from _common import parser, run_config, setup, write_results
 from ella import plot
 from ella.dynamics import curvature_measures, fit_next_frame
-from ella.layers import FieldCNN, FieldGCNN, cnn_width_for, equivariance_error
-from ella.plume import NextFrameData, PlumeConfig, next_frame_data, plume_dataset, rotate_fields
+from ella.dynamics.networks import FieldCNN, FieldGCNN, cnn_width_for
+from ella.dynamics.plume import (
+    NextFrameData,
+    PlumeConfig,
+    next_frame_data,
+    plume_dataset,
+    rotate_fields,
+)
+from ella.layers import equivariance_error
 
 DATASETS = ("symmetric", "broken")
 MODELS = ("cnn", "gcnn", "relaxed_gcnn")

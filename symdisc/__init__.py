@@ -18,13 +18,35 @@ module             contents
 =================  ===========================================================================
 """
 
-from symdisc import curvature
-from symdisc.actions import LinearAction, MLPAction
-from symdisc.discover import discover
-from symdisc.generators import Generators
-from symdisc.losses import ParamLoss, mlp, module_loss, three_layer_tanh_skip, two_layer
-from symdisc.sampler import Samples, sample
-from symdisc.train import Discovery, TrainConfig, train
+import importlib
+
+# The discovery API is loaded on first use, so that ``import symdisc.curvature`` (and so
+# ``import ella``) does not load discovery and training.
+_LAZY = {
+    "curvature": "symdisc.curvature",
+    "Discovery": "symdisc.train",
+    "Generators": "symdisc.generators",
+    "LinearAction": "symdisc.actions",
+    "MLPAction": "symdisc.actions",
+    "ParamLoss": "symdisc.losses",
+    "Samples": "symdisc.sampler",
+    "TrainConfig": "symdisc.train",
+    "discover": "symdisc.discover",
+    "mlp": "symdisc.losses",
+    "module_loss": "symdisc.losses",
+    "sample": "symdisc.sampler",
+    "three_layer_tanh_skip": "symdisc.losses",
+    "train": "symdisc.train",
+    "two_layer": "symdisc.losses",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'symdisc' has no attribute {name!r}")
+    module = importlib.import_module(_LAZY[name])
+    return module if _LAZY[name] == f"symdisc.{name}" else getattr(module, name)
+
 
 __version__ = "0.1.0"
 

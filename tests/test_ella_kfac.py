@@ -29,8 +29,8 @@ from ella.layers.pooling import polyphase_pool
 from ella.layers.relaxed import rbf_basis
 from ella.models import GROUP_LAYERS, LAYERS, LayerSpec, neyshabur
 from symdisc.curvature import functional, ggn, kfac
-from symdisc.curvature._losses import loss_value
 from symdisc.curvature.kfac import kfac_rule_for
+from symdisc.curvature.losses import loss_value
 
 DTYPE = torch.float64
 

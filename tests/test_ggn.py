@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from symdisc.curvature import GGNOperator, flatten, ggn, unflatten
-from symdisc.curvature._losses import loss_value
+from symdisc.curvature.losses import loss_value
 
 
 def brute_force_ggn(case, reduction):

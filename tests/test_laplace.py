@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-import ella.laplace as laplace_module
+import ella.laplace.core as laplace_module
 from conftest import DTYPE
 from ella.laplace import ROOT_GROUP, Laplace, prior_groups
 from ella.layers import CONV, FC, PathSum

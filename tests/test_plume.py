@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ella.plume import (
+from ella.dynamics.plume import (
     E_UP,
     PlumeConfig,
     advect,

@@ -9,22 +9,24 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from ella.layers import (
+from ella.dynamics.networks import (
     FieldCNN,
     FieldGCNN,
+    cnn_width_for,
+    regular_to_vector,
+    vector_to_regular,
+)
+from ella.dynamics.plume import rotate_fields
+from ella.layers import (
     GroupConv,
     LiftingConv,
     RelaxedGroupConv,
     RelaxedLiftingConv,
-    cnn_width_for,
     equivariance_error,
     layer_equivariance_errors,
-    regular_to_vector,
     relaxation_penalty,
     rotate_p4,
-    vector_to_regular,
 )
-from ella.plume import rotate_fields
 from symdisc.curvature import functional
 
 DTYPE = torch.float64

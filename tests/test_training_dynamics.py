@@ -12,8 +12,8 @@ import torch
 
 from conftest import run_quick
 from ella.dynamics import curvature_measures
+from ella.dynamics.plume import PlumeConfig, next_frame_data, plume_dataset, rotate_fields
 from ella.layers import equivariance_error
-from ella.plume import PlumeConfig, next_frame_data, plume_dataset, rotate_fields
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))

@@ -2,6 +2,9 @@
 
 Every layer maps (B, C, H, W) -> (B, C', H', W') and tags its parameters with a path ("fc",
 "conv", "gconv"); :func:`parameter_paths` reads the tags of a whole model.
+
+The layers' KFAC rules (:mod:`ella.layers.kfac_rules`) are registered with
+:func:`symdisc.curvature.register_kfac_rule` when this package is imported.
 """
 
 from ella.layers._base import Path, RelaxedLayer, parameter_paths
@@ -18,16 +21,11 @@ from ella.layers.group import (
 from ella.layers.pooling import PolyphasePool, polyphase_pool
 from ella.layers.relaxed import CONV, FC, FFC, SCONV, SFC, PathSum, PriorTarget, rbf_basis
 from ella.layers.relaxed_group import (
-    FieldCNN,
-    FieldGCNN,
     RelaxedGroupConv,
     RelaxedLiftingConv,
-    cnn_width_for,
     equivariance_error,
     layer_equivariance_errors,
-    regular_to_vector,
     relaxation_penalty,
-    vector_to_regular,
 )
 
 __all__ = [
@@ -57,9 +55,6 @@ __all__ = [
     "relaxation_penalty",
     "equivariance_error",
     "layer_equivariance_errors",
-    "vector_to_regular",
-    "regular_to_vector",
-    "FieldGCNN",
-    "FieldCNN",
-    "cnn_width_for",
 ]
+
+from ella.layers import kfac_rules  # noqa: E402,F401  (registers the KFAC rules)

@@ -1,5 +1,7 @@
-"""Relaxed C4 lifting and group convolutions (paper 003; Wang, Walters and Yu, 2022) and the
-networks on density-and-velocity fields built from them.
+"""Relaxed C4 lifting and group convolutions (paper 003; Wang, Walters and Yu, 2022).
+
+The networks on density-and-velocity fields built from them are in
+:mod:`ella.dynamics.networks`.
 
 Feature maps on the group have shape ``(B, C, 4, H, W)`` and transform by
 :func:`~ella.layers.group.rotate_p4` (every map rotated in space by ``torch.rot90`` and the
@@ -24,22 +26,11 @@ layer starts exactly equivariant, and stops being so once its weights differ.
 layer with the weights tied. Filters are rotated exactly with ``torch.rot90`` and the group axis
 shifted with ``torch.roll``; nothing is cached, every forward builds its filters from the
 current parameters (a perturbation of any weight changes the output).
-
-Fields
-------
-A state of the plume task (:mod:`ella.plume`) is ``(B, 3, H, W)``: a density (a scalar field) and
-a velocity (a vector field, components along dims -2 and -1). Under a quarter turn the velocity
-rotates as ``(u_0, u_1) -> (-u_1, u_0)`` on the rotated grid. :func:`vector_to_regular` writes a
-vector field as its components along the four directions ``M^r e_0`` (``e_0 = (1, 0)``), a group
-feature map on which the quarter turn acts by :func:`rotate_p4`; :func:`regular_to_vector` maps
-back by ``sum_r y_r M^r e_0``. With these, :class:`FieldGCNN` is exactly C4-equivariant on states
-when its weights are tied.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -55,20 +46,12 @@ from ella.layers.group import (
     rotate_p4,
 )
 
-Activation = Literal["elu", "relu"]
-
 __all__ = [
-    "Activation",
     "RelaxedLiftingConv",
     "RelaxedGroupConv",
     "relaxation_penalty",
     "equivariance_error",
     "layer_equivariance_errors",
-    "vector_to_regular",
-    "regular_to_vector",
-    "FieldGCNN",
-    "FieldCNN",
-    "cnn_width_for",
 ]
 
 
@@ -301,121 +284,3 @@ def layer_equivariance_errors(model: nn.Module, x: Tensor) -> dict[str, float]:
             h.remove()
     modules = dict(model.named_modules())
     return {name: equivariance_error(modules[name], inp) for name, inp in inputs.items()}
-
-
-# --------------------------------------------------------------------------------------------
-# density-and-velocity fields
-# --------------------------------------------------------------------------------------------
-
-
-def vector_to_regular(u: Tensor) -> Tensor:
-    """A vector field ``(B, 2, H, W)`` as a group map ``(B, 1, 4, H, W)`` of its components
-    along ``M^r e_0``: ``(u_0, u_1, -u_0, -u_1)``. Rotating the field (grid and components)
-    is :func:`rotate_p4` of the result."""
-    if u.dim() != 4 or u.shape[1] != 2:
-        raise ValueError(f"`u` must have shape (B, 2, H, W), got {tuple(u.shape)}")
-    return torch.stack([u[:, 0], u[:, 1], -u[:, 0], -u[:, 1]], dim=1)[:, None]
-
-
-def regular_to_vector(y: Tensor) -> Tensor:
-    """A group map ``(B, 1, 4, H, W)`` to the vector field ``sum_r y_r M^r e_0 = (y_0 - y_2,
-    y_1 - y_3)``, ``(B, 2, H, W)``; equivariant from :func:`rotate_p4` to vector rotations."""
-    y = _check_group_map(y, 1, "regular_to_vector")[:, 0]
-    return torch.stack([y[:, 0] - y[:, 2], y[:, 1] - y[:, 3]], dim=1)
-
-
-def _activation(name: object) -> nn.Module:
-    if name not in get_args(Activation):
-        raise ValueError(f"`activation` must be one of {get_args(Activation)}, got {name!r}")
-    return nn.ELU() if name == "elu" else nn.ReLU()
-
-
-class FieldGCNN(nn.Module):
-    """A (relaxed) C4 group CNN from states ``(B, 3, H, W)`` to the next state, residually.
-
-    Input: the density through a :class:`RelaxedLiftingConv` plus the velocity, written as a
-    group map by :func:`vector_to_regular`, through a :class:`RelaxedGroupConv`; then
-    ``depth - 1`` hidden :class:`RelaxedGroupConv` (a pointwise non-linearity after the input
-    layer and after each hidden one); an output :class:`RelaxedGroupConv` to 2 channels: the
-    mean over rotations of channel 0 is the density increment, channel 1 by
-    :func:`regular_to_vector` the velocity increment; ``out = x + increment``. With
-    ``tied=True``, ``model(rotate_fields(x)) == rotate_fields(model(x))`` exactly
-    (:func:`ella.plume.rotate_fields`).
-
-    Args:
-        width: channels ``C`` of the hidden group maps.
-        depth: number of group convolutions after the input layer (>= 1).
-        banks: filter banks ``L`` of every layer.
-        tied: the strict G-CNN (combination weights shared over rotations).
-        kernel_size: odd filter size.
-        activation: ``"elu"`` (default: smooth, so the Hessian exists everywhere, and no unit
-            can die for all inputs, which stalls networks this narrow) or ``"relu"``.
-    """
-
-    def __init__(
-        self, width: int = 4, depth: int = 2, banks: int = 2, *, tied: bool = False,
-        kernel_size: int = 3, activation: Activation = "elu",
-    ) -> None:  # fmt: skip
-        super().__init__()
-        _check_positive_int(depth, "depth")
-        self.act = _activation(activation)
-        opts = dict(kernel_size=kernel_size, banks=banks, tied=tied)
-        self.lift_density = RelaxedLiftingConv(1, width, **opts)
-        self.lift_velocity = RelaxedGroupConv(1, width, bias=False, **opts)
-        hidden = [RelaxedGroupConv(width, width, **opts) for _ in range(depth - 1)]
-        self.hidden = nn.ModuleList(hidden)
-        self.out = RelaxedGroupConv(width, 2, **opts)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``(B, 3, H, W) -> (B, 3, H, W)``."""
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"`x` must be states of shape (B, 3, H, W), got {tuple(x.shape)}")
-        h = self.lift_density(x[:, :1]) + self.lift_velocity(vector_to_regular(x[:, 1:]))
-        h = self.act(h)
-        for layer in self.hidden:
-            h = self.act(layer(h))
-        y = self.out(h)
-        increment = torch.cat([y[:, 0].mean(1, keepdim=True), regular_to_vector(y[:, 1:])], 1)
-        return x + increment
-
-
-class FieldCNN(nn.Module):
-    """A plain CNN with the layout of :class:`FieldGCNN`: ``depth + 1`` circular ``3 x 3``
-    convolutions ``3 -> C -> ... -> C -> 3`` with the same non-linearity, residual
-    (``out = x + increment``)."""
-
-    def __init__(
-        self, width: int = 8, depth: int = 2, *, kernel_size: int = 3,
-        activation: Activation = "elu",
-    ) -> None:  # fmt: skip
-        super().__init__()
-        _check_positive_int(depth, "depth")
-        self.act = _activation(activation)
-        k = _check_kernel_size(kernel_size)
-        chans = [3] + [width] * depth + [3]
-        self.convs = nn.ModuleList(
-            nn.Conv2d(a, b, k, padding=k // 2, padding_mode="circular")
-            for a, b in zip(chans[:-1], chans[1:])
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``(B, 3, H, W) -> (B, 3, H, W)``."""
-        h = x
-        for i, conv in enumerate(self.convs):
-            h = conv(h)
-            if i < len(self.convs) - 1:
-                h = self.act(h)
-        return x + h
-
-
-def cnn_width_for(n_params: int, depth: int = 2, kernel_size: int = 3) -> int:
-    """The width C of :class:`FieldCNN` whose parameter count is closest to ``n_params``."""
-    best, best_gap = 1, None
-    for c in range(1, 257):
-        count = sum(p.numel() for p in FieldCNN(c, depth, kernel_size=kernel_size).parameters())
-        gap = abs(count - n_params)
-        if best_gap is None or gap < best_gap:
-            best, best_gap = c, gap
-        if count > n_params:
-            break
-    return best

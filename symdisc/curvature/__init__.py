@@ -17,19 +17,13 @@ module                 contents
 =====================  =====================================================================
 """
 
-from symdisc.curvature._functional import Params, flatten, functional, num_params, unflatten
 from symdisc.curvature._linop import CurvatureOperator
-from symdisc.curvature._losses import (
-    output_hessian_sqrt,
-    reduction_scale,
-    sample_output_gradients,
-    supervised_loss,
-)
 from symdisc.curvature.derivatives import (
     jacobian_vector_product,
     per_sample_jacobian,
     vector_jacobian_product,
 )
+from symdisc.curvature.functional import Params, flatten, functional, num_params, unflatten
 from symdisc.curvature.ggn import GGNOperator, ggn, ggn_rows
 from symdisc.curvature.hessian import HessianOperator, hessian
 from symdisc.curvature.kfac import (
@@ -39,6 +33,12 @@ from symdisc.curvature.kfac import (
     kfac,
     register_kfac_rule,
     row_gram,
+)
+from symdisc.curvature.losses import (
+    output_hessian_sqrt,
+    reduction_scale,
+    sample_output_gradients,
+    supervised_loss,
 )
 from symdisc.curvature.sharpness import SharpnessResult, random_directions, sharpness
 from symdisc.curvature.spectrum import (

@@ -8,7 +8,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from symdisc.curvature._functional import Params, flatten, num_params, unflatten
+from symdisc.curvature.functional import Params, flatten, num_params, unflatten
 
 __all__ = [
     "CurvatureOperator",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from symdisc.curvature._functional import ModelFn, Params, check_params
+from symdisc.curvature.functional import ModelFn, Params, check_params
 
 __all__ = ["per_sample_jacobian", "jacobian_vector_product", "vector_jacobian_product"]
 

@@ -1,7 +1,7 @@
 """The generalised Gauss-Newton matrix ``G = sum_n J_n^T H_n J_n`` of a supervised loss.
 
 ``J_n`` is the Jacobian of sample n's outputs in the parameters and ``H_n`` the Hessian of the loss
-in those outputs (see :mod:`symdisc.curvature._losses` for both losses and reductions). G drops
+in those outputs (see :mod:`symdisc.curvature.losses` for both losses and reductions). G drops
 the second-order term of the network from the Hessian and is positive semi-definite.
 """
 
@@ -10,9 +10,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from symdisc.curvature._functional import ModelFn, Params, check_params, num_params
 from symdisc.curvature._linop import ParameterOperator
-from symdisc.curvature._losses import (
+from symdisc.curvature.derivatives import per_sample_jacobian
+from symdisc.curvature.functional import ModelFn, Params, check_params, num_params
+from symdisc.curvature.hessian import check_finite_loss
+from symdisc.curvature.losses import (
     Loss,
     Reduction,
     check_loss,
@@ -21,8 +23,6 @@ from symdisc.curvature._losses import (
     output_hessian_sqrt,
     reduction_scale,
 )
-from symdisc.curvature.derivatives import per_sample_jacobian
-from symdisc.curvature.hessian import check_finite_loss
 
 __all__ = ["GGNOperator", "ggn", "ggn_rows"]
 

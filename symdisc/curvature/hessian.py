@@ -8,8 +8,8 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
-from symdisc.curvature._functional import Params, check_params
 from symdisc.curvature._linop import ParameterOperator
+from symdisc.curvature.functional import Params, check_params
 
 HVPMode = Literal["vjp", "jvp"]
 LossFn = Callable[..., Tensor]

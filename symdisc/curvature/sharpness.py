@@ -9,8 +9,8 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
-from symdisc.curvature._functional import Params, check_params, flatten, num_params, unflatten
 from symdisc.curvature._random import SeedLike, as_generator, random_probes
+from symdisc.curvature.functional import Params, check_params, flatten, num_params, unflatten
 from symdisc.curvature.hessian import check_finite_loss
 
 DirectionKind = Literal["sphere", "filter"]

@@ -50,8 +50,8 @@ from symdisc.curvature import (
     ggn_rows,
     kfac,
 )
-from symdisc.curvature._losses import loss_value
 from symdisc.curvature.kfac import drop_softmax_null, kfac_rule_for, kfac_with_loss
+from symdisc.curvature.losses import loss_value
 
 Likelihood = Literal["classification", "regression"]
 Structure = Literal["full", "kron", "diag"]

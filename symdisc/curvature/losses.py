@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from symdisc.curvature._functional import ModelFn, Params
+from symdisc.curvature.functional import ModelFn, Params
 
 Loss = Literal["mse", "cross_entropy"]
 Reduction = Literal["mean", "sum"]

@@ -30,8 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from symdisc.curvature._functional import Params, check_params
-from symdisc.curvature._losses import (
+from symdisc.curvature._random import SeedLike, as_generator
+from symdisc.curvature.functional import Params, check_params
+from symdisc.curvature.hessian import check_finite_loss
+from symdisc.curvature.losses import (
     Loss,
     Reduction,
     check_loss,
@@ -40,8 +42,6 @@ from symdisc.curvature._losses import (
     reduction_scale,
     sample_output_gradients,
 )
-from symdisc.curvature._random import SeedLike, as_generator
-from symdisc.curvature.hessian import check_finite_loss
 
 FisherType = Literal["type2", "mc"]
 BiasHandling = Literal["folded", "separate"]
@@ -375,7 +375,7 @@ def _softmax(outputs: Tensor) -> Tensor:
 
 def _softmax_root_rank_reduced(outputs: Tensor) -> Tensor:
     """(N, C, C - 1) columns with ``S'_n S'_n^T = diag(p_n) - p_n p_n^T``: the root ``S_n =
-    diag(sqrt p_n) - p_n sqrt(p_n)^T`` of :func:`symdisc.curvature._losses.output_hessian_sqrt`
+    diag(sqrt p_n) - p_n sqrt(p_n)^T`` of :func:`symdisc.curvature.losses.output_hessian_sqrt`
     (summed cross-entropy) with its null direction dropped by :func:`drop_softmax_null`."""
     p = _softmax(outputs)
     root = p.sqrt()
@@ -389,7 +389,7 @@ def drop_softmax_null(
     """Drop the direction of ``x`` that the cross-entropy output Hessian annihilates.
 
     The root ``S_n = diag(sqrt p_n) - p_n sqrt(p_n)^T`` of ``H_n = diag(p_n) - p_n p_n^T``
-    (:func:`symdisc.curvature._losses.output_hessian_sqrt`) has rank C - 1: ``S_n u_n = 0`` for
+    (:func:`symdisc.curvature.losses.output_hessian_sqrt`) has rank C - 1: ``S_n u_n = 0`` for
     the unit vector ``u_n = sqrt(p_n)``. With the Householder reflection
     ``Q_n = I - 2 v v^T / (v^T v)``, ``v = u_n + e_C`` (so ``Q_n u_n = -e_C``; ``v^T v >= 2``,
     stable), the last column of ``S_n Q_n`` is ``-S_n u_n = 0`` and ``(S_n Q_n)(S_n Q_n)^T =

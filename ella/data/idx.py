@@ -1,0 +1,80 @@
+"""MNIST / Fashion-MNIST from local IDX files (the paper-scale data; nothing is downloaded)."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["read_idx", "load_mnist"]
+
+_IDX_TYPES = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """An IDX file (optionally gzipped) as a numpy array of its shape and type.
+
+    Raises:
+        ValueError: for a file that is not IDX (wrong magic number or size).
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
+        raise ValueError(f"{path} is not an IDX file (magic {raw[:4]!r})")
+    dtype, ndim = np.dtype(_IDX_TYPES[raw[2]]), raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    offset = 4 + 4 * ndim
+    count = int(np.prod(shape)) if shape else 0
+    if len(raw) - offset != count * dtype.itemsize:
+        raise ValueError(
+            f"{path}: header says shape {shape} of {dtype} ({count * dtype.itemsize} bytes), "
+            f"the file holds {len(raw) - offset}"
+        )
+    return np.frombuffer(raw, dtype=dtype, offset=offset).reshape(shape)
+
+
+def load_mnist(
+    root: str | Path, split: Literal["train", "test"] = "train"
+) -> tuple[Tensor, Tensor]:
+    """MNIST or Fashion-MNIST (same file layout) from a local directory of IDX files.
+
+    Looks for ``{train,t10k}-{images-idx3,labels-idx1}-ubyte`` with or without ``.gz`` in
+    ``root``. Nothing is downloaded.
+
+    Returns:
+        ``(images (N, 1, 28, 28) float32 in [0, 1], labels (N,) int64)``.
+
+    Raises:
+        FileNotFoundError: naming the files looked for.
+        ValueError: for an unknown split or inconsistent files.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"`split` must be 'train' or 'test', got {split!r}")
+    root = Path(root)
+    prefix = "train" if split == "train" else "t10k"
+
+    def find(stem: str) -> Path:
+        for name in (stem, f"{stem}.gz"):
+            if (root / name).exists():
+                return root / name
+        raise FileNotFoundError(f"neither {stem} nor {stem}.gz in {root}")
+
+    images = read_idx(find(f"{prefix}-images-idx3-ubyte"))
+    labels = read_idx(find(f"{prefix}-labels-idx1-ubyte"))
+    if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+        raise ValueError(f"images {images.shape} and labels {labels.shape} do not match")
+    x = torch.from_numpy(images.astype(np.float32) / 255.0)[:, None]
+    return x, torch.from_numpy(labels.astype(np.int64))

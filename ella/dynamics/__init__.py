@@ -1,0 +1,39 @@
+"""Paper 003, effect of equivariance on training dynamics: a 2-D smoke-plume simulator and its
+C4 data sets (:mod:`~ella.dynamics.plume`), networks on its density-and-velocity fields
+(:mod:`~ella.dynamics.networks`), next-frame training (:mod:`~ella.dynamics.training`) and the
+curvature measures of the trained models (:mod:`~ella.dynamics.measures`).
+"""
+
+from ella.dynamics.measures import curvature_measures
+from ella.dynamics.networks import (
+    FieldCNN,
+    FieldGCNN,
+    cnn_width_for,
+    regular_to_vector,
+    vector_to_regular,
+)
+from ella.dynamics.plume import (
+    NextFrameData,
+    PlumeConfig,
+    next_frame_data,
+    plume_dataset,
+    simulate,
+)
+from ella.dynamics.training import FitResult, fit_next_frame, rmse
+
+__all__ = [
+    "FieldCNN",
+    "FieldGCNN",
+    "FitResult",
+    "NextFrameData",
+    "PlumeConfig",
+    "cnn_width_for",
+    "curvature_measures",
+    "fit_next_frame",
+    "next_frame_data",
+    "plume_dataset",
+    "regular_to_vector",
+    "rmse",
+    "simulate",
+    "vector_to_regular",
+]

@@ -1,0 +1,130 @@
+"""Reparameterised augmentation distributions ``x' = g(x, eps; eta)`` (paper 001, section 3.4
+and appendix A): affine maps of images and rotations of 2-D points, differentiable in eta."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from ella.affine import AFFINE_NAMES, affine_matrices, affine_transform
+
+__all__ = ["Augmentation", "AffineAugmentation", "PointRotation"]
+
+
+class Augmentation:
+    """A reparameterised augmentation distribution ``x' = g(x, eps; eta)``, eps ~ U[-1, 1]^k.
+
+    ``eta`` is a plain tensor (k,), a leaf that requires a gradient unless ``learnable=False``;
+    it is deliberately not an ``nn.Parameter`` of any model (see the module docstring).
+    Subclasses define :attr:`names` and :meth:`apply`.
+    """
+
+    names: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        eta: Tensor | Sequence[float] | None = None,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+        learnable: bool = True,
+    ) -> None:
+        k = len(self.names)
+        if eta is None:
+            value = torch.zeros(k, dtype=dtype, device=device)
+        else:
+            value = torch.as_tensor(eta, dtype=dtype, device=device).detach().clone()
+        if value.shape != (k,):
+            raise ValueError(f"`eta` must have shape ({k},), got {tuple(value.shape)}")
+        if not isinstance(learnable, bool):
+            raise TypeError(f"`learnable` must be a bool, got {type(learnable).__name__}")
+        self.eta = value.requires_grad_(learnable)
+
+    @property
+    def k(self) -> int:
+        """Number of components of eta."""
+        return len(self.names)
+
+    def sample_eps(
+        self, n: int, n_samples: int, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Draws eps ~ U[-1, 1]^k, independent per example and per draw: (n, S, k), drawn on
+        the CPU with ``generator`` (so the same seed gives the same draws everywhere)."""
+        if n_samples < 1:
+            raise ValueError(f"`n_samples` must be a positive int, got {n_samples}")
+        eps = torch.rand(n, n_samples, self.k, generator=generator, dtype=self.eta.dtype)
+        return (2.0 * eps - 1.0).to(self.eta.device)
+
+    def apply(self, x: Tensor, eps: Tensor, eta: Tensor | None = None) -> Tensor:
+        """The augmented inputs ``g(x_b, eps_bs; eta)``: (B, S, *x.shape[1:])."""
+        raise NotImplementedError
+
+    def __call__(
+        self, x: Tensor, n_samples: int, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """``apply(x, sample_eps(len(x), n_samples, generator))``: (B, S, ...)."""
+        return self.apply(x, self.sample_eps(x.shape[0], n_samples, generator))
+
+    def _check_eps(self, x: Tensor, eps: Tensor) -> None:
+        if eps.ndim != 3 or eps.shape[0] != x.shape[0] or eps.shape[2] != self.k:
+            raise ValueError(
+                f"`eps` must have shape ({x.shape[0]}, S, {self.k}), got {tuple(eps.shape)}"
+            )
+
+    def extent(self) -> dict[str, float]:
+        """``{component: |eta_i|}``: the half-width of the learned uniform distribution."""
+        return {n: abs(float(v)) for n, v in zip(self.names, self.eta.detach())}
+
+
+class AffineAugmentation(Augmentation):
+    """Affine augmentation of images (appendix A): eta in R^6 over translation x, y, rotation,
+    scale x, y and shear (:data:`AFFINE_NAMES`).
+
+    Per example and draw, ``T = exp(sum_i eps_i eta_i G_i)`` and ``x'(p') = x(T^-1 p')`` by
+    bilinear sampling (:func:`affine_transform`), differentiable in eta.
+
+    Example:
+        >>> aug = AffineAugmentation(dtype=torch.float64)
+        >>> aug(torch.rand(4, 1, 16, 16, dtype=torch.float64), 8).shape
+        torch.Size([4, 8, 1, 16, 16])
+    """
+
+    names = AFFINE_NAMES
+
+    def apply(self, x: Tensor, eps: Tensor, eta: Tensor | None = None) -> Tensor:
+        if x.ndim != 4:
+            raise ValueError(f"`x` must be images of shape (B, C, H, W), got {tuple(x.shape)}")
+        self._check_eps(x, eps)
+        b, s = eps.shape[:2]
+        # exp(M)^-1 = exp(-M) exactly: no matrix inversion (which fails in float32 once a
+        # large scale component makes exp(M) numerically singular)
+        inverse = affine_matrices(self.eta if eta is None else eta, -eps).reshape(b * s, 3, 3)
+        src = x[:, None].expand(b, s, *x.shape[1:]).reshape(b * s, *x.shape[1:])
+        return affine_transform(src, inverse, inverse=inverse).reshape(b, s, *x.shape[1:])
+
+    def flow(self, eps: Tensor, points: Tensor) -> Tensor:
+        """Displacements ``T p - p`` (n, P, 2) of points (P, 2) under the maps of eps (n, 6)."""
+        mats = affine_matrices(self.eta.detach().cpu(), eps.cpu())  # (n, 3, 3), on the CPU
+        points = points.cpu().to(mats.dtype)
+        homo = torch.cat([points, torch.ones_like(points[:, :1])], 1)
+        return torch.einsum("nij,pj->npi", mats[:, :2], homo) - points
+
+
+class PointRotation(Augmentation):
+    """Rotation of 2-D points about the origin by ``eps * eta`` (one component, radians).
+
+    ``x' = R(eps eta) x``, the matrix exponential of ``eps eta [[0, -1], [1, 0]]``.
+    """
+
+    names = ("rotate",)
+
+    def apply(self, x: Tensor, eps: Tensor, eta: Tensor | None = None) -> Tensor:
+        if x.ndim != 2 or x.shape[1] != 2:
+            raise ValueError(f"`x` must be 2-D points of shape (B, 2), got {tuple(x.shape)}")
+        self._check_eps(x, eps)
+        angle = (eps[..., 0] * (self.eta if eta is None else eta)[0]).to(x.dtype)  # (B, S)
+        c, s = torch.cos(angle), torch.sin(angle)
+        x0, x1 = x[:, None, 0], x[:, None, 1]
+        return torch.stack([c * x0 - s * x1, s * x0 + c * x1], dim=-1)
