@@ -1,0 +1,111 @@
+"""Argument checks shared by every public call of ``symdisc`` and ``ella``.
+
+Each check returns the value it accepted (converted where that is exact: an int given for a float
+becomes a float) and raises with a message that names the argument, what was expected and what
+came (DESIGN.md, conventions):
+
+* a value of the wrong *type* raises ``TypeError``: ``"`lr` must be a float, got str"``;
+* a value of the right type that is out of range or not among the choices raises ``ValueError``:
+  ``"`epochs` must be a positive int, got 0"``.
+
+``bool`` is never accepted as a number (``True`` is an ``int`` in Python, never in an option).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any, get_args
+
+__all__ = [
+    "check_bool",
+    "check_choice",
+    "check_float",
+    "check_instance",
+    "check_int",
+    "check_optional_int",
+]
+
+_INT_KIND = {0: "non-negative", 1: "positive"}
+
+
+def check_int(value: object, name: str, *, minimum: int | None = None) -> int:
+    """``value`` as an int (not a bool), at least ``minimum`` when given.
+
+    Raises:
+        TypeError: for a non-int (a bool included).
+        ValueError: for an int below ``minimum``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"`{name}` must be an int, got {type(value).__name__}")
+    if minimum is not None and value < minimum:
+        kind = _INT_KIND.get(minimum, f">= {minimum}")
+        what = f"a {kind} int" if minimum in _INT_KIND else f"an int {kind}"
+        raise ValueError(f"`{name}` must be {what}, got {value}")
+    return value
+
+
+def check_optional_int(value: object, name: str, *, minimum: int | None = None) -> int | None:
+    """``None``, or :func:`check_int` of ``value``."""
+    return None if value is None else check_int(value, name, minimum=minimum)
+
+
+def check_float(
+    value: object, name: str, *, positive: bool = False, nonnegative: bool = False
+) -> float:
+    """``value`` as a finite float (an int is accepted, a bool is not), > 0 with ``positive``,
+    >= 0 with ``nonnegative``.
+
+    Raises:
+        TypeError: for a value that is not a real number.
+        ValueError: for NaN, an infinity, or a value outside the asked range.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"`{name}` must be a float, got {type(value).__name__}")
+    value = float(value)
+    kind = "positive " if positive else "non-negative " if nonnegative else ""
+    if not math.isfinite(value) or (positive and value <= 0) or (nonnegative and value < 0):
+        raise ValueError(f"`{name}` must be a {kind}finite float, got {value!r}")
+    return value
+
+
+def check_bool(value: object, name: str) -> bool:
+    """``value`` if it is a bool.
+
+    Raises:
+        TypeError: for anything else (``1`` and ``0`` included).
+    """
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be a bool, got {type(value).__name__}")
+    return value
+
+
+def check_choice(value: Any, name: str, choices: Any) -> Any:
+    """``value`` if it is one of ``choices``: a ``Literal[...]`` type or an iterable of options.
+
+    Raises:
+        ValueError: naming the options and what came.
+    """
+    options = get_args(choices) or tuple(choices)
+    if value not in options:
+        raise ValueError(f"`{name}` must be one of {options}, got {value!r}")
+    return value
+
+
+def check_instance(value: Any, name: str, types: type | tuple[type, ...]) -> Any:
+    """``value`` if it is an instance of ``types``.
+
+    Raises:
+        TypeError: naming the expected and the given type.
+    """
+    if not isinstance(value, types):
+        wanted = _type_names(types if isinstance(types, tuple) else (types,))
+        raise TypeError(f"`{name}` must be {wanted}, got {type(value).__name__}")
+    return value
+
+
+def _type_names(types: Iterable[type]) -> str:
+    names = [
+        f"a {t.__name__}" if t.__name__[0] not in "AEIOU" else f"an {t.__name__}" for t in types
+    ]
+    return " or ".join(names)
