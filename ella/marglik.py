@@ -11,6 +11,10 @@ section 4 and appendices D.2, F.6).
   marginal likelihood (eq. 9) of a :class:`ella.laplace.Laplace` fitted once at the current
   weights (refit-free in the precisions).
 
+:class:`MarglikLoop` is that loop's state and steps, on the shared
+:class:`symdisc.runtime.TrainingLoop` (checkpoints, validated resume, NaN stop, progress bar);
+:func:`ella.invariance.train_invariant` builds on it too.
+
 :func:`effective_parameters` and :func:`learned_layer_report` measure the outcome (appendix D.2,
 table 4): MacKay's effective number of parameters of every group.
 
@@ -29,20 +33,40 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NoReturn, get_args
+from typing import Any, Literal, NoReturn
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ella.laplace import ROOT_GROUP, Laplace, Likelihood, PriorPrecision, Structure, prior_groups
-from ella.layers._base import parameter_paths
+from ella.laplace import (
+    ROOT_GROUP,
+    Laplace,
+    Likelihood,
+    PriorPrecision,
+    Structure,
+    layer_paths,
+    prior_groups,
+)
+from symdisc.runtime import (
+    NonFiniteLossError,
+    TrainingLoop,
+    check_bool,
+    check_choice,
+    check_float,
+    check_instance,
+    check_int,
+    check_train_data,
+    non_finite,
+)
 
 __all__ = [
     "MarglikConfig",
+    "MarglikLoop",
     "MarglikResult",
     "NonFiniteLossError",
     "train_marglik",
@@ -56,44 +80,9 @@ logger = logging.getLogger(__name__)
 OptimizerName = Literal["adam", "sgd"]
 
 
-class NonFiniteLossError(FloatingPointError):
-    """Raised when the training loss or the marginal likelihood becomes NaN or infinite; the
-    last good checkpoint is kept (never overwritten) and restored into the model."""
-
-
 # --------------------------------------------------------------------------------------------
 # configuration
 # --------------------------------------------------------------------------------------------
-
-
-def _check_ints(config: object, names: Sequence[str], *, minimum: int) -> None:
-    """``ValueError`` unless every named attribute is an int (not a bool) >= ``minimum``."""
-    kind = {0: "non-negative", 1: "positive"}[minimum]
-    for name in names:
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"`{name}` must be a {kind} int, got {value!r}")
-
-
-def _check_floats(config: object, names: Sequence[str], *, zero: bool) -> None:
-    """``ValueError`` unless every named attribute is a finite number (not a bool) > 0, or >= 0
-    with ``zero``."""
-    kind = "non-negative" if zero else "positive"
-    for name in names:
-        value = getattr(config, name)
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not (math.isfinite(value) and (value >= 0 if zero else value > 0))
-        ):
-            raise ValueError(f"`{name}` must be a {kind} finite float, got {value!r}")
-
-
-def _check_choice(config: object, name: str, choices: object) -> None:
-    """``ValueError`` unless the named attribute is one of the ``Literal`` type ``choices``."""
-    value = getattr(config, name)
-    if value not in get_args(choices):
-        raise ValueError(f"`{name}` must be one of {get_args(choices)}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -127,6 +116,14 @@ class MarglikConfig:
         checkpoint: path of the checkpoint file (written atomically, read by ``resume``).
         seed: seed of the minibatch order.
         progress: show a tqdm progress bar over epochs.
+
+    On resume, every setting must equal the checkpoint's except ``epochs`` (the schedules keep
+    their saved length), ``progress``, ``checkpoint`` and ``checkpoint_every``.
+
+    Raises:
+        TypeError: for a setting of the wrong type (a bool is not an int).
+        ValueError: for a value out of range, an unknown option, or ``checkpoint_every > 0``
+            without a ``checkpoint``.
     """
 
     epochs: int = 100
@@ -149,18 +146,20 @@ class MarglikConfig:
     progress: bool = False
 
     def __post_init__(self) -> None:
-        _check_ints(self, ("epochs", "batch_size", "n_hyper_steps", "marglik_every"), minimum=1)
-        _check_ints(self, ("burn_in", "checkpoint_every", "seed"), minimum=0)
-        _check_floats(
-            self, ("lr", "lr_hyper", "sigma", "temperature", "init_prior_precision"), zero=False
-        )
-        _check_choice(self, "optimizer", OptimizerName)
-        _check_choice(self, "structure", Structure)
-        _check_choice(self, "likelihood", Likelihood)
-        for name in ("learn_hyper", "progress"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"`{name}` must be a bool, got {getattr(self, name)!r}")
-        if self.checkpoint_every and self.checkpoint is None:
+        for name in ("epochs", "batch_size", "n_hyper_steps", "marglik_every"):
+            check_int(getattr(self, name), name, minimum=1)
+        for name in ("burn_in", "checkpoint_every", "seed"):
+            check_int(getattr(self, name), name, minimum=0)
+        for name in ("lr", "lr_hyper", "sigma", "temperature", "init_prior_precision"):
+            check_float(getattr(self, name), name, positive=True)
+        check_choice(self.optimizer, "optimizer", OptimizerName)
+        check_choice(self.structure, "structure", Structure)
+        check_choice(self.likelihood, "likelihood", Likelihood)
+        check_bool(self.learn_hyper, "learn_hyper")
+        check_bool(self.progress, "progress")
+        if self.checkpoint is not None:
+            check_instance(self.checkpoint, "checkpoint", (str, os.PathLike))
+        elif self.checkpoint_every:
             raise ValueError("`checkpoint` must name a file when `checkpoint_every` > 0")
 
     def is_marglik_epoch(self, epoch: int) -> bool:
@@ -203,35 +202,6 @@ class MarglikResult:
 # --------------------------------------------------------------------------------------------
 
 
-def _nll(outputs: Tensor, targets: Tensor, config: MarglikConfig) -> Tensor:
-    """Mean per-point negative log-likelihood, normalisers included."""
-    if config.likelihood == "classification":
-        return F.cross_entropy(outputs, targets, reduction="mean")
-    if outputs.shape != targets.shape:
-        raise ValueError(
-            f"regression outputs {tuple(outputs.shape)} and targets {tuple(targets.shape)} "
-            f"must have the same shape"
-        )
-    s2 = config.sigma**2
-    per_point = (targets - outputs).pow(2).flatten(1).sum(1) / (2.0 * s2)
-    c = outputs[0].numel()
-    return per_point.mean() + 0.5 * c * math.log(2.0 * math.pi * s2)
-
-
-def _check_data(train_data: object) -> tuple[Tensor, Tensor]:
-    if not (isinstance(train_data, (tuple, list)) and len(train_data) == 2):
-        raise TypeError("`train_data` must be a tuple (inputs, targets) of tensors")
-    x, y = train_data
-    if not (isinstance(x, Tensor) and isinstance(y, Tensor)):
-        raise TypeError("`train_data` must be a tuple (inputs, targets) of tensors")
-    if x.ndim == 0 or y.ndim == 0 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
-        raise ValueError(
-            f"inputs and targets must share a non-empty first dimension, got "
-            f"{tuple(x.shape)} and {tuple(y.shape)}"
-        )
-    return x, y
-
-
 def _batches(x: Tensor, y: Tensor, size: int) -> list[tuple[Tensor, Tensor]]:
     return [(x[i : i + size], y[i : i + size]) for i in range(0, x.shape[0], size)]
 
@@ -253,50 +223,45 @@ def train_marglik(
     state with the lowest negative log marginal likelihood (after the steps) is kept.
 
     With ``resume``, the model, both optimisers and schedulers, the precisions, the minibatch
-    random state, the history and the best state are restored from a checkpoint and training
-    continues to ``config.epochs``, giving the same result as an uninterrupted run.
+    random state, the history and the best state are restored from a checkpoint (contents:
+    :class:`MarglikLoop`) and training continues to ``config.epochs``, giving the same result
+    as an uninterrupted run.
 
     Raises:
-        TypeError, ValueError: for malformed ``train_data``.
-        NonFiniteLossError: when a minibatch loss or the marginal likelihood is NaN or infinite
-            (the message names the epoch). The checkpoint file is not overwritten and the
-            model is restored to the last checkpointed state if there is one.
+        TypeError, ValueError: for malformed ``train_data``; ValueError for a ``resume``
+            checkpoint that does not fit the model or the config, before anything changes.
+        NonFiniteLossError: when a minibatch loss, the weights before a Laplace fit, its
+            log-likelihood or the marginal likelihood are NaN or infinite (the message names
+            the epoch). The checkpoint file is not overwritten and the model, optimisers,
+            precisions and random state are restored to the last checkpointed state if there
+            is one.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"`model` must be an nn.Module, got {type(model).__name__}")
-    x, y = _check_data(train_data)
-    n = x.shape[0]
-    run = _Run(
-        model,
-        config,
-        n,
-        learn_hyper=config.learn_hyper,
-        hyper_steps=config.n_marglik_epochs() * config.n_hyper_steps,
-    )
+    check_instance(model, "model", nn.Module)
+    check_instance(config, "config", MarglikConfig)
+    x, y = check_train_data(train_data)
+    run = MarglikLoop(model, config, x.shape[0])
     if resume is not None:
-        run.load(resume)
+        run.resume(resume)
 
     def batch_loss(index: Tensor, prec: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        nll = _nll(model(x[index]), y[index], config)
+        nll = run.nll(model(x[index]), y[index])
         return run.map_loss(nll, prec), nll
 
-    bar = run.epochs("marglik")
-    for epoch in bar:
-        record = run.weight_epoch(epoch, x.device, batch_loss)
+    for epoch in run:
+        record = run.weight_epoch(batch_loss, device=x.device)
         if config.is_marglik_epoch(epoch):
-            laplace = run.fit(
+            laplace = run.fit_laplace(
                 lambda: Laplace(
                     model,
                     config.likelihood,
                     config.structure,
                     sigma=config.sigma,
                     temperature=config.temperature,
-                ).fit(_batches(x, y, config.batch_size)),
-                epoch,
+                ).fit(_batches(x, y, config.batch_size))
             )
-            record.update(run.hyper_steps(laplace, epoch))
-            run.consider(record["neg_log_marglik"], epoch)
-        run.end_epoch(epoch, record, bar)
+            record.update(run.hyper_steps(laplace))
+            run.consider(record["neg_log_marglik"])
+        run.end_epoch(record)
     return run.result(MarglikResult)
 
 
@@ -308,17 +273,42 @@ def _progress_postfix(record: Mapping[str, float]) -> dict[str, str]:
     return post
 
 
-class _Run:
-    """One marginal-likelihood training loop: its optimisers, checkpointed state and the
-    bookkeeping that :func:`train_marglik` and :func:`ella.invariance.train_invariant` share
-    (MAP weight epochs, the refit-free precision steps, best-state tracking, history,
-    progress bar, checkpoints, resume, the NaN stop and the result).
+class MarglikLoop:
+    """One online marginal-likelihood training run (paper 000, section 4): the weights'
+    optimiser and cosine schedule, the log prior precisions with theirs, and the steps that
+    :func:`train_marglik` and :func:`ella.invariance.train_invariant` share: MAP weight
+    epochs, the Laplace fit, the refit-free precision steps, the best state by the marginal
+    likelihood and the result. Position, history, progress bar, checkpoints, resume and the
+    NaN stop are those of its :class:`symdisc.runtime.TrainingLoop` (``loop``).
 
-    A checkpoint holds, in this order: ``model``, ``optimizer``, ``scheduler``,
-    ``hyper_optimizer``, ``hyper_scheduler``, the further stateful objects of :meth:`carry`,
-    ``log_prior_precision``, the further tensors (restored in place), ``rng``, the further
-    generators, ``history``, ``epoch``, ``best``, ``config`` and the further settings (all
-    dataclasses, saved with ``asdict``).
+    Iterating over it gives the epochs still to run (1-based); each ends with
+    :meth:`end_epoch`. A checkpoint holds ``model``, ``optimizer``, ``scheduler``,
+    ``hyper_optimizer``, ``hyper_scheduler``, ``log_prior_precision`` (``{group: log
+    delta_g}``), ``rng`` (the minibatch order), the objects added by :meth:`track`, ``best``
+    (the best state so far, with the values of :meth:`keep_with_best`), ``history``, ``epoch``,
+    ``config`` and the further ``settings``.
+
+    Args:
+        model: the network; its trainable parameters are the weights.
+        config: the schedule.
+        n: N, the number of training points.
+        desc: label of the progress bar.
+        learn_hyper: whether the hyper steps change the precisions (default
+            ``config.learn_hyper``).
+        hyper_steps: length of the precisions' cosine schedule (default: all hyper steps of a
+            full run).
+        weight_decay: the weights' optimiser's weight decay (None: the optimiser's default).
+        settings: further settings dataclasses saved (and validated on resume) by name.
+        log: logs every epoch's record at DEBUG level.
+
+    Attributes:
+        log_prec: ``{group: 0-d tensor}``, the log prior precisions (leaves that require a
+            gradient when ``learn_hyper``).
+        optimizer, scheduler: the weights' optimiser and its cosine schedule (per minibatch).
+        hyper_optimizer, hyper_scheduler: Adam on ``log_prec`` and its cosine schedule.
+        gen: the generator of the minibatch order.
+        steps_per_epoch: ``ceil(N / batch_size)``.
+        loop: the shared loop state.
     """
 
     def __init__(
@@ -327,21 +317,27 @@ class _Run:
         config: MarglikConfig,
         n: int,
         *,
-        learn_hyper: bool,
-        hyper_steps: int,
+        desc: str = "marglik",
+        learn_hyper: bool | None = None,
+        hyper_steps: int | None = None,
         weight_decay: float | None = None,
+        settings: Mapping[str, Any] | None = None,
         log: logging.Logger = logger,
     ) -> None:
         self.model, self.config, self.n = model, config, n
-        self.learn_hyper, self.log = learn_hyper, log
+        self.learn_hyper = config.learn_hyper if learn_hyper is None else learn_hyper
+        if hyper_steps is None:
+            hyper_steps = config.n_marglik_epochs() * config.n_hyper_steps
         self.groups = prior_groups(model)
         self.named = dict(model.named_parameters())
         params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("`model` must have a parameter that requires a gradient")
         dtype, device = params[0].dtype, params[0].device
         self.log_prec = {
             g: torch.tensor(
                 math.log(config.init_prior_precision), dtype=dtype, device=device
-            ).requires_grad_(learn_hyper)
+            ).requires_grad_(self.learn_hyper)
             for g in self.groups
         }
         # None keeps the optimiser's own default (the int 0 in its saved param_groups)
@@ -359,46 +355,86 @@ class _Run:
             self.hyper_optimizer, T_max=max(1, hyper_steps), eta_min=0.0
         )
         self.gen = torch.Generator().manual_seed(config.seed)
-        self.stateful: dict[str, Any] = {}
-        self.tensors: dict[str, Tensor] = {}
-        self.generators: dict[str, torch.Generator] = {}
-        self.settings: dict[str, object] = {}
-        self.best_extras: dict[str, Callable[[], object]] = {}
-        self.history: list[dict[str, float]] = []
-        self.best: dict = {"value": None, "state": None, "epoch": 0, "precisions": None}
-        self.start = 0
+        extra = {name: asdict(s) for name, s in (settings or {}).items()}
+        self.loop = TrainingLoop(
+            config.epochs,
+            unit="epoch",
+            settings={"config": asdict(config), **extra},
+            checkpoint=config.checkpoint,
+            checkpoint_every=config.checkpoint_every,
+            progress=config.progress,
+            desc=desc,
+            postfix=_progress_postfix,
+            logger=log,
+        )
+        self.loop.track(
+            model=model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            hyper_optimizer=self.hyper_optimizer,
+            hyper_scheduler=self.hyper_scheduler,
+            log_prior_precision=self.log_prec,
+            rng=self.gen,
+        )
+        self._best_extras: dict[str, Callable[[], object]] = {}
+        self.loop.values["best"] = {"value": None, "state": None, "epoch": 0, "precisions": None}
 
-    def carry(
-        self,
-        *,
-        stateful: Mapping[str, Any],
-        tensors: Mapping[str, Tensor],
-        generators: Mapping[str, torch.Generator],
-        settings: Mapping[str, object],
-        best: Mapping[str, Callable[[], object]],
-    ) -> None:
-        """Checkpoint further state under these keys: objects with a ``state_dict``, tensors
-        copied back in place on resume and on a NaN stop, random generators, settings
-        dataclasses, and ``best``: values (by function) saved with the best state, returned as
-        ``best_{key}`` and ``{key}`` (now) in the result."""
-        self.stateful.update(stateful)
-        self.tensors.update(tensors)
-        self.generators.update(generators)
-        self.settings.update(settings)
-        self.best_extras.update(best)
-        self.best.update(dict.fromkeys(best))
+    # -- set-up --------------------------------------------------------------------------
+
+    def track(self, **objects: Any) -> None:
+        """Checkpoint further state (:meth:`symdisc.runtime.TrainingLoop.track`: optimisers,
+        schedulers, tensors restored in place, generators); call before :meth:`resume`."""
+        self.loop.track(**objects)
+
+    def keep_with_best(self, **getters: Callable[[], object]) -> None:
+        """Save ``getter()`` with every new best state; :meth:`result` returns it as
+        ``best_{key}`` and the final value as ``{key}``."""
+        self._best_extras.update(getters)
+        self.best.update(dict.fromkeys(getters))
+
+    def resume(self, path: str | os.PathLike) -> None:
+        """Continue from a checkpoint (validated before anything changes: ValueError)."""
+        self.loop.resume(path)
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        return self.loop.history
+
+    @property
+    def best(self) -> dict[str, Any]:
+        """``value`` (-log p(D | delta)), ``state``, ``epoch``, ``precisions`` and the values of
+        :meth:`keep_with_best` at the best marginal likelihood so far."""
+        return self.loop.values["best"]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.loop)
+
+    def precisions(self) -> dict[str, Tensor]:
+        """``{group: delta_g}`` now, detached."""
+        return {g: v.detach().exp() for g, v in self.log_prec.items()}
 
     def deltas(self) -> dict[str, float]:
+        """``{group: delta_g}`` now, as floats."""
         return {g: float(v.detach().exp()) for g, v in self.log_prec.items()}
 
-    def epochs(self, desc: str) -> Iterable[int]:
-        """The epochs still to run, under a tqdm bar with ``config.progress``."""
-        epochs = range(self.start + 1, self.config.epochs + 1)
-        if not self.config.progress:
-            return epochs
-        from tqdm.auto import tqdm
+    # -- steps ---------------------------------------------------------------------------
 
-        return tqdm(epochs, desc=desc, initial=self.start, total=self.config.epochs)
+    def nll(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """Mean per-point negative log-likelihood of (B, C) ``outputs``, normalisers
+        included (module docstring)."""
+        if self.config.likelihood == "classification":
+            return F.cross_entropy(outputs, targets, reduction="mean")
+        if outputs.shape != targets.shape:
+            raise ValueError(
+                f"regression outputs {tuple(outputs.shape)} and targets "
+                f"{tuple(targets.shape)} must have the same shape"
+            )
+        s2 = self.config.sigma**2
+        per_point = (targets - outputs).pow(2).flatten(1).sum(1) / (2.0 * s2)
+        c = outputs[0].numel()
+        return per_point.mean() + 0.5 * c * math.log(2.0 * math.pi * s2)
 
     def map_loss(self, nll: Tensor, prec: Mapping[str, Tensor]) -> Tensor:
         """The minibatch estimate of ``L_theta / N`` (module docstring)."""
@@ -410,27 +446,29 @@ class _Run:
 
     def weight_epoch(
         self,
-        epoch: int,
-        device: torch.device,
         batch_loss: Callable[[Tensor, dict[str, Tensor]], tuple[Tensor, Tensor]],
         *,
+        device: torch.device,
         leaves: Sequence[Tensor] = (),
         after_step: Callable[[], None] | None = None,
     ) -> dict[str, float]:
         """One pass of weight steps over the minibatches of a fresh permutation;
         ``batch_loss(index, precisions)`` gives a minibatch's ``(loss, nll)``, ``leaves`` lose
         their gradient before each backward pass and ``after_step`` runs after each step.
-        Returns the epoch's history record."""
+        Returns the epoch's history record.
+
+        Raises:
+            NonFiniteLossError: for a non-finite minibatch loss (the NaN stop).
+        """
         self.model.train()
         n, size = self.n, self.config.batch_size
         order = torch.randperm(n, generator=self.gen).to(device)
         total_loss = total_nll = 0.0
-        prec = {g: v.detach().exp() for g, v in self.log_prec.items()}
+        prec = self.precisions()
         for i in range(0, n, size):
             index = order[i : i + size]
             loss, nll = batch_loss(index, prec)
-            if not math.isfinite(float(loss.detach())):
-                self.stop(epoch, f"the minibatch loss is {float(loss.detach())}")
+            self.loop.check_finite(loss, "the minibatch loss")
             self.optimizer.zero_grad(set_to_none=True)
             for leaf in leaves:
                 leaf.grad = None
@@ -442,26 +480,37 @@ class _Run:
             total_loss += float(loss.detach()) * index.numel()
             total_nll += float(nll.detach()) * index.numel()
         return {
-            "epoch": epoch,
+            "epoch": self.loop.current,
             "train_loss": total_loss / n,
             "nll": total_nll / n,
             "lr": self.scheduler.get_last_lr()[0],
         }
 
-    def fit(self, fit: Callable[[], Laplace], epoch: int) -> Laplace:
-        """``fit()`` with the model in ``eval()`` mode; a non-finite fit stops training."""
+    def fit_laplace(self, fit: Callable[[], Laplace]) -> Laplace:
+        """``fit()`` with the model in ``eval()`` mode.
+
+        Raises:
+            NonFiniteLossError: the NaN stop, when the weights are not finite before the fit,
+                the fit raises :class:`NonFiniteLossError`, or its log-likelihood is not
+                finite.
+        """
+        bad = non_finite(self.named)
+        if bad:
+            self.stop(f"the weights {bad} are not finite before the Laplace fit")
         was_training = self.model.training
         self.model.eval()
         try:
-            return fit()
-        except ValueError as err:
-            if "finite" in str(err):
-                self.stop(epoch, f"the Laplace fit failed: {err}")
-            raise
+            laplace = fit()
+        except NonFiniteLossError as err:
+            self.stop(f"the Laplace fit failed: {err}")
         finally:
             self.model.train(was_training)
+        self.loop.check_finite(laplace.log_likelihood, "the log-likelihood of the Laplace fit")
+        return laplace
 
     def neg_log_marglik(self, laplace: Laplace) -> Tensor:
+        """``-log p(D | delta)`` of a fitted ``laplace`` at the current precisions (0-d, with
+        its graph to ``log_prec``)."""
         return -laplace.log_marginal_likelihood({g: v.exp() for g, v in self.log_prec.items()})
 
     def step_precisions(self, grads: Sequence[Tensor]) -> None:
@@ -471,26 +520,27 @@ class _Run:
         self.hyper_optimizer.step()
         self.hyper_scheduler.step()
 
-    def hyper_steps(self, laplace: Laplace, epoch: int) -> dict[str, float]:
+    def hyper_steps(self, laplace: Laplace) -> dict[str, float]:
         """The refit-free Adam steps on the log precisions of a fitted ``laplace`` (if
-        ``learn_hyper``); returns the history entries of a marginal-likelihood epoch."""
+        ``learn_hyper``); returns the history entries of a marginal-likelihood epoch.
+
+        Raises:
+            NonFiniteLossError: for a non-finite marginal likelihood (the NaN stop).
+        """
         out: dict[str, float] = {}
         with torch.no_grad():
             init = float(self.neg_log_marglik(laplace))
-        if not math.isfinite(init):
-            self.stop(epoch, f"the negative log marginal likelihood is {init}")
+        self.loop.check_finite(init, "the negative log marginal likelihood")
         out["neg_log_marglik_init"] = init
         if self.learn_hyper:
             leaves = list(self.log_prec.values())
             for _ in range(self.config.n_hyper_steps):
                 objective = self.neg_log_marglik(laplace) / self.n
-                if not math.isfinite(float(objective.detach())):
-                    self.stop(epoch, "the marginal-likelihood objective is not finite")
+                self.loop.check_finite(objective, "the marginal-likelihood objective")
                 self.step_precisions(torch.autograd.grad(objective, leaves))
             with torch.no_grad():
                 value = float(self.neg_log_marglik(laplace))
-            if not math.isfinite(value):
-                self.stop(epoch, f"the negative log marginal likelihood is {value}")
+            self.loop.check_finite(value, "the negative log marginal likelihood")
         else:
             value = init
         out["neg_log_marglik"] = value
@@ -499,102 +549,40 @@ class _Run:
             out[f"prior_precision/{g}"] = float(v.detach().exp())
         return out
 
-    def consider(self, value: float, epoch: int) -> None:
+    def consider(self, value: float) -> None:
         """Keep the current state as the best if ``value`` (-log p(D | delta)) is the lowest."""
-        if self.best["value"] is None or value < self.best["value"]:
-            self.best = {
+        best = self.best
+        if best["value"] is None or value < best["value"]:
+            self.loop.values["best"] = {
                 "value": value,
                 "state": copy.deepcopy(self.model.state_dict()),
-                "epoch": epoch,
+                "epoch": self.loop.current,
                 "precisions": self.deltas(),
-                **{key: get() for key, get in self.best_extras.items()},
+                **{key: get() for key, get in self._best_extras.items()},
             }
 
-    def end_epoch(self, epoch: int, record: dict[str, float], bar: Iterable[int]) -> None:
-        """Log the record, show it on the progress bar and write the scheduled checkpoint."""
-        self.history.append(record)
-        self.log.debug("epoch %d: %s", epoch, record)
-        if self.config.progress:
-            bar.set_postfix(_progress_postfix(record))
-        if self.config.checkpoint_every and epoch % self.config.checkpoint_every == 0:
-            _save_atomic(self.checkpoint(epoch), self.config.checkpoint)
+    def end_epoch(self, record: dict[str, float]) -> None:
+        """Close the epoch: history, progress bar, scheduled checkpoint."""
+        self.loop.end(record)
 
-    def checkpoint(self, epoch: int) -> dict:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "hyper_optimizer": self.hyper_optimizer.state_dict(),
-            "hyper_scheduler": self.hyper_scheduler.state_dict(),
-            **{key: obj.state_dict() for key, obj in self.stateful.items()},
-            "log_prior_precision": {g: v.detach().clone() for g, v in self.log_prec.items()},
-            **{key: t.detach().clone() for key, t in self.tensors.items()},
-            "rng": self.gen.get_state(),
-            **{key: gen.get_state() for key, gen in self.generators.items()},
-            "history": self.history,
-            "epoch": epoch,
-            "best": self.best,
-            "config": asdict(self.config),
-            **{key: asdict(s) for key, s in self.settings.items()},
-        }
-
-    def _restore(self, state: dict) -> None:
-        """Model and further tensors from a checkpoint's ``state``."""
-        self.model.load_state_dict(state["model"])
-        with torch.no_grad():
-            for key, t in self.tensors.items():
-                t.copy_(state[key])
-
-    def load(self, path: str | Path) -> None:
-        """Resume: everything :meth:`checkpoint` saved."""
-        state = torch.load(path, weights_only=False)
-        self._restore(state)
-        objects = {
-            "optimizer": self.optimizer,
-            "scheduler": self.scheduler,
-            "hyper_optimizer": self.hyper_optimizer,
-            "hyper_scheduler": self.hyper_scheduler,
-            **self.stateful,
-        }
-        for key, obj in objects.items():
-            obj.load_state_dict(state[key])
-        with torch.no_grad():
-            for g, v in state["log_prior_precision"].items():
-                self.log_prec[g].copy_(v)
-        for key, gen in {"rng": self.gen, **self.generators}.items():
-            gen.set_state(state[key])
-        self.history, self.start, self.best = state["history"], state["epoch"], state["best"]
-
-    def stop(self, epoch: int, what: str) -> NoReturn:
-        """Restore the last checkpoint (if any) and raise :class:`NonFiniteLossError`."""
-        where = "no checkpoint was written"
-        path = self.config.checkpoint
-        if path and Path(path).exists():
-            state = torch.load(path, weights_only=False)
-            self._restore(state)
-            where = f"restored the last good checkpoint {path} (epoch {state['epoch']})"
-        raise NonFiniteLossError(f"training stopped in epoch {epoch}: {what}; {where}")
+    def stop(self, what: str) -> NoReturn:
+        """The NaN stop (:meth:`symdisc.runtime.TrainingLoop.stop`)."""
+        self.loop.stop(what)
 
     def result(self, cls: type[MarglikResult]) -> MarglikResult:
         """``cls`` of the best state (the final one if the marginal likelihood was never
-        evaluated), with ``best_{key}`` and ``{key}`` of every further best value."""
+        evaluated), with ``best_{key}`` and ``{key}`` of every value of
+        :meth:`keep_with_best`."""
         final = self.deltas()
-        now = {key: get() for key, get in self.best_extras.items()}
-        if self.best["state"] is None:
+        now = {key: get() for key, get in self._best_extras.items()}
+        b = self.best
+        if b["state"] is None:
             head = (copy.deepcopy(self.model.state_dict()), None, self.config.epochs, final)
-            best = {f"best_{key}": get() for key, get in self.best_extras.items()}
+            best = {f"best_{key}": get() for key, get in self._best_extras.items()}
         else:
-            b = self.best
             head = (b["state"], b["value"], b["epoch"], b["precisions"])
-            best = {f"best_{key}": b[key] for key in self.best_extras}
+            best = {f"best_{key}": b[key] for key in self._best_extras}
         return cls(*head, final, self.history, **best, **now)
-
-
-def _save_atomic(state: dict, path: str) -> None:
-    """``torch.save`` through a temporary file: a crash mid-write never leaves a broken file."""
-    tmp = Path(f"{path}.tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -603,51 +591,9 @@ def _save_atomic(state: dict, path: str) -> None:
 
 
 def _eigen_fractions(laplace: Laplace, deltas: dict[str, Tensor]) -> dict[str, Tensor]:
-    """``{group: lambda / (lambda + delta_g)}`` over the curvature eigenvalues of every group."""
-    laplace._require_fit()
-    T = laplace.temperature
-    out: dict[str, list[Tensor]] = {g: [] for g in laplace.groups}
-    if laplace.structure == "kron":
-        group_of = {p: g for g, names in laplace.groups.items() for p in names}
-        for key, (a, _, g_eig, _) in laplace.eigendecompositions.items():
-            group = group_of[laplace.curvature[key].params[0]]
-            lam = torch.outer(g_eig.clamp_min(0), a.clamp_min(0)).flatten() / T
-            out[group].append(lam)
-    else:
-        offsets, start = {}, 0
-        for name in laplace.names:
-            offsets[name] = (start, start + laplace.numels[name])
-            start += laplace.numels[name]
-        for g, names in laplace.groups.items():
-            idx = torch.cat([torch.arange(*offsets[nm], device=laplace.device) for nm in names])
-            if laplace.structure == "diag":
-                lam = laplace.curvature[idx]
-            else:
-                block = laplace.curvature[idx][:, idx]
-                lam = torch.linalg.eigvalsh(0.5 * (block + block.T))
-            out[g].append(lam.clamp_min(0) / T)
-    fractions = {}
-    for g, parts in out.items():
-        lam = torch.cat(parts)
-        fractions[g] = lam / (lam + deltas[g])
-    return fractions
-
-
-def _precisions(laplace: Laplace, prior_precision: PriorPrecision) -> dict[str, Tensor]:
-    """``laplace.precisions`` with Python floats made tensors of the curvature's dtype first
-    (``torch.as_tensor`` of a float would round it to float32)."""
-    laplace._require_fit()
-
-    def exact(v: object) -> object:
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            return torch.tensor(float(v), dtype=laplace.dtype, device=laplace.device)
-        return v
-
-    if isinstance(prior_precision, Mapping):
-        prior_precision = {g: exact(v) for g, v in prior_precision.items()}
-    else:
-        prior_precision = exact(prior_precision)
-    return laplace.precisions(prior_precision)
+    """``{group: lambda / (lambda + delta_g)}`` over the curvature eigenvalues of every group
+    (:meth:`Laplace.group_eigenvalues`)."""
+    return {g: lam / (lam + deltas[g]) for g, lam in laplace.group_eigenvalues().items()}
 
 
 def effective_parameters(laplace: Laplace, prior_precision: PriorPrecision) -> dict[str, float]:
@@ -656,7 +602,7 @@ def effective_parameters(laplace: Laplace, prior_precision: PriorPrecision) -> d
         gamma_g = sum_p lambda_p / (lambda_p + delta_g) = P_g - delta_g Tr((H_g + delta_g I)^-1),
 
     over the eigenvalues ``lambda_p`` of the group's block ``H_g`` of the tempered GGN
-    ``H / T`` of a fitted ``laplace``:
+    ``H / T`` of a fitted ``laplace`` (:meth:`Laplace.group_eigenvalues`):
 
     * ``"full"``: the eigenvalues of the (P_g, P_g) sub-block of the dense GGN on the group's
       parameters, i.e. the block-diagonal approximation that ignores the curvature coupling
@@ -675,7 +621,7 @@ def effective_parameters(laplace: Laplace, prior_precision: PriorPrecision) -> d
     Returns:
         ``{group: gamma_g}`` in the order of ``laplace.groups``.
     """
-    fractions = _eigen_fractions(laplace, _precisions(laplace, prior_precision))
+    fractions = _eigen_fractions(laplace, laplace.precisions(prior_precision))
     return {g: float(f.detach().sum()) for g, f in fractions.items()}
 
 
@@ -691,38 +637,43 @@ def relative_effective_parameters(
 def learned_layer_report(
     model: nn.Module, laplace: Laplace, precisions: PriorPrecision
 ) -> list[dict[str, object]]:
-    """One row per prior group, like table 4 of paper 000, sorted by layer (module order).
+    """One row per prior group, like table 4 of paper 000, sorted by relaxed layer (module
+    order).
 
-    Each row is a plain dict with ``layer`` (module name, :data:`~ella.laplace.ROOT_GROUP` for
-    the model's own parameters), ``path`` (the relaxed layer's path, ``None`` for an untagged
-    group), ``group``, ``n_params`` (P_g), ``prior_precision`` (delta_g), ``sq_norm``
+    Each row is a plain dict with ``layer`` (the relaxed layer, :func:`ella.laplace.layer_paths`:
+    a :class:`~ella.layers.PathSum` and all its paths are one layer; for an untagged group the
+    group itself, :data:`~ella.laplace.ROOT_GROUP` for the model's own parameters), ``path``
+    (the path, ``None`` for an untagged group), ``module`` (the module that holds the group's
+    parameters: a path's sub-layer such as ``"0.layers.1"``; the group for an untagged one),
+    ``group``, ``n_params`` (P_g), ``prior_precision`` (delta_g), ``sq_norm``
     (``||theta_g||^2`` at the fitted weights), ``effective_parameters`` (gamma_g),
     ``relative_effective_parameters`` (gamma_g / P_g) and ``path_share``: the paper's 'relative
-    effective number of parameters' ``(gamma_g / P_g) / sum_paths (gamma_h / P_h)`` over the
-    groups of the same layer (1 for a layer with one group; NaN when all of the layer's
-    gamma are 0).
+    effective number of parameters' ``(gamma_g / P_g) / sum_h (gamma_h / P_h)`` over the
+    groups h of the same relaxed layer (1 for a layer with one group; NaN when all of the
+    layer's gamma are 0).
 
     Args:
         model: the model ``laplace`` was fitted to (for the layer and path tags).
         laplace: a fitted :class:`~ella.laplace.Laplace`.
         precisions: ``{group: delta_g}`` (or one shared value).
     """
-    deltas = _precisions(laplace, precisions)
+    deltas = laplace.precisions(precisions)
     gamma = effective_parameters(laplace, deltas)
-    tags = parameter_paths(model)
+    tags = layer_paths(model)
     module_order = {name: i for i, (name, _) in enumerate(model.named_modules())}
     rows = []
     for position, (g, names) in enumerate(laplace.groups.items()):
         if names[0] in tags:
-            layer, path = tags[names[0]]
-            path = str(path)
+            layer, module, tag = tags[names[0]]
+            path: str | None = str(tag)
         else:
-            layer, path = g, None
+            layer, module, path = g, g, None
         key = "" if layer == ROOT_GROUP else layer
         rows.append(
             {
                 "layer": layer,
                 "path": path,
+                "module": module,
                 "group": g,
                 "n_params": laplace.group_sizes[g],
                 "prior_precision": float(deltas[g].detach()),

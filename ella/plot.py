@@ -1,4 +1,6 @@
-"""Figures of the ella experiments, drawn without pyplot or a global backend.
+"""Figures of the ella experiments, drawn without pyplot or a global backend (infrastructure: no
+equation; the figures of paper 001, Figs. 1-4, and of paper 003, Figs. 5-13: every function names
+the figure it draws).
 
 Figures are made with :class:`matplotlib.figure.Figure` directly (``fig.savefig`` renders with
 Agg), so importing this module never selects a backend or touches pyplot's global state.

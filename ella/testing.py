@@ -1,4 +1,6 @@
-"""Checks of equivariance and invariance for tests and notebooks.
+"""Checks of equivariance and invariance for tests and notebooks (infrastructure: it implements
+no equation; it measures the strict equivariance that paper 000, section 3, and paper 003 claim
+for their layers).
 
 A model f is equivariant to a transformation g when ``f(g_in(x)) == g_out(f(x))``; it is invariant
 when ``g_out`` is the identity. :func:`assert_equivariant` measures the largest violation.
@@ -10,6 +12,8 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+
+from symdisc.runtime import check_instance
 
 __all__ = ["assert_equivariant"]
 
@@ -44,8 +48,7 @@ def assert_equivariant(
         TypeError: if ``inputs`` is not a tensor or a transformation is not callable.
         AssertionError: if the error exceeds ``atol`` (the message gives the error).
     """
-    if not isinstance(inputs, Tensor):
-        raise TypeError(f"`inputs` must be a torch.Tensor, got {type(inputs).__name__}")
+    check_instance(inputs, "inputs", Tensor)
     for name, fn in (("model", model), ("transform", transform)):
         if not callable(fn):
             raise TypeError(f"`{name}` must be callable, got {type(fn).__name__}")

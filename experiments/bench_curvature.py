@@ -1,8 +1,9 @@
 """Benchmark of ``symdisc.curvature`` against PyHessian, curvlinops and hessian-eigenthings.
 
-Workload (fixed seed): an MLP 10-50-50-3 with tanh (P = 3253 parameters) trained for 300
-full-batch Adam steps (lr 1e-2) on the mean cross-entropy of N = 2000 Gaussian inputs labelled by
-the argmax of a random linear teacher, i.e. close to a minimum. Every timed method works on the
+Workload (fixed seed, ``_workloads.py``, shared with ``bench_laplace.py``): an MLP 10-50-50-3
+with tanh (P = 3253 parameters) trained for 300 full-batch Adam steps (lr 1e-2) on the mean
+cross-entropy of N = 2000 Gaussian inputs labelled by the argmax of a random linear teacher,
+i.e. close to a minimum. Every timed method works on the
 float32 model; the reference is the dense float64 Hessian of a float64 copy of the model
 (``symdisc.curvature.hessian``) and its ``eigvalsh``: top-5 eigenvalues, trace, full spectrum.
 ``--quick`` runs the same structure on an MLP 10-8-8-3, N = 200, 50 Adam steps, in seconds.
@@ -56,27 +57,32 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from _common import (
+from _bench import (
+    Row,
     against_ours,
     bench_environment,
-    check_device,
+    environment_text,
     finish_benchmark,
     fmt,
+    mark_agreement,
+    markdown_report,
     measure_peaks,
     peer_unavailable,
     print_peak,
     progress,
     say,
     start_benchmark,
-    targets_table,
     timed,
     versions,
 )
+from _cli import add_child_flags, check_device, child_flags
+from _workloads import Workload, load_workload, train_workload
 from symdisc.curvature import (
     HessianOperator,
     SpectralDensity,
+    flatten,
     functional,
     hessian,
     hutchinson,
@@ -84,9 +90,8 @@ from symdisc.curvature import (
     sharpness,
     slq_density,
     supervised_loss,
+    unflatten,
 )
-
-Row = dict[str, Any]
 
 #: peer module -> distribution name on the package index (for the version in the JSON)
 PEERS = {
@@ -94,7 +99,6 @@ PEERS = {
     "curvlinops": "curvlinops-for-pytorch",
     "hessian_eigenthings": "hessian-eigenthings",
 }
-FULL_P = 3253
 CHILD_TIMEOUT_S = 900
 
 # PyHessian builds its gradient graph with `loss.backward(create_graph=True)`; torch warns about
@@ -103,18 +107,14 @@ warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_grap
 
 
 # --------------------------------------------------------------------------------------------
-# workload
+# task sizes and the reference (the workload is in _workloads.py)
 # --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Config:
-    """Sizes of the workload and of every task."""
+class Sizes:
+    """Sizes of every task: the same on --quick, where only the workload shrinks."""
 
-    widths: tuple[int, ...]
-    n_samples: int
-    train_steps: int
-    lr: float = 1e-2
     top_k: int = 5
     n_probes: int = 100
     slq_steps: int = 100
@@ -123,86 +123,7 @@ class Config:
     repeats: int = 3
 
 
-FULL = Config(widths=(10, 50, 50, 3), n_samples=2000, train_steps=300)
-QUICK = Config(widths=(10, 8, 8, 3), n_samples=200, train_steps=50)
-
-
-def make_mlp(widths: Sequence[int]) -> nn.Sequential:
-    """Linear layers of the given widths with tanh between them."""
-    layers: list[nn.Module] = []
-    for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
-        if i > 0:
-            layers.append(nn.Tanh())
-        layers.append(nn.Linear(fan_in, fan_out))
-    return nn.Sequential(*layers)
-
-
-@dataclass
-class Workload:
-    """The trained float32 model, its data and the loss, on the benchmark's device."""
-
-    model: nn.Module
-    X: Tensor
-    y: Tensor
-    config: Config
-    seed: int
-    criterion: nn.CrossEntropyLoss
-
-    @property
-    def device(self) -> torch.device:
-        return self.X.device
-
-    @property
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
-
-
-def train_workload(config: Config, seed: int) -> tuple[dict[str, Tensor], Tensor, Tensor, float]:
-    """Draw the data and train the MLP on CPU; returns (state_dict, X, y, final loss)."""
-    torch.manual_seed(seed)
-    model = make_mlp(config.widths)
-    num_params = sum(p.numel() for p in model.parameters())
-    if config == FULL and num_params != FULL_P:
-        raise AssertionError(f"the workload must have P={FULL_P} parameters, got {num_params}")
-    X = torch.randn(config.n_samples, config.widths[0])
-    teacher = torch.randn(config.widths[0], config.widths[-1])
-    y = (X @ teacher).argmax(dim=1)
-    criterion = nn.CrossEntropyLoss()
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    for _ in range(config.train_steps):
-        optimizer.zero_grad(set_to_none=True)
-        criterion(model(X), y).backward()
-        optimizer.step()
-    with torch.no_grad():
-        final_loss = float(criterion(model(X), y))
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    return state, X, y, final_loss
-
-
-def make_workload(
-    state: dict[str, Tensor], X: Tensor, y: Tensor, config: Config, seed: int, device: str
-) -> Workload:
-    """Build the model from trained weights and move model and data to ``device``."""
-    model = make_mlp(config.widths)
-    model.load_state_dict(state)
-    model.to(device).eval()
-    return Workload(model, X.to(device), y.to(device), config, seed, nn.CrossEntropyLoss())
-
-
-def describe_workload(config: Config, num_params: int, final_loss: float) -> dict[str, Any]:
-    """The report's record of the workload: model, N, P, final training loss, steps."""
-    return {
-        "model": "mlp " + "-".join(map(str, config.widths)) + " tanh",
-        "N": config.n_samples,
-        "P": num_params,
-        "final_loss": final_loss,
-        "train_steps": config.train_steps,
-    }
-
-
-def load_workload(path: Path, config: Config, seed: int, device: str) -> Workload:
-    saved = torch.load(path, weights_only=True)
-    return make_workload(saved["state_dict"], saved["X"], saved["y"], config, seed, device)
+SIZES = Sizes()
 
 
 @dataclass(frozen=True)
@@ -298,12 +219,12 @@ def _curvlinops_operator(wl: Workload) -> Any:
 
 
 def _ours_top(wl: Workload) -> Any:
-    return lanczos(_ours_operator(wl), wl.config.top_k, which="LA", generator=wl.seed)
+    return lanczos(_ours_operator(wl), SIZES.top_k, which="LA", generator=wl.seed)
 
 
 def _pyhessian_top(wl: Workload) -> Any:
     torch.manual_seed(wl.seed)  # its start vectors come from the global generator
-    return _pyhessian(wl).eigenvalues(top_n=wl.config.top_k)
+    return _pyhessian(wl).eigenvalues(top_n=SIZES.top_k)
 
 
 def _curvlinops_top(wl: Workload) -> Any:
@@ -311,41 +232,39 @@ def _curvlinops_top(wl: Workload) -> Any:
 
     op = _curvlinops_operator(wl)
     v0 = np.random.default_rng(wl.seed).standard_normal(op.shape[0])
-    return eigsh(op.to_scipy(), k=wl.config.top_k, which="LA", v0=v0)
+    return eigsh(op.to_scipy(), k=SIZES.top_k, which="LA", v0=v0)
 
 
 def _ours_trace(wl: Workload) -> Any:
-    return hutchinson(_ours_operator(wl), wl.config.n_probes, generator=wl.seed)
+    return hutchinson(_ours_operator(wl), SIZES.n_probes, generator=wl.seed)
 
 
 def _pyhessian_trace(wl: Workload) -> Any:
     torch.manual_seed(wl.seed)
-    return _pyhessian(wl).trace(maxIter=wl.config.n_probes, tol=0.0)  # tol=0: no early stop
+    return _pyhessian(wl).trace(maxIter=SIZES.n_probes, tol=0.0)  # tol=0: no early stop
 
 
 def _curvlinops_trace(wl: Workload) -> Any:
     from curvlinops import hutchinson_trace
 
     torch.manual_seed(wl.seed)
-    return hutchinson_trace(_curvlinops_operator(wl), wl.config.n_probes)
+    return hutchinson_trace(_curvlinops_operator(wl), SIZES.n_probes)
 
 
 def _ours_slq(wl: Workload) -> Any:
-    return slq_density(
-        _ours_operator(wl), n_steps=wl.config.slq_steps, n_probes=1, generator=wl.seed
-    )
+    return slq_density(_ours_operator(wl), n_steps=SIZES.slq_steps, n_probes=1, generator=wl.seed)
 
 
 def _eigenthings_slq(wl: Workload) -> Any:
     import hessian_eigenthings as he
 
     op = he.HessianOperator(wl.model, [(wl.X, wl.y)], he.supervised_loss(wl.criterion))
-    return he.spectral_density(op, num_runs=1, lanczos_steps=wl.config.slq_steps, seed=wl.seed)
+    return he.spectral_density(op, num_runs=1, lanczos_steps=SIZES.slq_steps, seed=wl.seed)
 
 
 def _pyhessian_slq(wl: Workload) -> Any:
     torch.manual_seed(wl.seed)
-    return _pyhessian(wl).density(iter=wl.config.slq_steps, n_v=1)
+    return _pyhessian(wl).density(iter=SIZES.slq_steps, n_v=1)
 
 
 def _ours_full(wl: Workload) -> Any:
@@ -355,74 +274,58 @@ def _ours_full(wl: Workload) -> Any:
 
 def _torch_func_full(wl: Workload) -> Any:
     """``torch.func.hessian`` of the loss as a function of the flat parameter vector."""
-    named = dict(wl.model.named_parameters())
-    shapes = [p.shape for p in named.values()]
-    sizes = [p.numel() for p in named.values()]
-    flat = torch.cat([p.detach().reshape(-1) for p in named.values()])
+    params = {name: p.detach() for name, p in wl.model.named_parameters()}
 
-    def loss_of_flat(theta: Tensor) -> Tensor:
-        parts = [t.view(s) for t, s in zip(theta.split(sizes), shapes)]
-        outputs = torch.func.functional_call(wl.model, dict(zip(named, parts)), (wl.X,))
+    def loss(theta: Tensor) -> Tensor:
+        outputs = torch.func.functional_call(wl.model, unflatten(theta, params), (wl.X,))
         return wl.criterion(outputs, wl.y)
 
-    dense = torch.func.hessian(loss_of_flat)(flat).reshape(flat.numel(), flat.numel())
-    return torch.linalg.eigvalsh(dense)
+    return torch.linalg.eigvalsh(torch.func.hessian(loss)(flatten(params)))
 
 
 def _ours_sharpness(wl: Workload) -> Any:
     loss, params = _ours_loss(wl)
-    c = wl.config
     return sharpness(
-        loss, params, wl.X, wl.y, radii=list(c.radii), directions=c.directions, generator=wl.seed
+        loss,
+        params,
+        wl.X,
+        wl.y,
+        radii=list(SIZES.radii),
+        directions=SIZES.directions,
+        generator=wl.seed,
     )
+
+
+def _peer(task: str, module: str, run: Callable[[Workload], Any], extract) -> Method:
+    """A peer's row: named after the module it needs."""
+    return Method(task, module, run, extract, peer=module)
+
+
+def _top(r: Any) -> Answer:
+    return Answer(_descending(r[0]))
+
+
+def _spectrum(r: Tensor) -> Answer:
+    return Answer(r.double().cpu())
 
 
 METHODS: tuple[Method, ...] = (
     Method("top5_eigenvalues", "ours", _ours_top, lambda r: Answer(r.eigenvalues.cpu(), r.n_iter)),
-    Method(
-        "top5_eigenvalues",
-        "pyhessian",
-        _pyhessian_top,
-        lambda r: Answer(_descending(r[0])),
-        peer="pyhessian",
-    ),
-    Method(
-        "top5_eigenvalues",
-        "curvlinops",
-        _curvlinops_top,
-        lambda r: Answer(_descending(r[0])),
-        peer="curvlinops",
-    ),
+    _peer("top5_eigenvalues", "pyhessian", _pyhessian_top, _top),
+    _peer("top5_eigenvalues", "curvlinops", _curvlinops_top, _top),
     Method("trace_100", "ours", _ours_trace, lambda r: Answer(float(r.value), r.n_matvecs)),
-    Method(
-        "trace_100",
-        "pyhessian",
-        _pyhessian_trace,
-        lambda r: Answer(float(np.mean(r)), len(r)),
-        peer="pyhessian",
-    ),
-    Method(
-        "trace_100", "curvlinops", _curvlinops_trace, lambda r: Answer(float(r)), peer="curvlinops"
-    ),
+    _peer("trace_100", "pyhessian", _pyhessian_trace, lambda r: Answer(float(np.mean(r)), len(r))),
+    _peer("trace_100", "curvlinops", _curvlinops_trace, lambda r: Answer(float(r))),
     Method("slq_100", "ours", _ours_slq, lambda r: Answer(r.moment(1))),
-    Method(
+    _peer(
         "slq_100",
         "hessian_eigenthings",
         _eigenthings_slq,
         lambda r: Answer(_first_moment(r.raw_eigenvalues.cpu(), r.raw_weights.cpu())),
-        peer="hessian_eigenthings",
     ),
-    Method(
-        "slq_100",
-        "pyhessian",
-        _pyhessian_slq,
-        lambda r: Answer(_first_moment(r[0], r[1])),
-        peer="pyhessian",
-    ),
-    Method("full_spectrum", "ours", _ours_full, lambda r: Answer(r.double().cpu())),
-    Method(
-        "full_spectrum", "torch_func_hessian", _torch_func_full, lambda r: Answer(r.double().cpu())
-    ),
+    _peer("slq_100", "pyhessian", _pyhessian_slq, lambda r: Answer(_first_moment(r[0], r[1]))),
+    Method("full_spectrum", "ours", _ours_full, _spectrum),
+    Method("full_spectrum", "torch_func_hessian", _torch_func_full, _spectrum),
     Method("sharpness", "ours", _ours_sharpness, lambda r: Answer(None)),
 )
 
@@ -490,7 +393,7 @@ def bench_method(method: Method, wl: Workload, ref: Reference) -> tuple[Row, Any
         row["error"] = unavailable
         return row, None
     try:
-        raw, runs = time_calls(lambda: method.run(wl), wl.config.repeats, wl.device)
+        raw, runs = time_calls(lambda: method.run(wl), SIZES.repeats, wl.device)
         answer = method.extract(raw)
     except Exception as exc:  # a failing method is a result, recorded in its row
         row["error"] = f"{type(exc).__name__}: {exc}"
@@ -508,8 +411,7 @@ def child_main(args: argparse.Namespace) -> None:
     """Hidden entry point: run one method once in this fresh process and print its peak memory."""
     task, name = args.child.split(":")
     method = find_method(task, name)
-    config = QUICK if args.quick else FULL
-    wl = load_workload(Path(args.workload), config, args.seed, args.device)
+    wl = load_workload(args.workload, args.quick, args.seed, args.device)
     unavailable = peer_unavailable(method.peer)  # imports the peer before the baseline
     print_peak(wl.device, lambda: method.run(wl), unavailable)
 
@@ -565,49 +467,34 @@ def evaluate_target(target: Target, rows: Sequence[Row], quick: bool) -> Row:
     return out
 
 
-def check_agreement(rows: list[Row]) -> list[str]:
-    """Mark each row's agreement with the reference; the failures of ours, as messages."""
-    failures = []
-    for row in rows:
-        bound = BOUNDS.get(row["task"])
-        if row["method"] == "ours" and "error" in row:
-            failures.append(f"{row['task']}/ours raised {row['error']}")
-        if bound is None or row.get("rel_error") is None:
-            continue
-        row["agrees"] = row["rel_error"] <= bound
-        if row["agrees"]:
-            continue
-        message = f"rel_error {row['rel_error']:.3g} > {bound:g}"
-        if row["method"] == "ours" and row["task"] in ASSERTED:
-            failures.append(f"{row['task']}/ours {message}")
-        else:
-            row["note"] = f"off the reference: {message}"
-    return failures
-
-
 def markdown(report: dict[str, Any]) -> str:
     """The rows and targets of a report as markdown tables."""
     env, wl = report["environment"], report["workload"]
-    lines = [
-        f"# Curvature benchmark ({wl['model']}, N={wl['N']}, P={wl['P']})",
-        "",
-        f"torch {env['torch']}, {env['threads']} threads, {env['device']}, python {env['python']}; "
-        f"median of {report['config']['repeats']} warm runs; peak memory in a fresh process "
-        f"per row; total {report['timings']['total_s']:.0f} s.",
-        "",
-        "| task | method | median s | x ours | rel error | peak MB | note |",
-        "|---|---|---:|---:|---:|---:|---|",
-    ]
+    rows = []
     for r, time_s, ratio, note in against_ours(report["rows"]):
         if "n_iter" in r:
             note = f"{r['n_iter']} iterations" + (f"; {note}" if note else "")
-        lines.append(
-            f"| {r['task']} | {r['method']} | {fmt(time_s, '.4f')} | {fmt(ratio, '.2f')} | "
-            f"{fmt(r.get('rel_error'), '.2e')} | {fmt(r.get('peak_mb'), '.1f')} | "
-            f"{note.replace('|', '/')} |"
+        rows.append(
+            (
+                r["task"],
+                r["method"],
+                fmt(time_s, ".4f"),
+                fmt(ratio, ".2f"),
+                fmt(r.get("rel_error"), ".2e"),
+                fmt(r.get("peak_mb"), ".1f"),
+                note.replace("|", "/"),
+            )
         )
-    lines += targets_table(report["targets"])
-    return "\n".join(lines) + "\n"
+    return markdown_report(
+        f"Curvature benchmark ({wl['model']}, N={wl['N']}, P={wl['P']})",
+        [
+            f"{environment_text(env)}; median of {report['config']['repeats']} warm runs; peak "
+            f"memory in a fresh process per row; total {report['timings']['total_s']:.0f} s."
+        ],
+        ("task", "method", "median s", "x ours", "rel error", "peak MB", "note"),
+        rows,
+        report["targets"],
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -621,8 +508,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--quick", action="store_true", help="small workload, runs in seconds")
-    parser.add_argument("--child", help=argparse.SUPPRESS)  # task:method, internal
-    parser.add_argument("--workload", help=argparse.SUPPRESS)  # internal
+    add_child_flags(parser)
     args = parser.parse_args(argv)
     if args.child is None and args.out is None:
         parser.error("--out is required")
@@ -636,18 +522,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         child_main(args)
         return 0
     start, load_start = start_benchmark(args.out)
-    config = QUICK if args.quick else FULL
     timings: dict[str, float] = {}
 
-    state, X, y, final_loss = train_workload(config, args.seed)
-    wl = make_workload(state, X, y, config, args.seed, args.device)
+    trained = train_workload(args.quick, args.seed)
+    wl = trained.build(args.device)
     timings["train_s"] = time.perf_counter() - start
 
     tick = time.perf_counter()
     ref = compute_reference(wl)
     timings["reference_s"] = time.perf_counter() - tick
     say(
-        f"workload: P={wl.num_params}, final loss {final_loss:.3g}, reference lambda_max "
+        f"workload: P={wl.num_params}, final loss {trained.final_loss:.3g}, reference lambda_max "
         f"{float(ref.top[0]):.4g}, trace {ref.trace:.4g} ({timings['reference_s']:.1f} s)"
     )
 
@@ -665,13 +550,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     memory_methods = measure_peaks(
         __file__,
         [r for r in rows if "error" not in r],
-        {"state_dict": state, "X": X, "y": y},
-        args,
+        trained.record(),
+        child_flags(args),
         CHILD_TIMEOUT_S,
+        side_by_side=args.quick,
     )
     timings["memory_s"] = time.perf_counter() - tick
 
-    failures = check_agreement(rows)
+    failures = mark_agreement(rows, "rel_error", BOUNDS, asserted=ASSERTED)
     targets = [evaluate_target(t, rows, args.quick) for t in TARGETS]
 
     density = raw_outputs.get(("slq_100", "ours"))
@@ -687,14 +573,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "benchmark": "curvature",
         "environment": bench_environment(args.device, load_start, versions(PEERS)),
         "workload": {
-            **describe_workload(config, wl.num_params, final_loss),
-            "reference_top5": ref.top[: config.top_k].tolist(),
+            **trained.describe(),
+            "reference_top5": ref.top[: SIZES.top_k].tolist(),
             "reference_trace": ref.trace,
         },
         "config": {
             "seed": args.seed,
             "quick": args.quick,
-            **{k: v for k, v in asdict(config).items() if k not in ("widths", "n_samples")},
+            "train_steps": trained.config.train_steps,
+            "lr": trained.config.lr,
+            **asdict(SIZES),
             "dtype": "float32",
             "peak_memory": sorted(memory_methods),
             "curvlinops_check_deterministic": False,
@@ -705,12 +593,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "timings": timings,
     }
     return finish_benchmark(
-        args.out,
-        "bench_curvature",
-        report,
-        markdown(report),
-        failures,
-        "ours disagrees with the reference",
+        __file__, args.out, report, markdown(report), failures, "ours disagrees with the reference"
     )
 
 

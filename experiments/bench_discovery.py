@@ -57,24 +57,24 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from _common import (
+from _bench import (
+    Row,
     bench_environment,
-    check_device,
+    environment_text,
     finish_benchmark,
     fmt,
-    parser,
-    setup,
+    markdown_report,
+    ratio_target,
     start_benchmark,
-    targets_table,
     time_interleaved,
 )
+from _cli import check_device, parser, setup
 from symdisc.actions import MLPAction
 from symdisc.generators import Generators
 from symdisc.losses import ParamLoss, two_layer
 from symdisc.objective import Weights, infinitesimal_objective, orthogonality
 from symdisc.sampler import Samples, sample
 
-Row = dict[str, Any]
 Objective = Callable[[MLPAction, Tensor, Samples, ParamLoss, Weights], tuple[Tensor, dict]]
 
 HIDDEN = (64, 64, 64)
@@ -302,40 +302,44 @@ def evaluate_targets(rows: Sequence[Row], quick: bool) -> list[Row]:
         by_method = {r["method"]: r for r in rows if r["task"] == task}
         mines = [m for m in ("ours", "ours_compiled") if m in by_method]
         for (peer, factor), mine in itertools.product(TARGETS.items(), mines):
-            target: Row = {"task": task, "criterion": f"{mine} >= {factor:g}x {peer}"}
-            ours_rate = by_method[mine].get("steps_per_s")
-            peer_rate = by_method[peer].get("steps_per_s")
-            target["value"] = ours_rate / peer_rate if ours_rate and peer_rate else None
-            if quick or target["value"] is None:
-                target["pass"] = None
-                target["note"] = "not judged on --quick" if quick else "not timed"
-            else:
-                target["pass"] = bool(target["value"] >= factor)
-            out.append(target)
+            out.append(
+                ratio_target(
+                    task,
+                    f"{mine} >= {factor:g}x {peer}",
+                    by_method[mine].get("steps_per_s"),
+                    by_method[peer].get("steps_per_s"),
+                    lambda ratio: ratio >= factor,
+                    quick=quick,
+                    missing="not timed",
+                )
+            )
     return out
 
 
 def markdown(report: dict[str, Any]) -> str:
     env, wl, cfg = report["environment"], report["workload"], report["config"]
-    lines = [
-        f"# Discovery objective benchmark (batch {wl['batch']}, MLP action "
-        f"{'-'.join(map(str, wl['hidden']))})",
-        "",
-        f"torch {env['torch']}, {env['threads']} threads, {env['device']}, python "
-        f"{env['python']}; one step = objective + backward + Adam; median of {cfg['repeats']} "
-        f"blocks of {cfg['steps']} steps ({cfg['loop_steps']} for the loop); total "
-        f"{report['timings']['total_s']:.0f} s.",
-        "",
-        "| task | method | steps/s | ratio ours/method | objective |",
-        "|---|---|---:|---:|---:|",
-    ]
-    for r in report["rows"]:
-        lines.append(
-            f"| {r['task']} | {r['method']} | {fmt(r.get('steps_per_s'), '.3g')} | "
-            f"{fmt(r.get('speedup_vs_ours'), '.2f')} | {r['objective']:.6g} |"
+    rows = [
+        (
+            r["task"],
+            r["method"],
+            fmt(r.get("steps_per_s"), ".3g"),
+            fmt(r.get("speedup_vs_ours"), ".2f"),
+            format(r["objective"], ".6g"),
         )
-    lines += targets_table(report["targets"])
-    return "\n".join(lines) + "\n"
+        for r in report["rows"]
+    ]
+    return markdown_report(
+        f"Discovery objective benchmark (batch {wl['batch']}, MLP action "
+        f"{'-'.join(map(str, wl['hidden']))})",
+        [
+            f"{environment_text(env)}; one step = objective + backward + Adam; median of "
+            f"{cfg['repeats']} blocks of {cfg['steps']} steps ({cfg['loop_steps']} for the loop); "
+            f"total {report['timings']['total_s']:.0f} s."
+        ],
+        ("task", "method", "steps/s", "ratio ours/method", "objective"),
+        rows,
+        report["targets"],
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -426,8 +430,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "timings": timings,
     }
     return finish_benchmark(
+        __file__,
         args.out,
-        "bench_discovery",
         report,
         markdown(report),
         failures,

@@ -1,10 +1,10 @@
 """Benchmark of ``ella.laplace`` against laplace-torch 0.3 with each of its GGN backends.
 
-Workload: the one of ``bench_curvature.py`` (fixed seed): an MLP 10-50-50-3 with tanh
-(P = 3253 parameters in 6 tensors W1, b1, W2, b2, W3, b3) trained for 300 full-batch Adam steps
-on N = 2000 Gaussian inputs labelled by a random linear teacher. The likelihood is categorical,
-negative log-likelihood the *summed* cross-entropy, temperature 1, prior mean 0, and one prior
-precision per parameter tensor, ``delta = [1, 2, 0.5, 1.5, 3, 0.8]``. ``--quick`` runs the
+Workload: the one of ``bench_curvature.py`` (fixed seed, ``_workloads.py``): an MLP 10-50-50-3
+with tanh (P = 3253 parameters in 6 tensors W1, b1, W2, b2, W3, b3) trained for 300 full-batch
+Adam steps on N = 2000 Gaussian inputs labelled by a random linear teacher. The likelihood is
+categorical, negative log-likelihood the *summed* cross-entropy, temperature 1, prior mean 0, and
+one prior precision per parameter tensor, ``delta = [1, 2, 0.5, 1.5, 3, 0.8]``. ``--quick`` runs the
 same on an MLP 10-8-8-3 with N = 200, one timed repeat, in seconds.
 
 Every timed method works on the float32 model; the log marginal likelihood
@@ -12,11 +12,12 @@ Every timed method works on the float32 model; the log marginal likelihood
     log p(D | delta) ~= log p(D | theta*) - 1/2 sum_g delta_g ||theta*_g||^2
                         + 1/2 sum_g P_g log delta_g - 1/2 log det(GGN + diag(delta))
 
-is compared with a float64 reference per structure, built by brute force without ``ella`` or
-``symdisc``: the dense GGN ``sum_n J_n^T (diag p_n - p_n p_n^T) J_n`` from ``torch.func``
-per-sample Jacobians (full), or, for kron, per layer ``A = mean [x; 1][x; 1]^T`` from the
-layer inputs and ``G = sum_n J_sn^T H_n J_sn`` from the Jacobian of the output in the layer's
-pre-activation, the explicit blocks ``torch.kron(G, A[:-1, :-1])`` (weight) and
+is compared with a float64 reference per structure, built by brute force without ``ella`` and
+without the curvature routines of ``symdisc``: the dense GGN ``sum_n J_n^T (diag p_n - p_n
+p_n^T) J_n`` from ``torch.func`` per-sample Jacobians (full; the tests' twin
+``symdisc.curvature.reference.dense_ggn``), or, for kron, per layer ``A = mean [x; 1][x;
+1]^T`` from the layer inputs and ``G = sum_n J_sn^T H_n J_sn`` from the Jacobian of the output
+in the layer's pre-activation, the explicit blocks ``torch.kron(G, A[:-1, :-1])`` (weight) and
 ``A[-1, -1] G`` (bias) in a dense block-diagonal matrix; ``slogdet`` in both cases. Our own
 float64 answer is checked against it too (recorded in ``workload.reference``).
 
@@ -72,7 +73,7 @@ Usage::
     python experiments/bench_laplace.py --out DIR [--seed 0] [--device cpu|cuda] [--quick]
         [--threads N]
 
-writes ``DIR/laplace.json`` and ``DIR/laplace.md`` and prints the table.
+writes ``DIR/bench_laplace.json`` and ``DIR/bench_laplace.md`` and prints the table.
 """
 
 from __future__ import annotations
@@ -90,36 +91,37 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from bench_curvature import FULL, QUICK, Config, describe_workload, make_mlp, train_workload
 from torch import Tensor, nn
 
-from _common import (
+from _bench import (
+    Row,
     against_ours,
     bench_environment,
-    check_device,
-    check_targets,
+    environment_text,
     finish_benchmark,
     fmt,
+    mark_agreement,
+    markdown_report,
     measure_peaks,
-    parser,
     peers_unavailable,
     print_peak,
     say,
-    setup,
     start_benchmark,
-    targets_table,
     timed,
     versions,
 )
+from _cli import add_child_flags, check_device, child_flags, parser, setup
+from _results import check_targets
+from _workloads import Workload, load_workload, train_workload
 from ella.laplace import Laplace
-
-Row = dict[str, Any]
+from symdisc.curvature.reference import dense_ggn
 
 PRIOR = (1.0, 2.0, 0.5, 1.5, 3.0, 0.8)  # W1, b1, W2, b2, W3, b3
 NEW_PRIOR = (0.7, 1.3, 2.2, 0.9, 0.4, 1.7)  # for kron_reeval
 AGREEMENT_NATS = 1e-3
 SELF_CHECK_NATS = 1e-6  # ours in float64 against the brute-force reference
 CHILD_TIMEOUT_S = 900
+REPEATS_MIN = 3  # timed calls per method at least (full run)
 TASKS = ("kron_marglik", "full_marglik", "kron_reeval")
 STRUCTURE = {"kron_marglik": "kron", "full_marglik": "full", "kron_reeval": "kron"}
 #: task -> ours' median_s / fastest laplace-torch backend's median_s must be <= this
@@ -160,41 +162,13 @@ def discover_backends() -> dict[str, tuple[str, str, str]]:
     return backends
 
 
-# --------------------------------------------------------------------------------------------
-# workload
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Workload:
-    """The trained model (float32 unless a reference asks for float64) and its data."""
-
-    model: nn.Sequential
-    X: Tensor
-    y: Tensor
-    config: Config
-
-    @property
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
-
-
-def build_workload(
-    state: dict[str, Tensor], X: Tensor, y: Tensor, config: Config, device: str, dtype=None
-) -> Workload:
-    model = make_mlp(config.widths)
-    model.load_state_dict(state)
-    dtype = dtype or torch.float32
-    model = model.to(device=device, dtype=dtype).eval()
-    return Workload(model, X.to(device=device, dtype=dtype), y.to(device), config)
-
-
 def precisions(values: Sequence[float], dtype: torch.dtype, device) -> Tensor:
     return torch.tensor(values, dtype=dtype, device=device)
 
 
 # --------------------------------------------------------------------------------------------
-# the float64 brute-force reference (no ella, no symdisc)
+# the float64 brute-force reference (no ella; of symdisc only the dense twins of
+# symdisc.curvature.reference)
 # --------------------------------------------------------------------------------------------
 
 
@@ -229,17 +203,14 @@ def _per_tensor_delta(model: nn.Module, delta: Tensor) -> Tensor:
 
 
 def brute_full(model: nn.Sequential, X: Tensor, y: Tensor, delta: Tensor) -> Tensor:
-    """Dense GGN from per-sample ``torch.func`` Jacobians, plus diag(delta), slogdet."""
-    names = [n for n, _ in model.named_parameters()]
-    params = {n: p.detach() for n, p in model.named_parameters()}
+    """Dense GGN from per-sample ``torch.func`` Jacobians
+    (:func:`symdisc.curvature.reference.dense_ggn`), plus diag(delta), slogdet."""
 
     def f(p: dict[str, Tensor], x: Tensor) -> Tensor:
-        return torch.func.functional_call(model, p, (x[None],))[0]
+        return torch.func.functional_call(model, p, (x,))
 
-    jac = torch.func.vmap(torch.func.jacrev(f), in_dims=(None, 0))(params, X)
-    J = torch.cat([jac[n].reshape(X.shape[0], -1, params[n].numel()) for n in names], dim=2)
-    H = _output_hessians(model(X).detach())
-    ggn = torch.einsum("ncp,ncd,ndq->pq", J, H, J)
+    params = dict(model.named_parameters())
+    ggn = dense_ggn(f, params, X, _output_hessians(model(X).detach()))
     sign, log_det = torch.linalg.slogdet(ggn + torch.diag(_per_tensor_delta(model, delta)))
     if sign <= 0:
         raise AssertionError("the full posterior precision is not positive definite")
@@ -478,7 +449,7 @@ def bench_task(
     live = [m for m in methods if m.name in states]
     if not live:
         return list(rows.values())
-    n = repeats_for(max(first.values()), quick, wl.config.repeats)
+    n = repeats_for(max(first.values()), quick, REPEATS_MIN)
     wall: dict[str, list[float]] = {m.name: [] for m in live}
     cpu: dict[str, list[float]] = {m.name: [] for m in live}
     for _ in range(n):
@@ -520,9 +491,7 @@ def child_main(args: argparse.Namespace) -> None:
     """Hidden entry point: prepare one method, run its timed part once, print the peak."""
     task, name = args.child.split(":")
     method = find_method(task, name)
-    config = QUICK if args.quick else FULL
-    saved = torch.load(args.workload, weights_only=True)
-    wl = build_workload(saved["state_dict"], saved["X"], saved["y"], config, args.device)
+    wl = load_workload(args.workload, args.quick, args.seed, args.device)
     unavailable = peers_unavailable(method.peers)  # imports the peers before the baseline
     state = method.prepare(wl) if unavailable is None else None
     print_peak(wl.X.device, lambda: method.run(state), unavailable)
@@ -531,25 +500,6 @@ def child_main(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------------------------
 # agreement, targets, report
 # --------------------------------------------------------------------------------------------
-
-
-def check_agreement(rows: list[Row]) -> list[str]:
-    """Mark every row's agreement (1e-3 nats); ours' disagreements and errors, as messages."""
-    failures = []
-    for row in rows:
-        if row["method"] == "ours" and "error" in row:
-            failures.append(f"{row['task']}/ours raised {row['error']}")
-        if row.get("abs_error") is None:
-            continue
-        row["agrees"] = row["abs_error"] <= AGREEMENT_NATS
-        if row["agrees"]:
-            continue
-        message = f"abs_error {row['abs_error']:.3g} nats > {AGREEMENT_NATS:g}"
-        if row["method"] == "ours":
-            failures.append(f"{row['task']}/ours {message}")
-        else:
-            row["note"] = f"off the reference: {message}"
-    return failures
 
 
 def evaluate_targets(rows: list[Row], quick: bool) -> list[Row]:
@@ -599,38 +549,41 @@ def evaluate_targets(rows: list[Row], quick: bool) -> list[Row]:
 def markdown(report: dict[str, Any]) -> str:
     env, wl = report["environment"], report["workload"]
     load = env.get("loadavg_1min", [None, None])
-    lines = [
-        f"# Laplace marginal-likelihood benchmark ({wl['model']}, N={wl['N']}, P={wl['P']})",
-        "",
-        f"torch {env['torch']}, {env['threads']} threads, {env['device']}, python "
-        f"{env['python']}, laplace-torch {env['peers'].get('laplace')}; float32 model; "
-        f"per-tensor prior precisions {list(PRIOR)}; median of up to 50 warm runs taken in "
-        f"turns; peak memory in a fresh process per row; 1-min load average {load[0]} at the "
-        f"start, {load[1]} at the end (a busy machine inflates wall-clock times, see the CPU "
-        f"column); total {report['timings']['total_s']:.0f} s.",
-        "",
-        f"Reference (float64, brute force): kron {wl['reference']['kron']:.6f}, full "
-        f"{wl['reference']['full']:.6f}, kron at the new precisions "
-        f"{wl['reference']['kron_new']:.6f} nats.",
-        "",
-        "| task | method | median s | x ours | CPU median s | abs error (nats) | grad error "
-        "| peak MB | note |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for r, time_s, ratio, note in against_ours(report["rows"]):
-        lines.append(
-            f"| {r['task']} | {r['method']} | {fmt(time_s, '.4g')} | {fmt(ratio, '.2f')} | "
-            f"{fmt(r.get('cpu_median_s'), '.4g')} | {fmt(r.get('abs_error'), '.2e')} | "
-            f"{fmt(r.get('grad_error'), '.2e')} | {fmt(r.get('peak_mb'), '.1f')} | "
-            f"{note.replace('|', '/')} |"
+    rows = [
+        (
+            r["task"],
+            r["method"],
+            fmt(time_s, ".4g"),
+            fmt(ratio, ".2f"),
+            fmt(r.get("cpu_median_s"), ".4g"),
+            fmt(r.get("abs_error"), ".2e"),
+            fmt(r.get("grad_error"), ".2e"),
+            fmt(r.get("peak_mb"), ".1f"),
+            note.replace("|", "/"),
         )
-    lines += targets_table(report["targets"])
-    lines += [
-        "",
-        "x ours: the row's median over ours' (above 1: slower than ours). Targets divide ours' "
-        "median by the fastest laplace-torch backend's that agrees with the reference.",
+        for r, time_s, ratio, note in against_ours(report["rows"])
     ]
-    return "\n".join(lines) + "\n"
+    columns = ("task", "method", "median s", "x ours", "CPU median s", "abs error (nats)")
+    return markdown_report(
+        f"Laplace marginal-likelihood benchmark ({wl['model']}, N={wl['N']}, P={wl['P']})",
+        [
+            f"{environment_text(env)}, laplace-torch {env['peers'].get('laplace')}; float32 "
+            f"model; per-tensor prior precisions {list(PRIOR)}; median of up to 50 warm runs "
+            f"taken in turns; peak memory in a fresh process per row; 1-min load average "
+            f"{load[0]} at the start, {load[1]} at the end (a busy machine inflates wall-clock "
+            f"times, see the CPU column); total {report['timings']['total_s']:.0f} s.",
+            f"Reference (float64, brute force): kron {wl['reference']['kron']:.6f}, full "
+            f"{wl['reference']['full']:.6f}, kron at the new precisions "
+            f"{wl['reference']['kron_new']:.6f} nats.",
+        ],
+        (*columns, "grad error", "peak MB", "note"),
+        rows,
+        report["targets"],
+        [
+            "x ours: the row's median over ours' (above 1: slower than ours). Targets divide "
+            "ours' median by the fastest laplace-torch backend's that agrees with the reference."
+        ],
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -640,8 +593,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = parser(__doc__.split("\n\n")[0])
-    p.add_argument("--child", help=argparse.SUPPRESS)  # task:method, internal
-    p.add_argument("--workload", help=argparse.SUPPRESS)  # internal
+    add_child_flags(p)
     args = p.parse_args(argv)
     check_device(p, args)
     return args
@@ -656,15 +608,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     setup(args)
     start, load_start = start_benchmark(args.out)
-    config = QUICK if args.quick else FULL
     timings: dict[str, float] = {}
 
-    state, X, y, final_loss = train_workload(config, args.seed)
-    wl = build_workload(state, X, y, config, args.device)
+    trained = train_workload(args.quick, args.seed)
+    wl = trained.build(args.device)
     timings["train_s"] = time.perf_counter() - start
 
     tick = time.perf_counter()
-    wl64 = build_workload(state, X, y, config, args.device, torch.float64)
+    wl64 = trained.build(args.device, torch.float64)
     ref, self_check = compute_reference(wl64)
     timings["reference_s"] = time.perf_counter() - tick
     say(f"reference: {ref} ({timings['reference_s']:.1f} s); ours in float64: {self_check}")
@@ -690,13 +641,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     memory_how = measure_peaks(
         __file__,
         [r for r in rows if "error" not in r and (r["method"] == "ours" or not args.quick)],
-        {"state_dict": state, "X": X, "y": y},
-        args,
+        trained.record(),
+        child_flags(args),
         CHILD_TIMEOUT_S,
+        side_by_side=args.quick,
     )
     timings["memory_s"] = time.perf_counter() - tick
 
-    failures += check_agreement(rows)
+    agreement = {task: AGREEMENT_NATS for task in TASKS}
+    failures += mark_agreement(rows, "abs_error", agreement, unit=" nats")
     targets = evaluate_targets(rows, args.quick)
     timings["total_s"] = time.perf_counter() - start
 
@@ -704,7 +657,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "benchmark": "laplace",
         "environment": bench_environment(args.device, load_start, versions(DISTRIBUTIONS)),
         "workload": {
-            **describe_workload(config, wl.num_params, final_loss),
+            **trained.describe(),
             "likelihood": "classification (summed cross-entropy), temperature 1",
             "prior_precision": {
                 "tensors": ["W1", "b1", "W2", "b2", "W3", "b3"],
@@ -724,7 +677,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "seed": args.seed,
             "quick": args.quick,
             "dtype": "float32",
-            "repeats_min": 1 if args.quick else config.repeats,
+            "repeats_min": 1 if args.quick else REPEATS_MIN,
             "agreement_nats": AGREEMENT_NATS,
             "targets": TARGETS,
             "peak_memory": sorted(memory_how),
@@ -736,7 +689,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "timings": timings,
     }
     return finish_benchmark(
-        args.out, "laplace", report, markdown(report), failures, "ours disagrees with the reference"
+        __file__, args.out, report, markdown(report), failures, "ours disagrees with the reference"
     )
 
 

@@ -78,21 +78,21 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from _common import (
+from _bench import (
+    Row,
     bench_environment,
-    check_device,
+    environment_text,
     finish_benchmark,
     fmt,
-    parser,
-    setup,
+    markdown_report,
+    ratio_target,
     start_benchmark,
-    targets_table,
     time_interleaved,
 )
+from _cli import check_device, parser, setup
 from ella.layers.relaxed import FFC
 from ella.models import LAYERS, neyshabur
 
-Row = dict[str, Any]
 Step = Callable[[], None]
 
 IN_CHANNELS, N_CLASSES, IMAGE_SIZE = 3, 10, 32
@@ -296,41 +296,48 @@ def evaluate_targets(rows: Sequence[Row], tasks: Sequence[str], quick: bool) -> 
             ("peak_mb", MEMORY_TARGET, "peak memory"),
             ("median_s", TIME_TARGET, "time"),
         ):
-            target: Row = {"task": task, "criterion": f"ours {what} <= {factor:g}x block_diag"}
-            mine, peer = by["ours"].get(key), by["block_diag"].get(key)
-            target["value"] = mine / peer if mine is not None and peer else None
-            if quick or target["value"] is None:
-                target["pass"] = None
-                target["note"] = "not judged on --quick" if quick else "not measured"
-            else:
-                target["pass"] = bool(target["value"] <= factor)
-            out.append(target)
+            out.append(
+                ratio_target(
+                    task,
+                    f"ours {what} <= {factor:g}x block_diag",
+                    by["ours"].get(key),
+                    by["block_diag"].get(key),
+                    lambda ratio: ratio <= factor,
+                    quick=quick,
+                    missing="not measured",
+                )
+            )
     return out
 
 
 def markdown(report: dict[str, Any]) -> str:
     env, wl, cfg = report["environment"], report["workload"], report["config"]
-    lines = [
-        f"# Relaxed layers: forward+backward (alpha {wl['alpha']}, {wl['image_size']} x "
-        f"{wl['image_size']}, batch {wl['batch']})",
-        "",
-        f"torch {env['torch']}, {env['threads']} threads, {env['device']}, python "
-        f"{env['python']}; time: median of {cfg['repeats']} blocks ({cfg['net_steps']} step(s) "
-        f"per network block, {cfg['ffc_steps']} per F-FC layer block); peak memory: one step "
-        f"in a fresh process, {cfg['peak_memory']['source']}, above the resident set of "
-        f"module + batch; total {report['timings']['total_s']:.0f} s.",
-        "",
-        "| task | method | params | median ms | peak MB |",
-        "|---|---|---:|---:|---:|",
-    ]
+    rows = []
     for r in report["rows"]:
         ms = None if r.get("median_s") is None else 1e3 * r["median_s"]
-        lines.append(
-            f"| {r['task']} | {r['method']} | {r['params']:,} | {fmt(ms, '.3g')} | "
-            f"{fmt(r.get('peak_mb'), '.1f')} |"
+        rows.append(
+            (
+                r["task"],
+                r["method"],
+                f"{r['params']:,}",
+                fmt(ms, ".3g"),
+                fmt(r.get("peak_mb"), ".1f"),
+            )
         )
-    lines += targets_table(report["targets"])
-    return "\n".join(lines) + "\n"
+    return markdown_report(
+        f"Relaxed layers: forward+backward (alpha {wl['alpha']}, {wl['image_size']} x "
+        f"{wl['image_size']}, batch {wl['batch']})",
+        [
+            f"{environment_text(env)}; time: median of {cfg['repeats']} blocks "
+            f"({cfg['net_steps']} step(s) per network block, {cfg['ffc_steps']} per F-FC layer "
+            f"block); peak memory: one step in a fresh process, {cfg['peak_memory']['source']}, "
+            f"above the resident set of module + batch; total "
+            f"{report['timings']['total_s']:.0f} s."
+        ],
+        ("task", "method", "params", "median ms", "peak MB"),
+        rows,
+        report["targets"],
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -471,8 +478,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "timings": timings,
     }
     return finish_benchmark(
+        __file__,
         args.out,
-        "bench_layers",
         report,
         markdown(report),
         failures,

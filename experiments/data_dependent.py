@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from _common import discovery_experiment
+from _discovery import discovery_experiment
 from symdisc.losses import three_layer_tanh_skip, two_layer
 from symdisc.objective import Weights
 

@@ -21,7 +21,8 @@ import time
 
 import torch
 
-from _common import parser, setup, write_results
+from _cli import parser, run_config, setup
+from _results import write_results
 from symdisc import plot
 from symdisc.compose import InducedAction, depth_embedding, width_embedding
 from symdisc.discover import discover
@@ -87,10 +88,7 @@ def main() -> None:
         args.out / "lift_invariance.png",
     )
     config = {
-        "seed": args.seed,
-        "quick": args.quick,
-        "device": args.device,
-        "threads": args.threads,
+        **run_config(args),
         "activation": args.activation,
         "steps": steps,
         "n_train": n_train,

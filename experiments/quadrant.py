@@ -1,18 +1,19 @@
 """Paper 000, section 6.1 (table 1): adapting symmetry to the task, on digits in quadrants.
 
 Every 8x8 scikit-learn digit is placed in one of the four quadrants (chosen at random, seeded)
-of a zero 16x16 canvas. Two tasks:
+of a zero 16x16 canvas (:func:`ella.data.quadrant_digits`). Two tasks:
 
 * ``digit``: the digit (10 classes), translation invariant;
 * ``digit_quadrant``: the digit and its quadrant, ``digit + 10 * quadrant`` (40 classes), which
   no strictly translation-invariant model can solve (at best a quarter of its digit accuracy).
 
-Models (:func:`build_model`): four relaxed layers 1x16x16 -> a x8x8 -> 2a x4x4 -> 4a x2x2 ->
-8a x1x1 (every layer halves the resolution, ReLU after each), then a plain ``nn.Linear`` to the
-classes; the relaxed layers are ``FC`` (``fc``), ``CONV`` with polyphase pooling (``conv``,
-exactly invariant to circular shifts of the canvas) or ``PathSum(FFC, CONV)`` (``ffc_conv``).
-Each is trained with ``map`` (precisions frozen at 1) and with ``marglik`` (per-layer, per-path
-precisions learned by the KFAC Laplace marginal likelihood, :func:`ella.marglik.train_marglik`).
+Models (:func:`ella.models.quadrant_model`): four relaxed layers 1x16x16 -> a x8x8 -> 2a x4x4
+-> 4a x2x2 -> 8a x1x1 (every layer halves the resolution, ReLU after each), then a plain
+``nn.Linear`` to the classes; the relaxed layers are ``FC`` (``fc``), ``CONV`` with polyphase
+pooling (``conv``, exactly invariant to circular shifts of the canvas) or ``PathSum(FFC, CONV)``
+(``ffc_conv``). Each is trained with ``map`` (precisions frozen at 1) and with ``marglik``
+(per-layer, per-path precisions learned by the KFAC Laplace marginal likelihood,
+:func:`ella.marglik.train_marglik`).
 
 Cases ``<task>/<model>/<objective>``; metrics (mean and standard deviation over seeds):
 ``test_acc`` (%), ``test_nll`` (mean per test point), ``neg_log_marglik`` (per training point:
@@ -34,95 +35,18 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
 
-from _common import parser, run_config, setup, write_results
+from _cli import parser, run_config, setup
+from _results import write_results
+from ella.data import QUADRANT_CLASSES, QUADRANT_TASKS, quadrant_digits
 from ella.laplace import Laplace
-from ella.layers import CONV, FC, FFC, PathSum
 from ella.marglik import MarglikConfig, learned_layer_report, train_marglik
+from ella.models import QUADRANT_MODELS, quadrant_model
 
-TASKS = ("digit", "digit_quadrant")
-MODELS = ("fc", "conv", "ffc_conv")
+TASKS = QUADRANT_TASKS
+MODELS = QUADRANT_MODELS
 OBJECTIVES = ("map", "marglik")
-N_CLASSES = {"digit": 10, "digit_quadrant": 40}
-CANVAS = 16
 log = logging.getLogger("quadrant")
-
-
-# --------------------------------------------------------------------------------------------
-# data
-# --------------------------------------------------------------------------------------------
-
-
-def quadrant_digits(
-    task: str, seed: int, n_train: int = 1200
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The scikit-learn digits on a 16x16 canvas, one quadrant per image (seeded).
-
-    Pixels are scaled to [0, 1], placed on a zero canvas in quadrant q (0: upper left, 1: upper
-    right, 2: lower left, 3: lower right), and the canvases standardised with one scalar mean
-    and standard deviation of the training canvases (so a shift of the digit is still a shift
-    of the whole input). Labels: the digit (``task="digit"``) or ``digit + 10 * q``
-    (``task="digit_quadrant"``). The split is a seeded permutation: the first ``n_train``
-    images train, the rest (597 for the default) test.
-
-    Returns:
-        ``(X_train, y_train, X_test, y_test)``, X float32 of shape (N, 1, 16, 16), y int64.
-    """
-    if task not in TASKS:
-        raise ValueError(f"`task` must be one of {TASKS}, got {task!r}")
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = digits.images.astype(np.float32) / 16.0  # (1797, 8, 8)
-    labels = digits.target.astype(np.int64)
-    rng = np.random.default_rng(seed)
-    n = len(labels)
-    if not 0 < n_train < n:
-        raise ValueError(f"`n_train` must be in (0, {n}), got {n_train}")
-    quadrant = rng.integers(0, 4, size=n)
-    canvas = np.zeros((n, 1, CANVAS, CANVAS), dtype=np.float32)
-    half = CANVAS // 2
-    for i in range(n):
-        r, c = divmod(int(quadrant[i]), 2)
-        canvas[i, 0, r * half : (r + 1) * half, c * half : (c + 1) * half] = images[i]
-    target = labels if task == "digit" else labels + 10 * quadrant
-    order = rng.permutation(n)
-    train, test = order[:n_train], order[n_train:]
-    mean, std = canvas[train].mean(), canvas[train].std()
-    x = torch.from_numpy((canvas - mean) / std)
-    y = torch.from_numpy(target)
-    return x[train], y[train], x[test], y[test]
-
-
-# --------------------------------------------------------------------------------------------
-# models
-# --------------------------------------------------------------------------------------------
-
-
-def _layer(kind: str, c_in: int, c_out: int, s_in: int, s_out: int) -> nn.Module:
-    if kind == "fc":
-        return FC(c_in, c_out, s_in, s_out)
-    if kind == "conv":
-        return CONV(c_in, c_out, s_in, s_out)
-    if kind == "ffc_conv":
-        return PathSum(FFC(c_in, c_out, s_in, s_out), CONV(c_in, c_out, s_in, s_out))
-    raise ValueError(f"`kind` must be one of {MODELS}, got {kind!r}")
-
-
-def build_model(kind: str, n_classes: int, alpha: int = 4, seed: int = 0) -> nn.Sequential:
-    """Relaxed layers 1x16 -> a x8 -> 2a x4 -> 4a x2 -> 8a x1 (ReLU after each), flatten, then
-    ``nn.Linear(8a, n_classes)``. With ``kind="conv"`` the output is exactly invariant to
-    circular shifts of the input (polyphase pooling in every halving CONV, a 1x1 map at the end).
-    """
-    torch.manual_seed(seed)
-    channels = (1, alpha, 2 * alpha, 4 * alpha, 8 * alpha)
-    sizes = (CANVAS, CANVAS // 2, CANVAS // 4, CANVAS // 8, CANVAS // 16)
-    modules: list[nn.Module] = []
-    for i in range(4):
-        modules += [_layer(kind, channels[i], channels[i + 1], sizes[i], sizes[i + 1]), nn.ReLU()]
-    modules += [nn.Flatten(), nn.Linear(channels[-1], n_classes)]
-    return nn.Sequential(*modules)
 
 
 # --------------------------------------------------------------------------------------------
@@ -136,7 +60,7 @@ def run_case(task, kind, objective, seed, settings) -> dict[str, object]:
     x_tr, y_tr, x_te, y_te = (
         t.to(device) for t in quadrant_digits(task, seed, settings["n_train"])
     )
-    model = build_model(kind, N_CLASSES[task], settings["alpha"], seed).to(device)
+    model = quadrant_model(kind, QUADRANT_CLASSES[task], settings["alpha"], seed).to(device)
     config = MarglikConfig(
         epochs=settings["epochs"],
         batch_size=settings["batch_size"],
@@ -174,26 +98,13 @@ def run_case(task, kind, objective, seed, settings) -> dict[str, object]:
         "train_s": train_s,
     }
     if kind == "ffc_conv" and objective == "marglik":
-        # the paths of PathSum "i" are the modules "i.layers.0" (F-FC) and "i.layers.1" (CONV),
-        # each its own "layer" in the report: the shares are taken here over the PathSum
-        rows = [
-            {
-                "layer": r["layer"].split(".layers.")[0],
-                "path": r["path"],
-                "module": r["layer"],
-                "relative_effective_parameters": r["relative_effective_parameters"],
-            }
+        # per relaxed layer (the PathSum "i") and path (its modules "i.layers.0", "i.layers.1")
+        keys = ("layer", "path", "module", "relative_effective_parameters", "path_share")
+        metrics["layers"] = [
+            {k: r[k] for k in keys}
             for r in learned_layer_report(model, laplace, prec)
             if r["path"] is not None
         ]
-        for r in rows:
-            total = sum(
-                q["relative_effective_parameters"] for q in rows if q["layer"] == r["layer"]
-            )
-            r["path_share"] = (
-                r["relative_effective_parameters"] / total if total > 0 else float("nan")
-            )
-        metrics["layers"] = rows
     return metrics
 
 

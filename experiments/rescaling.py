@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from _common import discovery_experiment
+from _discovery import discovery_experiment
 from symdisc.losses import two_layer
 
 CASES = {

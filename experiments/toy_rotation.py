@@ -37,7 +37,8 @@ import time
 import torch
 from torch import nn
 
-from _common import parser, run_config, setup, write_results
+from _cli import parser, run_config, setup
+from _results import write_results
 from ella import plot
 from ella.data import rotation_toy
 from ella.invariance import (
@@ -47,6 +48,7 @@ from ella.invariance import (
     invariant_laplace,
     train_invariant,
 )
+from ella.laplace import optimize_prior_precision
 from ella.marglik import MarglikConfig
 
 CASES = ("no_invariance", "augerino", "lila_full", "lila_kron")
@@ -65,21 +67,12 @@ def build_model(seed: int, learnable: bool, n_samples: int, device: str = "cpu")
 
 def best_neg_log_marglik(model: InvariantModel, x, y, n_samples: int, seed: int) -> tuple:
     """Full-GGN ``-log p(D | delta, eta)`` on fixed draws, minimised over one shared delta by a
-    grid over log10 delta in [-4, 4] refined around the best point."""
+    grid over log10 delta in [-4, 4] (step 0.1) refined around the best point (step 0.005)."""
     eps = model.augmentation.sample_eps(len(y), n_samples, torch.Generator().manual_seed(seed))
     model.eval()
     la = invariant_laplace(model, [(x, eps, y)], "classification", "full")
-    with torch.no_grad():
-
-        def value(log10_delta: float) -> float:
-            d = torch.tensor(10.0**log10_delta, dtype=torch.float64)
-            return -float(la.log_marginal_likelihood(d))
-
-        grid = [-4 + 0.1 * i for i in range(81)]
-        best = min(grid, key=value)
-        fine = [best - 0.1 + 0.005 * i for i in range(41)]
-        best = min(fine, key=value)
-    return value(best), 10.0**best
+    tuned = optimize_prior_precision(la, "grid", bounds=(-4.0, 4.0), step=0.1, refine_step=0.005)
+    return -tuned.log_marginal_likelihood, next(iter(tuned.prior_precision.values()))
 
 
 def run_case(name: str, data, settings: dict, seed: int) -> tuple[dict, InvariantModel, list]:

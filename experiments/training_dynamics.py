@@ -41,7 +41,8 @@ import time
 import torch
 from tqdm import tqdm
 
-from _common import parser, run_config, setup, write_results
+from _cli import parser, run_config, setup
+from _results import write_results
 from ella import plot
 from ella.dynamics import curvature_measures, fit_next_frame
 from ella.dynamics.networks import FieldCNN, FieldGCNN, cnn_width_for

@@ -35,7 +35,8 @@ import time
 import torch
 from torch import nn
 
-from _common import parser, run_config, setup, write_results
+from _cli import parser, run_config, setup
+from _results import write_results
 from ella import plot
 from ella.data import VERSIONS, imposed_eta, transformed_digits
 from ella.invariance import (
@@ -46,6 +47,7 @@ from ella.invariance import (
     invariant_laplace,
     train_invariant,
 )
+from ella.laplace import optimize_prior_precision
 from ella.marglik import MarglikConfig, NonFiniteLossError
 
 MODELS = ("mlp", "cnn")
@@ -107,15 +109,7 @@ def post_hoc_neg_log_marglik(model, x, y, n_samples, seed, batch_size, steps) ->
     ]
     model.eval()
     la = invariant_laplace(model, data, "classification", "kron")
-    log_delta = {g: torch.zeros((), requires_grad=True) for g in la.groups}
-    opt = torch.optim.Adam(list(log_delta.values()), lr=0.1)
-    for _ in range(steps):
-        value = -la.log_marginal_likelihood({g: v.exp() for g, v in log_delta.items()})
-        opt.zero_grad()
-        value.backward()
-        opt.step()
-    with torch.no_grad():
-        return -float(la.log_marginal_likelihood({g: v.exp() for g, v in log_delta.items()}))
+    return -optimize_prior_precision(la, "adam", steps=steps, lr=0.1).log_marginal_likelihood
 
 
 def run_case(version, kind, method, data, settings, seed) -> tuple[dict, InvariantModel, list]:

@@ -4,14 +4,16 @@
 module             contents
 =================  ===========================================================================
 ``curvature``      the shared derivative layer (Jacobians, Hessian/GGN, KFAC, spectra, ...)
-``losses``         the loss zoo: :class:`ParamLoss`, two-layer nets, the tanh net with a skip
+``losses``         :class:`ParamLoss` and its typed kinds: two-layer nets, the tanh net with a
+                   skip, deep MLPs, losses over chosen parameters of any ``nn.Module``
 ``sampler``        fixed sets of (theta, X, Y) samples with their loss gradients
 ``actions``        group actions a_X(g, theta): :class:`MLPAction`, :class:`LinearAction`
 ``generators``     k learnable elements of gl(d)
 ``objective``      the infinitesimal (eqs. 2-4) and exponentiated (app. B.2) objectives
 ``train``          the trainer: Adam with step decay, checkpoints, resume, NaN stop
 ``discover``       one call from a loss to a learned symmetry
-``known``          known symmetries, their tangent spaces, the null-space baseline
+``known``          known symmetries by kind of loss: continuous ones and their tangent spaces,
+                   permutations and sign flips, the null-space baseline, :class:`KnownAction`
 ``compose``        symmetries of larger networks induced from subnetworks (Prop. 3.1)
 ``metrics``        invariance error, energy outside a known space, flow drift, axioms
 ``plot``           generator heatmaps, training curves, loss along flows, spectra
@@ -28,9 +30,13 @@ _LAZY = {
     "Generators": "symdisc.generators",
     "LinearAction": "symdisc.actions",
     "MLPAction": "symdisc.actions",
+    "MLPLoss": "symdisc.losses",
+    "ModuleLoss": "symdisc.losses",
     "ParamLoss": "symdisc.losses",
     "Samples": "symdisc.sampler",
+    "TanhSkipLoss": "symdisc.losses",
     "TrainConfig": "symdisc.train",
+    "TwoLayerLoss": "symdisc.losses",
     "discover": "symdisc.discover",
     "mlp": "symdisc.losses",
     "module_loss": "symdisc.losses",
@@ -56,9 +62,13 @@ __all__ = [
     "Generators",
     "LinearAction",
     "MLPAction",
+    "MLPLoss",
+    "ModuleLoss",
     "ParamLoss",
     "Samples",
+    "TanhSkipLoss",
     "TrainConfig",
+    "TwoLayerLoss",
     "discover",
     "mlp",
     "module_loss",

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from symdisc.losses import ParamLoss
+from symdisc.runtime.checks import check_bool, check_instance, check_int
 
 __all__ = ["Action", "MLPAction", "LinearAction"]
 
@@ -58,6 +59,10 @@ class MLPAction(Action):
         hidden: hidden layer sizes.
         data_dependent: whether the action reads X (the rescaling experiments of section 4.1 use a
             data-independent action).
+
+    Raises:
+        TypeError: for a ``loss`` that is not a ParamLoss, or a non-int ``d`` or hidden size.
+        ValueError: for ``d`` or a hidden size below 1, or no hidden layer.
     """
 
     def __init__(
@@ -69,11 +74,13 @@ class MLPAction(Action):
         data_dependent: bool = True,
     ) -> None:
         super().__init__()
-        if not isinstance(d, int) or d < 1:
-            raise ValueError(f"`d` must be a positive int, got {d!r}")
-        if not hidden or any(not isinstance(w, int) or w < 1 for w in hidden):
+        check_instance(loss, "loss", ParamLoss)
+        check_int(d, "d", minimum=1)
+        if not hidden:
             raise ValueError(f"`hidden` must be a non-empty list of positive ints, got {hidden!r}")
-        self.d, self.data_dependent = d, data_dependent
+        for i, w in enumerate(hidden):
+            check_int(w, f"hidden[{i}]", minimum=1)
+        self.d, self.data_dependent = d, check_bool(data_dependent, "data_dependent")
         self.num_params = loss.num_params
         x_dim = int(torch.Size(loss.x_shape).numel()) if data_dependent else 0
         sizes = [d * d + self.num_params + x_dim, *hidden]
@@ -128,12 +135,18 @@ class LinearAction(Action):
         loss: the loss whose parameters the action moves.
         d: the group is GL(d).
         block: indices of theta the group acts on (default: all of theta, which needs P = d * c).
+
+    Raises:
+        TypeError: for a ``loss`` that is not a ParamLoss or a non-int ``d``.
+        ValueError: for ``d < 1`` or a block that is not a non-zero multiple of d indices of theta.
     """
 
     data_dependent = False
 
     def __init__(self, loss: ParamLoss, d: int, block: Sequence[int] | None = None) -> None:
         super().__init__()
+        check_instance(loss, "loss", ParamLoss)
+        check_int(d, "d", minimum=1)
         P = loss.num_params
         index = torch.arange(P) if block is None else torch.as_tensor(list(block), dtype=torch.long)
         if index.numel() == 0 or index.numel() % d or bool((index < 0).any() | (index >= P).any()):

@@ -10,19 +10,28 @@ of L, with the group axioms and loss invariance inherited. An :class:`Embedding`
 sits in L (which entries of L's flat theta are theta_2, in f's order, and how f's input is
 computed); :class:`InducedAction` is a'. The constructors build embeddings for corollary C.1
 (:func:`width_embedding`), corollary C.2 (:func:`depth_embedding`, optionally on a subset of the
-units) and proposition C.3 (:func:`batch_embedding`).
+units) and proposition C.3 (:func:`batch_embedding`), reading the typed fields of the kinds of loss
+(:class:`~symdisc.losses.TwoLayerLoss`, :class:`~symdisc.losses.MLPLoss`, ...).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor
 
 from symdisc.actions import Action
-from symdisc.losses import ParamLoss, activation_fn, mlp_forward
+from symdisc.losses import (
+    MLPLoss,
+    ParamLoss,
+    TanhSkipLoss,
+    TwoLayerLoss,
+    activation_fn,
+    mlp_forward,
+)
+from symdisc.runtime.checks import check_instance, check_int
 
 __all__ = [
     "Embedding",
@@ -146,7 +155,17 @@ def _same(what: str, a: object, b: object) -> None:
         )
 
 
-def width_embedding(small: ParamLoss, big: ParamLoss, units: Sequence[int]) -> Embedding:
+# The kinds of loss whose X (n, k) holds k data points as columns, each seen pointwise.
+_COLUMN_LOSSES = (TwoLayerLoss, TanhSkipLoss, MLPLoss)
+_BASE_FIELDS = {f.name for f in fields(ParamLoss)}
+
+
+def _architecture(loss: ParamLoss) -> dict[str, object]:
+    """The typed fields of a kind of loss (activation, widths, ...), without name and shapes."""
+    return {f.name: getattr(loss, f.name) for f in fields(loss) if f.name not in _BASE_FIELDS}
+
+
+def width_embedding(small: TwoLayerLoss, big: TwoLayerLoss, units: Sequence[int]) -> Embedding:
     """Corollary C.1: a two-layer net of width h inside one of width h' > h, on ``units``.
 
     ``L_big = ||W2 s(W1 X) - Y||^2`` splits into the h chosen hidden units and the rest; the
@@ -154,27 +173,28 @@ def width_embedding(small: ParamLoss, big: ParamLoss, units: Sequence[int]) -> E
     the rest only adds to. Its input is the data itself.
 
     Raises:
+        TypeError: if ``small`` or ``big`` is not a :class:`~symdisc.losses.TwoLayerLoss`.
         ValueError: if the nets differ in activation, biases, m, n or k, or ``units`` is not h
             distinct hidden units of the big net.
     """
-    for key in ("W1", "W2"):
-        if key not in small.param_shapes or key not in big.param_shapes:
-            raise ValueError("`small` and `big` must be two-layer nets (parameters W1, W2, ...)")
+    check_instance(small, "small", TwoLayerLoss)
+    check_instance(big, "big", TwoLayerLoss)
     _same("activation", small.activation, big.activation)
-    _same("parameters", list(small.param_shapes), list(big.param_shapes))
+    _same("biases", small.bias, big.bias)
     _same("data shapes", (small.x_shape, small.y_shape), (big.x_shape, big.y_shape))
-    h, h_big = small.param_shapes["W1"][0], big.param_shapes["W1"][0]
-    u = _check_units(units, h_big, h)
+    u = _check_units(units, big.h, small.h)
     pos = _flat_positions(big)
-    parts = {"W1": pos["W1"][u], "W2": pos["W2"][:, u], "b1": pos.get("b1"), "b2": pos.get("b2")}
-    if "b1" in pos:
-        parts["b1"] = pos["b1"][u]
-    index = torch.cat([parts[name].reshape(-1) for name in small.param_shapes])
-    return Embedding(small, big, index, lambda theta, X: X)
+    parts = []
+    for name in small.param_shapes:  # the chosen units of each hidden axis, the rest whole
+        block = pos[name]
+        for axis in big.hidden_axes.get(name, ()):
+            block = block.index_select(axis, u)
+        parts.append(block.reshape(-1))
+    return Embedding(small, big, torch.cat(parts), lambda theta, X: X)
 
 
 def depth_embedding(
-    small: ParamLoss, deep: ParamLoss, layer: int, units: Sequence[int] | None = None
+    small: TwoLayerLoss, deep: MLPLoss, layer: int, units: Sequence[int] | None = None
 ) -> Embedding:
     """Corollary C.2 (with C.1 for ``units``): a two-layer block inside a deep :func:`mlp`.
 
@@ -184,27 +204,24 @@ def depth_embedding(
     ``two_layer(s, m, h, n, k)`` with n, h, m the block's widths.
 
     Raises:
-        ValueError: if ``deep`` is not an :func:`mlp`, the layer is out of range, or the widths,
+        TypeError: if ``deep`` is not an :class:`~symdisc.losses.MLPLoss`, ``small`` not a
+            :class:`~symdisc.losses.TwoLayerLoss`, or ``layer`` not an int.
+        ValueError: if the layer is out of range, ``small`` has biases, or the widths,
             activation or batch size do not match.
     """
-    widths = deep.extra.get("widths")
-    if widths is None:
-        raise ValueError(f"`deep` must be a network of symdisc.losses.mlp, got {deep.name}")
-    L = len(widths) - 1
-    if not isinstance(layer, int) or not 1 <= layer < L:
+    check_instance(deep, "deep", MLPLoss)
+    check_instance(small, "small", TwoLayerLoss)
+    widths, L = deep.widths, deep.layers
+    if not 1 <= check_int(layer, "layer") < L:
         raise ValueError(f"`layer` must be in [1, {L - 1}] for a {L}-layer network, got {layer!r}")
     _same("activation", small.activation, deep.activation)
-    if list(small.param_shapes) != ["W1", "W2"]:
-        raise ValueError(
-            f"`small` must be a two-layer net without biases, got {list(small.param_shapes)}"
-        )
-    h = small.param_shapes["W1"][0]
-    u = _check_units(range(h) if units is None else units, widths[layer], h)
-    k = deep.x_shape[1]
+    if small.bias:
+        raise ValueError("`small` must be a two-layer net without biases, got bias=True")
+    u = _check_units(range(small.h) if units is None else units, widths[layer], small.h)
     _same(
         "block shape (n, m, k)",
-        (small.x_shape[0], small.y_shape[0], small.x_shape[1]),
-        (widths[layer - 1], widths[layer + 1], k),
+        (small.n, small.m, small.k),
+        (widths[layer - 1], widths[layer + 1], deep.x_shape[1]),
     )
     pos = _flat_positions(deep)
     index = torch.cat([pos[f"W{layer}"][u].reshape(-1), pos[f"W{layer + 1}"][:, u].reshape(-1)])
@@ -223,13 +240,19 @@ def batch_embedding(small: ParamLoss, big: ParamLoss, *, seed: int = 0) -> Embed
 
     ``small`` is the net the action was found for (k columns of data), ``big`` the same net on
     k' columns; the context appends k - k' fixed data points (standard Gaussian, seeded) to the
-    batch. theta_2 is the whole of theta.
+    batch. theta_2 is the whole of theta. Both are the same kind of column-batched loss: a
+    :class:`~symdisc.losses.TwoLayerLoss`, :class:`~symdisc.losses.TanhSkipLoss` or
+    :class:`~symdisc.losses.MLPLoss`.
 
     Raises:
-        ValueError: if the nets differ in anything but k, or k' >= k.
+        TypeError: if a net is not of those kinds.
+        ValueError: if the nets differ in kind or anything but k, or k' >= k.
     """
+    check_instance(small, "small", _COLUMN_LOSSES)
+    check_instance(big, "big", _COLUMN_LOSSES)
+    _same("kind of loss", type(small).__name__, type(big).__name__)
     _same("parameters", small.param_shapes, big.param_shapes)
-    _same("activation", small.activation, big.activation)
+    _same("architecture", _architecture(small), _architecture(big))
     (n, k), (n_big, k_big) = small.x_shape, big.x_shape
     _same("input width", n, n_big)
     if not k_big < k:

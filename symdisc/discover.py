@@ -1,4 +1,7 @@
-"""One call from a loss to a learned symmetry: samples, action, generators, training."""
+"""One call from a loss to a learned symmetry: samples, action, generators, training.
+
+Paper 002, section 4: the automatic discovery of parameter symmetries (eqs. 2-4), end to end.
+"""
 
 from __future__ import annotations
 

@@ -1,9 +1,11 @@
-"""Learnable Lie algebra elements: k generators of gl(d)."""
+"""Learnable Lie algebra elements: k generators h_1..h_k of gl(d) (paper 002, section 4, eq. 4)."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+from symdisc.runtime.checks import check_int
 
 __all__ = ["Generators"]
 
@@ -16,13 +18,16 @@ class Generators(nn.Module):
         d: the algebra is gl(d), the d x d real matrices.
         init_scale: standard deviation of the Gaussian initialisation.
         seed: seed of the initialisation.
+
+    Raises:
+        TypeError: for a non-int ``k`` or ``d``.
+        ValueError: for ``k`` or ``d`` below 1.
     """
 
     def __init__(self, k: int, d: int, *, init_scale: float = 1.0, seed: int = 0) -> None:
         super().__init__()
-        for name, v in (("k", k), ("d", d)):
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"`{name}` must be a positive int, got {v!r}")
+        check_int(k, "k", minimum=1)
+        check_int(d, "d", minimum=1)
         g = torch.Generator().manual_seed(seed)
         self.h = nn.Parameter(init_scale * torch.randn(k, d, d, generator=g))
 

@@ -1,4 +1,8 @@
-"""Fixed sets of (theta, X, Y) samples on which symmetries are learned and evaluated."""
+"""Fixed sets of (theta, X, Y) samples on which symmetries are learned and evaluated.
+
+Paper 002, section 4: the discovery objective (eqs. 2-4) and the scores are expectations over
+parameters and data; here they are drawn once, with the loss gradient at each sample.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from symdisc.losses import ParamLoss
+from symdisc.losses import ModuleLoss, ParamLoss, TwoLayerLoss
+from symdisc.runtime.checks import check_float, check_instance, check_int
 
 __all__ = ["Samples", "sample"]
 
@@ -57,27 +62,29 @@ def sample(
     """N Gaussian samples ``theta ~ N(0, theta_scale^2)``, ``X ~ N(0, x_scale^2)``, ``Y ~ ...``.
 
     The same seed gives the same samples; use different seeds for the training and the held-out
-    sets. For a ``cross_entropy`` loss the columns of Y are softmax distributions of Gaussian
-    logits; a loss from :func:`symdisc.losses.module_loss` draws X and Y from its own data
-    sampler (scaled by ``x_scale`` and ``y_scale``).
+    sets. For a :class:`~symdisc.losses.TwoLayerLoss` with ``output="cross_entropy"`` the
+    columns of Y are softmax distributions of Gaussian logits; a
+    :class:`~symdisc.losses.ModuleLoss` draws X and Y from its own data sampler (scaled by
+    ``x_scale`` and ``y_scale``). Shapes: theta (n, P), X (n, *x_shape), Y (n, *y_shape).
 
     Raises:
-        ValueError: for ``n < 1`` or a non-positive scale.
+        TypeError: for a ``loss`` that is not a ParamLoss, a non-int ``n`` or a scale that is
+            not a real number.
+        ValueError: for ``n < 1`` or a scale that is not positive and finite.
     """
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"`n` must be a positive int, got {n!r}")
+    check_instance(loss, "loss", ParamLoss)
+    check_int(n, "n", minimum=1)
     for name, s in (("theta_scale", theta_scale), ("x_scale", x_scale), ("y_scale", y_scale)):
-        if not s > 0:
-            raise ValueError(f"`{name}` must be positive, got {s!r}")
+        check_float(s, name, positive=True)
     g = torch.Generator().manual_seed(seed)
     theta = theta_scale * torch.randn(n, loss.num_params, generator=g, dtype=dtype)
-    if "data_sampler" in loss.extra:  # a module loss brings its own data
-        X, Y = loss.extra["data_sampler"](n, g)
+    if isinstance(loss, ModuleLoss):  # a module loss brings its own data
+        X, Y = loss.data_sampler(n, g)
         X, Y = x_scale * X.to(dtype), y_scale * Y.to(dtype)
     else:
         X = x_scale * torch.randn(n, *loss.x_shape, generator=g, dtype=dtype)
         Y = y_scale * torch.randn(n, *loss.y_shape, generator=g, dtype=dtype)
-    if loss.extra.get("output") == "cross_entropy":
+    if isinstance(loss, TwoLayerLoss) and loss.output == "cross_entropy":
         Y = torch.softmax(Y, dim=1)
     theta, X, Y = theta.to(device), X.to(device), Y.to(device)
     grad, value = torch.vmap(torch.func.grad_and_value(loss.flat))(theta, X, Y)

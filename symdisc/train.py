@@ -1,9 +1,10 @@
-"""Training a group action and its generators: Adam with step decay, checkpoints, NaN stop."""
+"""Training a group action and its generators (paper 002, section 4.1): Adam with step decay
+on the discovery objective (eqs. 2-4, or appendix B.2), on the shared loop of
+:mod:`symdisc.runtime` (checkpoints, validated resume, NaN stop, progress bar)."""
 
 from __future__ import annotations
 
-import logging
-import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,11 +21,21 @@ from symdisc.objective import (
     infinitesimal_objective,
     tangent_fields,
 )
+from symdisc.runtime import (
+    MAY_CHANGE_ON_RESUME,
+    NonFiniteLossError,
+    TrainingLoop,
+    check_bool,
+    check_choice,
+    check_float,
+    check_instance,
+    check_int,
+    is_finite,
+    non_finite,
+)
 from symdisc.sampler import Samples
 
 __all__ = ["Discovery", "TrainConfig", "NonFiniteLossError", "train"]
-
-logger = logging.getLogger(__name__)
 
 
 class Discovery(nn.Module):
@@ -80,22 +91,32 @@ class TrainConfig:
     compile: bool = False
 
     def __post_init__(self) -> None:
-        if self.objective not in ("infinitesimal", "exponential"):
-            raise ValueError(
-                f"`objective` must be 'infinitesimal' or 'exponential', got {self.objective!r}"
-            )
-        for name in ("steps", "batch_size", "decay_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive int, got {value!r}")
-        if self.checkpoint_every and self.checkpoint is None:
+        check_int(self.steps, "steps", minimum=1)
+        check_int(self.batch_size, "batch_size", minimum=1)
+        check_float(self.lr, "lr", positive=True)
+        check_float(self.decay, "decay", positive=True)
+        check_int(self.decay_every, "decay_every", minimum=1)
+        check_choice(self.objective, "objective", ObjectiveKind)
+        check_instance(self.weights, "weights", Weights)
+        check_float(self.t_scale, "t_scale", positive=True)
+        check_int(self.checkpoint_every, "checkpoint_every", minimum=0)
+        if self.checkpoint is not None:
+            check_instance(self.checkpoint, "checkpoint", (str, os.PathLike))
+        elif self.checkpoint_every:
             raise ValueError("`checkpoint` must name a file when `checkpoint_every` > 0")
+        check_int(self.seed, "seed", minimum=0)
+        check_bool(self.progress, "progress")
+        check_bool(self.compile, "compile")
         if self.compile and self.objective != "infinitesimal":
             raise ValueError("`compile` supports the 'infinitesimal' objective only")
 
 
-class NonFiniteLossError(FloatingPointError):
-    """Raised when a loss term becomes NaN or infinite; the last good checkpoint is kept."""
+# Besides the run's length, progress bar and checkpoint file, a resume may switch compilation.
+_MAY_CHANGE = MAY_CHANGE_ON_RESUME | {"compile"}
+
+
+def _postfix(record: dict[str, float]) -> dict[str, str]:
+    return {"total": f"{record['total']:.3g}", "inv": f"{record['invariance']:.3g}"}
 
 
 def train(
@@ -109,41 +130,48 @@ def train(
     """Minimise the discovery objective over minibatches of ``samples``.
 
     Every step logs each unweighted loss term, the total and the learning rate; the history (one
-    dict per step) is returned and saved in checkpoints. With ``resume``, the model, optimiser,
-    scheduler, random state and history are restored from a checkpoint and training continues to
-    ``config.steps``.
+    dict per step) is returned and saved in checkpoints. A checkpoint (``config.checkpoint``,
+    every ``config.checkpoint_every`` steps) holds ``model``, ``optimizer``, ``scheduler``,
+    ``rng`` (the minibatch order and the exponential objective's draws), ``order`` (the
+    indices of the current pass not yet drawn), ``history``, ``step`` and ``config``. With
+    ``resume``, all of it is restored and training continues to ``config.steps``, giving the
+    same result as an uninterrupted run; the checkpoint must fit (the model's parameter names
+    and shapes, and every setting but ``steps``, ``progress``, ``compile``, ``checkpoint`` and
+    ``checkpoint_every``).
 
     Raises:
+        ValueError: for a ``resume`` checkpoint that does not fit, before anything changes.
         NonFiniteLossError: when the total loss is NaN or infinite. The checkpoint file is not
-            overwritten, and ``discovery`` is restored to the last checkpointed state if there is
-            one.
+            overwritten, and the model, optimiser, scheduler and random state are restored to
+            the last checkpointed state if there is one.
     """
     params = [p for p in discovery.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.decay_every, config.decay)
     gen = torch.Generator().manual_seed(config.seed)
-    history: list[dict[str, float]] = []
-    start = 0
+    loop = TrainingLoop(
+        config.steps,
+        unit="step",
+        settings={"config": asdict(config)},
+        may_change=_MAY_CHANGE,
+        checkpoint=config.checkpoint,
+        checkpoint_every=config.checkpoint_every,
+        progress=config.progress,
+        desc=loss.name,
+        postfix=_postfix,
+    )
+    loop.track(model=discovery, optimizer=optimizer, scheduler=scheduler, rng=gen)
+    loop.values["order"] = torch.empty(0, dtype=torch.long)
     if resume is not None:
-        state = torch.load(resume, weights_only=False)
-        discovery.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        gen.set_state(state["rng"])
-        history, start = state["history"], state["step"]
+        loop.resume(resume)
     infinitesimal = (
         torch.compile(infinitesimal_objective) if config.compile else infinitesimal_objective
     )
-    order = torch.empty(0, dtype=torch.long)
-    steps = range(start, config.steps)
-    if config.progress:
-        from tqdm.auto import tqdm
-
-        steps = tqdm(steps, desc=loss.name, initial=start, total=config.steps)
-    for step in steps:
+    for step in loop:
+        order = loop.values["order"]
         if order.numel() < config.batch_size:
             order = torch.randperm(len(samples), generator=gen)
-        index, order = order[: config.batch_size], order[config.batch_size :]
+        index, loop.values["order"] = order[: config.batch_size], order[config.batch_size :]
         batch = samples.batch(index.to(samples.theta.device))
         h = discovery.generators()
         if config.objective == "infinitesimal":
@@ -158,46 +186,13 @@ def train(
                 t_scale=config.t_scale,
                 generator=gen,
             )
-        if not math.isfinite(float(total.detach())):
-            _stop(discovery, config, step, terms)
+        if not is_finite(total):
+            loop.stop(f"loss terms {non_finite(terms)} are not finite")
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
         scheduler.step()
         record = {name: float(v.detach()) for name, v in terms.items()}
-        record.update(step=step + 1, total=float(total.detach()), lr=scheduler.get_last_lr()[0])
-        history.append(record)
-        if config.progress:
-            steps.set_postfix(total=f"{record['total']:.3g}", inv=f"{record['invariance']:.3g}")
-        if config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
-            _save(
-                config.checkpoint, discovery, optimizer, scheduler, gen, history, step + 1, config
-            )
-    return history
-
-
-def _save(path, discovery, optimizer, scheduler, gen, history, step, config) -> None:
-    state = {
-        "model": discovery.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "rng": gen.get_state(),
-        "history": history,
-        "step": step,
-        "config": {k: v for k, v in asdict(config).items() if k != "weights"},
-    }
-    tmp = Path(f"{path}.tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)  # atomic: a crash mid-write never leaves a broken checkpoint
-
-
-def _stop(discovery: Discovery, config: TrainConfig, step: int, terms: dict[str, Tensor]) -> None:
-    bad = [name for name, v in terms.items() if not math.isfinite(float(v.detach()))]
-    where = "no checkpoint was written"
-    if config.checkpoint and Path(config.checkpoint).exists():
-        state = torch.load(config.checkpoint, weights_only=False)
-        discovery.load_state_dict(state["model"])
-        where = f"restored the last good checkpoint {config.checkpoint} (step {state['step']})"
-    raise NonFiniteLossError(
-        f"training stopped at step {step + 1}: loss terms {bad} are not finite; {where}"
-    )
+        record.update(step=step, total=float(total.detach()), lr=scheduler.get_last_lr()[0])
+        loop.end(record)
+    return loop.history

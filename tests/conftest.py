@@ -7,7 +7,7 @@ dtype.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pytest
@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from symdisc.curvature import functional, supervised_loss
+from symdisc.curvature.reference import dense_hessian
 
 DTYPE = torch.float64
 TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
@@ -38,20 +39,27 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def _model_case(
+    name: str, model: nn.Module, input_shape: tuple[int, ...], seed: int, loss: str
+) -> Case:
+    """A model case: inputs of ``input_shape`` and 3-class targets (labels for cross-entropy,
+    Gaussian for mse) drawn from one generator seeded with ``seed``."""
+    g = _generator(seed)
+    x = torch.randn(*input_shape, generator=g, dtype=DTYPE)
+    if loss == "cross_entropy":
+        y = torch.randint(0, 3, (input_shape[0],), generator=g)
+    else:
+        y = torch.randn(input_shape[0], 3, generator=g, dtype=DTYPE)
+    f, params = functional(model)
+    return Case(name, params, x, y, supervised_loss(f, loss), model, f, loss)
+
+
 def mlp_case(seed: int = 0, loss: str = "cross_entropy", n: int = 6) -> Case:
     torch.manual_seed(seed)
     model = nn.Sequential(
         nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 4), nn.Sigmoid(), nn.Linear(4, 3)
     )
-    model = model.to(DTYPE)
-    g = _generator(seed)
-    x = torch.randn(n, 3, generator=g, dtype=DTYPE)
-    if loss == "cross_entropy":
-        y = torch.randint(0, 3, (n,), generator=g)
-    else:
-        y = torch.randn(n, 3, generator=g, dtype=DTYPE)
-    f, params = functional(model)
-    return Case("mlp", params, x, y, supervised_loss(f, loss), model, f, loss)
+    return _model_case("mlp", model.to(DTYPE), (n, 3), seed, loss)
 
 
 def cnn_case(seed: int = 0, loss: str = "cross_entropy", n: int = 4) -> Case:
@@ -64,14 +72,7 @@ def cnn_case(seed: int = 0, loss: str = "cross_entropy", n: int = 4) -> Case:
         nn.Flatten(),
         nn.Linear(2 * 3 * 3, 3),
     ).to(DTYPE)
-    g = _generator(seed)
-    x = torch.randn(n, 2, 5, 5, generator=g, dtype=DTYPE)
-    if loss == "cross_entropy":
-        y = torch.randint(0, 3, (n,), generator=g)
-    else:
-        y = torch.randn(n, 3, generator=g, dtype=DTYPE)
-    f, params = functional(model)
-    return Case("cnn", params, x, y, supervised_loss(f, loss), model, f, loss)
+    return _model_case("cnn", model, (n, 2, 5, 5), seed, loss)
 
 
 def custom_case(seed: int = 0, n: int = 7) -> Case:
@@ -107,21 +108,10 @@ def model_case_builder(request: pytest.FixtureRequest) -> Callable[..., Case]:
     return MODEL_CASES[request.param]
 
 
-def flat_loss(case: Case) -> Callable[[Tensor], Tensor]:
-    """The loss as a function of the flat parameter vector (for brute-force references)."""
-    from symdisc.curvature import unflatten
-
-    return lambda theta: case.loss_fn(unflatten(theta, case.params), case.inputs, case.targets)
-
-
 def brute_force_hessian(case: Case) -> Tensor:
-    """Dense Hessian by a Python loop of double-backward passes, one row per parameter entry."""
-    from symdisc.curvature import flatten
-
-    theta = flatten(case.params).clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(flat_loss(case)(theta), theta, create_graph=True)
-    rows = [torch.autograd.grad(grad[i], theta, retain_graph=True)[0] for i in range(theta.numel())]
-    return torch.stack(rows)
+    """Dense Hessian (P, P) of the case's loss by a loop of double-backward passes
+    (:func:`symdisc.curvature.reference.dense_hessian`)."""
+    return dense_hessian(case.loss_fn, case.params, case.inputs, case.targets)
 
 
 @pytest.fixture
@@ -133,18 +123,21 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def run_quick(script: str, out, timeout: int = 300) -> tuple[dict, str]:
-    """Run ``experiments/<script>.py --quick --out out`` in a fresh interpreter, assert that it
-    exits cleanly, and return the JSON it wrote (``results.json`` or ``<script>.json``) with its
-    standard output."""
+def run_quick(
+    script: str, out, timeout: int = 300, *, args: Sequence[str] = (), python: Sequence[str] = ()
+) -> tuple[dict, str]:
+    """Run ``python [PYTHON] experiments/<script>.py --quick [ARGS] --out out`` in a fresh
+    interpreter, assert that it exits cleanly, and return the JSON it wrote (``results.json`` or
+    ``<script>.json``) with its standard output."""
     import json
     import subprocess
     import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
+    script_path = str(root / "experiments" / f"{script}.py")
     proc = subprocess.run(
-        [sys.executable, str(root / "experiments" / f"{script}.py"), "--quick", "--out", str(out)],
+        [sys.executable, *python, script_path, "--quick", *args, "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -153,3 +146,17 @@ def run_quick(script: str, out, timeout: int = 300) -> tuple[dict, str]:
     assert proc.returncode == 0, proc.stderr[-3000:]
     path = Path(out) / (f"{script}.json" if script.startswith("bench_") else "results.json")
     return json.loads(path.read_text()), proc.stdout
+
+
+#: the keys of every benchmark's JSON (DESIGN.md, output formats)
+BENCH_KEYS = {"benchmark", "environment", "workload", "config", "rows", "targets", "timings"}
+
+
+def check_bench_report(report: dict, benchmark: str) -> None:
+    """What every benchmark's --quick JSON holds: exactly :data:`BENCH_KEYS`, its name, a
+    --quick config, the environment's threads and the total time."""
+    assert set(report) == BENCH_KEYS
+    assert report["benchmark"] == benchmark
+    assert report["config"]["quick"] is True
+    assert "threads" in report["environment"]
+    assert "total_s" in report["timings"]

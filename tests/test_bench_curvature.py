@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,10 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import check_bench_report, run_quick
 from symdisc.curvature import slq_density
-
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "experiments" / "bench_curvature.py"
 
 EXPECTED_ROWS = {
     ("top5_eigenvalues", "ours"),
@@ -33,41 +30,18 @@ PEERS = ("pyhessian", "curvlinops", "hessian_eigenthings")
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path]:
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    """The report of one --quick run (the run must exit cleanly), and its output folder."""
     out = tmp_path_factory.mktemp("bench_curvature")
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
-    return proc, out
-
-
-def test_quick_benchmark_exits_cleanly(quick_run):
-    proc, _ = quick_run
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    report, _ = run_quick("bench_curvature", out)
+    return report, out
 
 
 def test_quick_benchmark_report(quick_run):
-    proc, out = quick_run
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads((out / "bench_curvature.json").read_text())
-    assert set(report) == {
-        "benchmark",
-        "environment",
-        "workload",
-        "config",
-        "rows",
-        "targets",
-        "timings",
-    }
-    assert report["benchmark"] == "curvature"
+    report, out = quick_run
+    check_bench_report(report, "curvature")
     assert {"torch", "threads", "device", "python", "peers"} <= set(report["environment"])
     assert {"model", "N", "P", "final_loss"} <= set(report["workload"])
-    assert report["config"]["quick"] is True
-    assert "total_s" in report["timings"]
 
     pairs = [(row["task"], row["method"]) for row in report["rows"]]
     assert len(pairs) == len(set(pairs)), "a (task, method) pair appears twice"

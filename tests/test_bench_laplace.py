@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "experiments" / "bench_laplace.py"
+from conftest import check_bench_report, run_quick
+
 TASKS = ("kron_marglik", "full_marglik", "kron_reeval")
 BACKENDS = ("backpack", "asdl", "curvlinops", "asdfghjkl")
 
@@ -32,35 +29,25 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-def run_quick(out: Path, *, without_laplace: bool = False) -> subprocess.CompletedProcess:
-    prefix = ["-c", WITHOUT_LAPLACE] if without_laplace else []
-    return subprocess.run(
-        [sys.executable, *prefix, str(SCRIPT), "--quick", "--threads", "1", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )
+def run(out: Path, *, without_laplace: bool = False) -> dict:
+    """The report of a --quick run on one thread (the run must exit cleanly)."""
+    python = ("-c", WITHOUT_LAPLACE) if without_laplace else ()
+    report, _ = run_quick("bench_laplace", out, 600, args=("--threads", "1"), python=python)
+    return report
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, dict]:
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
     out = tmp_path_factory.mktemp("bench_laplace")
-    proc = run_quick(out)
-    report = json.loads((out / "laplace.json").read_text()) if proc.returncode == 0 else {}
-    return proc, report | {"_md": (out / "laplace.md").read_text() if report else ""}
+    report = run(out)
+    return report, (out / "bench_laplace.md").read_text()
 
 
 def test_quick_benchmark_report(quick_run):
-    proc, report = quick_run
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert {"benchmark", "environment", "workload", "config", "rows", "targets", "timings"} <= set(
-        report
-    )
-    assert report["benchmark"] == "laplace"
+    report, md = quick_run
+    check_bench_report(report, "laplace")
     assert {"torch", "threads", "device", "python", "peers"} <= set(report["environment"])
     assert {"model", "N", "P", "final_loss", "reference"} <= set(report["workload"])
-    assert report["config"]["quick"] is True and "total_s" in report["timings"]
 
     pairs = [(row["task"], row["method"]) for row in report["rows"]]
     assert len(pairs) == len(set(pairs)), "a (task, method) pair appears twice"
@@ -92,13 +79,11 @@ def test_quick_benchmark_report(quick_run):
     for target in report["targets"]:
         assert {"task", "criterion", "value", "pass"} <= set(target)
         assert target["pass"] is None  # ratios are not judged on --quick
-    assert report["_md"].startswith("# Laplace marginal-likelihood benchmark")
+    assert md.startswith("# Laplace marginal-likelihood benchmark")
 
 
 def test_quick_benchmark_without_laplace_torch(tmp_path):
-    proc = run_quick(tmp_path, without_laplace=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads((tmp_path / "laplace.json").read_text())
+    report = run(tmp_path, without_laplace=True)
     for row in report["rows"]:
         if row["method"] == "ours":
             assert "error" not in row and row["abs_error"] <= 1e-3, row

@@ -13,7 +13,7 @@ from symdisc.compose import (
     width_embedding,
 )
 from symdisc.known import KnownAction
-from symdisc.losses import mlp, two_layer
+from symdisc.losses import mlp, three_layer_tanh_skip, two_layer
 from symdisc.sampler import sample
 
 F64 = torch.float64
@@ -67,7 +67,7 @@ def build(name):
     deep, small = spec["deep"](), spec["small"]()
     embedding = depth_embedding(small, deep, spec["layer"], spec["units"])
     action = InducedAction(KnownAction(small, spec["symmetry"]), embedding).double()
-    h = spec["generators"](small.param_shapes["W1"][0])
+    h = spec["generators"](small.h)
     return deep, embedding, action, h, spec["t"]
 
 
@@ -189,6 +189,21 @@ def test_embedding_errors():
         depth_embedding(two_layer("tanh", m=4, h=5, n=6, k=3), deep, 2)
     with pytest.raises(ValueError, match="fewer data points"):
         batch_embedding(small, small)
+    with pytest.raises(ValueError, match="without biases"):
+        depth_embedding(two_layer("relu", m=4, h=5, n=6, k=3, bias=True), deep, 2)
+    # the kind of each network is read from its type
+    with pytest.raises(TypeError, match="`deep` must be an? MLPLoss, got TwoLayerLoss"):
+        depth_embedding(small, two_layer("relu", m=4, h=5, n=6, k=3), 2)
+    with pytest.raises(TypeError, match="`small` must be a TwoLayerLoss, got MLPLoss"):
+        depth_embedding(mlp("relu", [6, 5, 4], k=3), deep, 2)
+    with pytest.raises(TypeError, match="`big` must be a TwoLayerLoss, got MLPLoss"):
+        width_embedding(small, deep, [0, 1, 2, 3, 4])
+    with pytest.raises(TypeError, match="`layer` must be an int, got float"):
+        depth_embedding(small, deep, 2.0)
+    with pytest.raises(ValueError, match="same kind of loss"):
+        batch_embedding(three_layer_tanh_skip(k=2), two_layer("tanh", m=1, h=2, n=2, k=1))
+    with pytest.raises(ValueError, match="same architecture"):
+        batch_embedding(small, two_layer("relu", m=4, h=5, n=6, k=2, output="cross_entropy"))
     good = depth_embedding(small, deep, 2)
     leaky = Embedding(
         small, deep, good.index, lambda theta, X: good.context(theta, X) * theta[good.index[0]]

@@ -12,14 +12,13 @@ from torch import nn
 
 import ella  # noqa: F401  (registers the rules)
 from ella.laplace import Laplace
-from ella.layers import CONV, FC, FFC, SCONV, SFC
+from ella.layers import CONV, FC, FFC, SCONV, SFC, GroupPool
 from ella.layers.group import GroupConv, GroupFC, GroupFFC, LiftingConv, PointwiseGroupConv
 from ella.layers.group_paths import (
+    FoldedConv,
     GroupPath,
     GroupPathSum,
-    GroupPool,
     Lift,
-    _FoldedConv,
     conv_path,
     ffc_path,
     gconv_path,
@@ -28,9 +27,7 @@ from ella.layers.group_paths import (
 from ella.layers.pooling import polyphase_pool
 from ella.layers.relaxed import rbf_basis
 from ella.models import GROUP_LAYERS, LAYERS, LayerSpec, neyshabur
-from symdisc.curvature import functional, ggn, kfac
-from symdisc.curvature.kfac import kfac_rule_for
-from symdisc.curvature.losses import loss_value
+from symdisc.curvature import functional, ggn, kfac, kfac_rule_for, loss_value
 
 DTYPE = torch.float64
 
@@ -355,7 +352,7 @@ def _p4_cases():
         "GroupConv": (GroupConv(2, 3, 3), (2, 2, 4, 5, 5), p4(2, 5, 5)),
         "GroupConv-4x6": (GroupConv(2, 3, 3), (2, 2, 4, 4, 6), p4(2, 4, 6)),
         "PointwiseGroupConv": (PointwiseGroupConv(2, 3, 3), (2, 2, 4, 5, 5), p4(2, 5, 5)),
-        "FoldedConv": (_FoldedConv(2, 3), (2, 2, 4, 4, 4), folded(2, 4, 4)),
+        "FoldedConv": (FoldedConv(2, 3), (2, 2, 4, 4, 4), folded(2, 4, 4)),
         "GroupFC": (
             GroupFC(2, 3, 3, out_size=2, bias=True),
             (2, 2, 4, 3, 3),

@@ -5,8 +5,17 @@ import torch
 from torch import nn
 
 from conftest import DTYPE, cnn_case, mlp_case
-from symdisc.curvature import KronTerms, functional, ggn, kfac, register_kfac_rule, row_gram
-from symdisc.curvature.losses import loss_value
+from symdisc.curvature import (
+    KronTerms,
+    drop_softmax_null,
+    functional,
+    ggn,
+    kfac,
+    loss_value,
+    output_hessian_sqrt,
+    register_kfac_rule,
+    row_gram,
+)
 
 
 def ggn_blocks(case, reduction):
@@ -213,8 +222,6 @@ def test_separate_bias_blocks_equal_sub_blocks_of_the_folded_block(build, loss):
 
 
 def test_drop_softmax_null_keeps_the_output_hessian():
-    from symdisc.curvature.kfac import drop_softmax_null
-    from symdisc.curvature.losses import output_hessian_sqrt
 
     logits = torch.randn(7, 4, dtype=DTYPE, generator=torch.Generator().manual_seed(0))
     logits[0] = torch.tensor([30.0, 0.0, 0.0, 0.0], dtype=DTYPE)  # nearly one-hot p

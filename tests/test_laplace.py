@@ -6,9 +6,19 @@ import pytest
 import torch
 from torch import nn
 
-import ella.laplace.core as laplace_module
+import ella.laplace.ggn as ggn_module
+import ella.laplace.kron as kron_module
 from conftest import DTYPE
-from ella.laplace import ROOT_GROUP, Laplace, prior_groups
+from ella.laplace import (
+    ROOT_GROUP,
+    DiagLaplace,
+    FullLaplace,
+    KronLaplace,
+    Laplace,
+    layer_paths,
+    optimize_prior_precision,
+    prior_groups,
+)
 from ella.layers import CONV, FC, PathSum
 from symdisc.curvature import kfac
 
@@ -137,7 +147,7 @@ def _dense_kron(la, deltas):
     blocks, dvec = [], []
     for key, f in la.curvature.items():
         blocks.append(torch.kron(f.G, f.A))
-        dvec.append(deltas[la._block_groups[key]].expand(blocks[-1].shape[0]))
+        dvec.append(deltas[la.block_groups[key]].expand(blocks[-1].shape[0]))
     return torch.block_diag(*blocks), torch.cat(dvec)
 
 
@@ -333,7 +343,7 @@ def test_marglik_is_differentiable_in_the_inputs(structure):
 @pytest.mark.parametrize("structure", ["full", "diag", "kron"])
 def test_evaluation_does_not_refit(structure, monkeypatch):
     calls = {"jac": 0, "kfac": 0}
-    jac, kfac_with_loss = laplace_module.ggn_rows, laplace_module.kfac_with_loss
+    jac, kfac_with_loss = ggn_module.ggn_rows, kron_module.kfac_with_loss
 
     def counting_jac(*args, **kwargs):
         calls["jac"] += 1
@@ -343,8 +353,8 @@ def test_evaluation_does_not_refit(structure, monkeypatch):
         calls["kfac"] += 1
         return kfac_with_loss(*args, **kwargs)
 
-    monkeypatch.setattr(laplace_module, "ggn_rows", counting_jac)
-    monkeypatch.setattr(laplace_module, "kfac_with_loss", counting_kfac)
+    monkeypatch.setattr(ggn_module, "ggn_rows", counting_jac)
+    monkeypatch.setattr(kron_module, "kfac_with_loss", counting_kfac)
     model = mlp()
     data = [batch("classification", 3, (3,), 1), batch("classification", 2, (3,), 2)]
     la = Laplace(model, "classification", structure).fit(data)
@@ -388,6 +398,110 @@ def test_full_on_relaxed_layers_equals_brute_force(per_tensor):
     torch.testing.assert_close(diag.curvature, G.diagonal(), rtol=1e-9, atol=1e-11)
 
 
+def test_layer_paths_name_the_path_sum_as_the_relaxed_layer():
+    model = relaxed()
+    assert layer_paths(model) == {
+        "0.layers.0.weight": ("0", "0.layers.0", "fc"),
+        "0.layers.0.bias": ("0", "0.layers.0", "fc"),
+        "0.layers.1.weight": ("0", "0.layers.1", "conv"),
+        "0.layers.1.bias": ("0", "0.layers.1", "conv"),
+    }
+    lone = FC(1, 2, 4, 4).to(DTYPE)  # a model that is itself the relaxed layer
+    assert layer_paths(lone) == {"weight": ("", "", "fc"), "bias": ("", "", "fc")}
+
+
+# -- one class per structure ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "structure, cls", [("full", FullLaplace), ("kron", KronLaplace), ("diag", DiagLaplace)]
+)
+def test_factory_builds_the_structures_class(structure, cls):
+    model = mlp()
+    data = [batch("regression", 4, (3,), 2)]
+    la = Laplace(model, "regression", structure, sigma=SIGMA, temperature=TEMP)
+    assert type(la) is cls and isinstance(la, Laplace) and la.structure == structure
+    direct = cls(model, "regression", sigma=SIGMA, temperature=TEMP)
+    deltas = some_deltas(la.groups)
+    torch.testing.assert_close(
+        la.fit(data).log_marginal_likelihood(deltas),
+        direct.fit(data).log_marginal_likelihood(deltas),
+        rtol=0,
+        atol=0,
+    )
+    eigs = la.group_eigenvalues()
+    assert list(eigs) == list(la.groups)
+    assert sum(e.numel() for e in eigs.values()) == (
+        la.n_params
+        if structure != "kron"
+        else sum(f.A.shape[0] * f.G.shape[0] for f in la.curvature.values())
+    )
+    assert all(bool((e >= 0).all()) for e in eigs.values())
+
+
+def test_kron_factors_is_an_option_of_kron_only():
+    model = mlp()
+    full = Laplace(model, "classification", "full", kron_factors=kfac)  # ignored by "full"
+    assert isinstance(full, FullLaplace)
+    with pytest.raises(TypeError, match="kron_factors"):
+        FullLaplace(model, "classification", kron_factors=kfac)
+    with pytest.raises(TypeError, match="`kron_factors` must be callable"):
+        Laplace(model, "classification", "kron", kron_factors=3)
+
+
+# -- post-hoc prior precisions -------------------------------------------------------------
+
+
+def test_optimize_prior_precision_adam_is_adam_on_log_precisions():
+    model = mlp(1)
+    la = Laplace(model, "classification", "kron").fit([batch("classification", 20, (3,), 4)])
+    tuned = optimize_prior_precision(la, "adam", steps=15, lr=0.1)
+    log_delta = {g: torch.zeros((), dtype=DTYPE, requires_grad=True) for g in la.groups}
+    opt = torch.optim.Adam(list(log_delta.values()), lr=0.1)
+    for _ in range(15):
+        value = -la.log_marginal_likelihood({g: v.exp() for g, v in log_delta.items()})
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+    with torch.no_grad():
+        want = {g: float(v.exp()) for g, v in log_delta.items()}
+        lml = float(la.log_marginal_likelihood({g: v.exp() for g, v in log_delta.items()}))
+    assert tuned.prior_precision == want and tuned.log_marginal_likelihood == lml
+    assert lml > float(la.log_marginal_likelihood(1.0))
+
+
+def test_optimize_prior_precision_grid_finds_the_shared_optimum():
+    model = mlp(2)
+    la = Laplace(model, "classification", "full").fit([batch("classification", 12, (3,), 5)])
+    tuned = optimize_prior_precision(la, "grid")
+    (delta,) = set(tuned.prior_precision.values())
+    assert list(tuned.prior_precision) == list(la.groups)
+    assert tuned.log_marginal_likelihood == float(la.log_marginal_likelihood(delta))
+    # the best of the fine grid: its neighbours (and every coarse point) are not better
+    best = math.log10(delta)
+    for other in (best - 0.005, best + 0.005, -4.0, 0.0, 4.0):
+        assert float(la.log_marginal_likelihood(10.0**other)) <= tuned.log_marginal_likelihood
+    coarse = optimize_prior_precision(la, "grid", bounds=(-1.0, 1.0), step=1.0, refine_step=1.0)
+    assert set(coarse.prior_precision.values()) <= {0.01, 0.1, 1.0, 10.0, 100.0}
+
+
+def test_optimize_prior_precision_errors():
+    la = Laplace(mlp(), "classification", "diag")
+    with pytest.raises(RuntimeError, match="fit"):
+        optimize_prior_precision(la)
+    la.fit([batch("classification", 3, (3,))])
+    with pytest.raises(ValueError, match="`method` must be one of"):
+        optimize_prior_precision(la, "lbfgs")
+    with pytest.raises(ValueError, match=r"\['steps'\] are options of another method"):
+        optimize_prior_precision(la, "grid", steps=3)
+    with pytest.raises(ValueError, match=r"\['bounds'\] are options of another method"):
+        optimize_prior_precision(la, "adam", bounds=(-1.0, 1.0))
+    with pytest.raises(ValueError, match="low < high"):
+        optimize_prior_precision(la, "grid", bounds=(1.0, -1.0))
+    with pytest.raises(TypeError, match="`laplace` must be a Laplace"):
+        optimize_prior_precision(mlp())
+
+
 # -- errors --------------------------------------------------------------------------------
 
 
@@ -398,11 +512,11 @@ def test_errors():
         Laplace(model, "poisson", "full")
     with pytest.raises(ValueError, match="`structure` must be one of"):
         Laplace(model, "classification", "lowrank")
-    with pytest.raises(ValueError, match="`sigma` must be a positive float"):
+    with pytest.raises(ValueError, match="`sigma` must be a positive finite float"):
         Laplace(model, "regression", "full", sigma=0.0)
-    with pytest.raises(ValueError, match="`temperature` must be a positive float"):
+    with pytest.raises(ValueError, match="`temperature` must be a positive finite float"):
         Laplace(model, "regression", "full", temperature=-1.0)
-    with pytest.raises(TypeError, match="`model` must be an nn.Module"):
+    with pytest.raises(TypeError, match="`model` must be a Module"):
         Laplace("model", "regression", "full")
     la = Laplace(model, "classification", "full")
     with pytest.raises(RuntimeError, match="fit"):

@@ -66,11 +66,19 @@ def config(**kw):
         dict(temperature=0),
         dict(init_prior_precision=0.0),
         dict(checkpoint_every=2),
-        dict(learn_hyper=1),
     ],
 )
 def test_config_rejects(kw):
     with pytest.raises(ValueError):
+        MarglikConfig(**kw)
+
+
+@pytest.mark.parametrize(
+    "kw", [dict(learn_hyper=1), dict(epochs=2.0), dict(lr="0.1"), dict(seed=True)]
+)
+def test_config_rejects_wrong_types(kw):
+    (name,) = kw
+    with pytest.raises(TypeError, match=f"`{name}`"):
         MarglikConfig(**kw)
 
 
@@ -284,14 +292,44 @@ def test_learned_layer_report_relaxed_paths():
     assert len(rows) == len(la.groups) and len(rows) >= 3
     assert sum(r["n_params"] for r in rows) == la.n_params
     tagged = [r for r in rows if r["path"] is not None]
-    assert len(tagged) >= 2
-    layers = {r["layer"] for r in tagged}
-    for layer in layers:
-        shares = [r["path_share"] for r in tagged if r["layer"] == layer]
-        assert sum(shares) == pytest.approx(1.0)
+    # the PathSum "0" is one relaxed layer; its paths are its sub-layers' tagged paths
+    assert [(r["layer"], r["path"], r["module"]) for r in tagged] == [
+        ("0", "fc", "0.layers.0"),
+        ("0", "conv", "0.layers.1"),
+    ]
+    shares = [r["path_share"] for r in tagged]
+    assert all(0 < share < 1 for share in shares)
+    assert sum(shares) == pytest.approx(1.0)
+    rel = [r["relative_effective_parameters"] for r in tagged]
+    assert shares == [pytest.approx(v / sum(rel)) for v in rel]
     assert rows[-1]["layer"] == "3" and rows[-1]["path"] is None
+    assert rows[-1]["module"] == "3" and rows[-1]["path_share"] == 1.0
     for r in rows:
         assert 0 <= r["relative_effective_parameters"] <= 1
+
+
+def test_learned_layer_report_shares_the_trained_paths_of_a_path_sum():
+    """After marginal-likelihood training of both paths of PathSum(FC, CONV), the report gives
+    the PathSum one layer whose two paths split it: each share strictly between 0 and 1."""
+    from ella.layers import CONV, FC, PathSum
+
+    torch.manual_seed(2)
+    model = nn.Sequential(
+        PathSum(FC(1, 2, 4, 4), CONV(1, 2, 4, 4)), nn.Tanh(), nn.Flatten(), nn.Linear(32, 3)
+    ).to(DTYPE)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(32, 1, 4, 4, generator=g, dtype=DTYPE)
+    y = (x.flatten(1)[:, :8].sum(1) > 0).long() + (x.flatten(1)[:, 8].sign() > 0).long()
+    result = train_marglik(
+        model, (x, y), config(structure="kron", epochs=3, burn_in=0, marglik_every=1)
+    )
+    assert all(p.requires_grad for p in model[0].parameters())
+    la = Laplace(model, "classification", "kron").fit([(x, y)])
+    rows = learned_layer_report(model, la, result.precisions)
+    paths = [r for r in rows if r["layer"] == "0"]
+    assert [r["path"] for r in paths] == ["fc", "conv"]
+    assert all(0 < r["path_share"] < 1 for r in paths)
+    assert sum(r["path_share"] for r in paths) == pytest.approx(1.0)
 
 
 def test_regression_diag_and_bad_data():

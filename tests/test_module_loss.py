@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from symdisc.discover import discover
-from symdisc.losses import module_loss
+from symdisc.losses import ModuleLoss, module_loss
 from symdisc.metrics import evaluate
 from symdisc.train import TrainConfig
 
@@ -31,6 +31,8 @@ def test_module_loss_evaluates_the_module_on_the_chosen_parameters():
     loss = module_loss(model, squared_error, sampler, [model[0], "2.weight"])
     assert list(loss.param_shapes) == ["0.weight", "0.bias", "2.weight"]
     assert loss.x_shape == (4, 2) and loss.y_shape == (4, 1)
+    assert isinstance(loss, ModuleLoss)
+    assert loss.model is model and loss.loss_fn is squared_error and loss.data_sampler is sampler
     X, Y = sampler(1, torch.Generator().manual_seed(1))
     theta = torch.randn(loss.num_params)
     p = loss.unflatten(theta)
@@ -42,6 +44,8 @@ def test_module_loss_evaluates_the_module_on_the_chosen_parameters():
 
 def test_module_loss_errors():
     model = leaky_net()
+    with pytest.raises(TypeError, match="`model` must be a Module, got function"):
+        module_loss(squared_error, squared_error, sampler, ["weight"])
     with pytest.raises(ValueError, match="'weight' is not among"):
         module_loss(model, squared_error, sampler, ["weight"])  # no substring matching
     with pytest.raises(ValueError, match="not a submodule"):

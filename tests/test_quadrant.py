@@ -1,5 +1,6 @@
-"""experiments/quadrant.py (paper 000, section 6.1): the quadrant-digits data, the exact shift
-invariance of the CONV model, and the --quick run's results.json."""
+"""Paper 000, section 6.1 (table 1): the quadrant-digits data (:mod:`ella.data.quadrant`), the
+exact shift invariance of the CONV model (:mod:`ella.models.quadrant`), and the --quick run's
+results.json of experiments/quadrant.py."""
 
 from __future__ import annotations
 
@@ -11,14 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
+from ella.data import quadrant_digits
+from ella.models import quadrant_model
 
-quadrant = pytest.importorskip("quadrant")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_quadrant_digits_shapes_classes_and_placement():
-    x_tr, y_tr, x_te, y_te = quadrant.quadrant_digits("digit_quadrant", seed=0)
+    x_tr, y_tr, x_te, y_te = quadrant_digits("digit_quadrant", seed=0)
     assert x_tr.shape == (1200, 1, 16, 16) and x_te.shape == (597, 1, 16, 16)
     assert y_tr.shape == (1200,) and y_te.shape == (597,)
     labels = torch.cat([y_tr, y_te])
@@ -34,14 +35,27 @@ def test_quadrant_digits_shapes_classes_and_placement():
         assert torch.all(img[mask] == bg)  # nothing outside the labelled quadrant
         assert torch.any(inside != bg)
     # the digit task has the same images and the digit as label
-    x2, y2, _, _ = quadrant.quadrant_digits("digit", seed=0)
+    x2, y2, _, _ = quadrant_digits("digit", seed=0)
     assert torch.equal(x2, x_tr) and torch.equal(y2, y_tr % 10)
     assert set(y2.tolist()) == set(range(10))
 
 
+def test_quadrant_data_and_model_check_their_arguments():
+    with pytest.raises(ValueError, match="`task` must be one of"):
+        quadrant_digits("quadrant", seed=0)
+    with pytest.raises(ValueError, match="`n_train` must be in"):
+        quadrant_digits("digit", seed=0, n_train=1797)
+    with pytest.raises(TypeError, match="`seed` must be an int"):
+        quadrant_digits("digit", seed=0.5)
+    with pytest.raises(ValueError, match="`kind` must be one of"):
+        quadrant_model("ffc+conv", 10)
+    with pytest.raises(ValueError, match="`alpha` must be a positive int"):
+        quadrant_model("fc", 10, alpha=0)
+
+
 @pytest.mark.parametrize("shift", [(8, 0), (0, 8), (8, 8), (3, 5), (1, 0)])
 def test_conv_model_is_invariant_to_circular_shifts(shift):
-    model = quadrant.build_model("conv", 40, alpha=2, seed=0).double()
+    model = quadrant_model("conv", 40, alpha=2, seed=0).double()
     x = torch.randn(6, 1, 16, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     with torch.no_grad():
         y = model(x)
@@ -52,7 +66,7 @@ def test_conv_model_is_invariant_to_circular_shifts(shift):
 def test_fc_and_ffc_conv_models_see_the_quadrant():
     x = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     for kind in ("fc", "ffc_conv"):
-        model = quadrant.build_model(kind, 40, alpha=2, seed=0).double()
+        model = quadrant_model(kind, 40, alpha=2, seed=0).double()
         with torch.no_grad():
             diff = (model(x) - model(torch.roll(x, shifts=(8, 0), dims=(2, 3)))).abs().max()
         assert diff > 1e-6

@@ -1,6 +1,7 @@
-"""The curvature measures of paper 003 ("Training Dynamics Evaluation"): sharpness, Lanczos top
-eigenvalues, SLQ densities and dense spectra of the mean squared next-frame loss, all from
-:mod:`symdisc.curvature`.
+"""The curvature measures of paper 003 ("Training Dynamics Evaluation"): sharpness (its
+"Sharpness" paragraph: the mean loss change over random unit directions and displacements, an
+unnumbered equation), Lanczos top eigenvalues, SLQ densities and dense spectra of the mean
+squared next-frame loss, all from :mod:`symdisc.curvature`.
 
 Everything runs on the device of the model and data (the random draws of the measures on a
 generator of that device).

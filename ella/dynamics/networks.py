@@ -1,5 +1,7 @@
-"""Networks on the density-and-velocity fields of the plume task (paper 003): the relaxed or
-strict C4 group CNN :class:`FieldGCNN` and the plain CNN :class:`FieldCNN` of equal size.
+"""Networks on the density-and-velocity fields of the plume task (paper 003, "Smoke Plume": the
+relaxed and the strict C4 G-CNN it compares, built from the layers of its "Relaxed G-CNN"
+section, which numbers no equations): the relaxed or strict C4 group CNN :class:`FieldGCNN` and
+the plain CNN :class:`FieldCNN` of equal size.
 
 Fields
 ------
@@ -15,13 +17,18 @@ when its weights are tied.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from ella.layers import RelaxedGroupConv, RelaxedLiftingConv
-from ella.layers.group import _check_group_map, _check_kernel_size, _check_positive_int
+from ella.layers import (
+    RelaxedGroupConv,
+    RelaxedLiftingConv,
+    check_feature_map,
+    check_kernel_size,
+)
+from symdisc.runtime import check_choice, check_int
 
 Activation = Literal["elu", "relu"]
 
@@ -51,13 +58,12 @@ def vector_to_regular(u: Tensor) -> Tensor:
 def regular_to_vector(y: Tensor) -> Tensor:
     """A group map ``(B, 1, 4, H, W)`` to the vector field ``sum_r y_r M^r e_0 = (y_0 - y_2,
     y_1 - y_3)``, ``(B, 2, H, W)``; equivariant from :func:`rotate_p4` to vector rotations."""
-    y = _check_group_map(y, 1, "regular_to_vector")[:, 0]
+    y = check_feature_map(y, "regular_to_vector", group=True, channels=1)[:, 0]
     return torch.stack([y[:, 0] - y[:, 2], y[:, 1] - y[:, 3]], dim=1)
 
 
 def _activation(name: object) -> nn.Module:
-    if name not in get_args(Activation):
-        raise ValueError(f"`activation` must be one of {get_args(Activation)}, got {name!r}")
+    check_choice(name, "activation", Activation)
     return nn.ELU() if name == "elu" else nn.ReLU()
 
 
@@ -88,7 +94,7 @@ class FieldGCNN(nn.Module):
         kernel_size: int = 3, activation: Activation = "elu",
     ) -> None:  # fmt: skip
         super().__init__()
-        _check_positive_int(depth, "depth")
+        check_int(depth, "depth", minimum=1)
         self.act = _activation(activation)
         opts = dict(kernel_size=kernel_size, banks=banks, tied=tied)
         self.lift_density = RelaxedLiftingConv(1, width, **opts)
@@ -120,9 +126,9 @@ class FieldCNN(nn.Module):
         activation: Activation = "elu",
     ) -> None:  # fmt: skip
         super().__init__()
-        _check_positive_int(depth, "depth")
+        check_int(depth, "depth", minimum=1)
         self.act = _activation(activation)
-        k = _check_kernel_size(kernel_size)
+        k = check_kernel_size(kernel_size)
         chans = [3] + [width] * depth + [3]
         self.convs = nn.ModuleList(
             nn.Conv2d(a, b, k, padding=k // 2, padding_mode="circular")

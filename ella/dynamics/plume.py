@@ -1,5 +1,6 @@
 """A 2-D smoke-plume simulator on a periodic grid, its C4 data sets and the next-frame task
-(paper 003, "Smoke Plume").
+(paper 003, "Smoke Plume"; the paper simulates with PhiFlow and states no equations: the physics
+below is ours, with the paper's four buoyancy directions and its symmetric data set).
 
 Fields
 ------
@@ -53,10 +54,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Literal
 
 import torch
 from torch import Tensor
+
+from symdisc.runtime import check_choice, check_instance, check_int
 
 DatasetKind = Literal["symmetric", "broken"]
 E_UP = (-1.0, 0.0)
@@ -86,15 +89,14 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 
 
-def _check_k(k: object) -> int:
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise TypeError(f"`k` must be an int, got {type(k).__name__}")
-    return k % 4
+def _turns(k: object) -> int:
+    """``k`` quarter turns as 0..3."""
+    return check_int(k, "k") % 4
 
 
 def rotate_scalar(x: Tensor, k: int = 1) -> Tensor:
     """Rotate scalar fields ``(..., H, W)`` by ``k`` quarter turns: ``x'(p) = x(M^-k p)``."""
-    return torch.rot90(x, _check_k(k), dims=(-2, -1))
+    return torch.rot90(x, _turns(k), dims=(-2, -1))
 
 
 def rotate_vector(u: Tensor, k: int = 1) -> Tensor:
@@ -108,7 +110,7 @@ def rotate_vector(u: Tensor, k: int = 1) -> Tensor:
     """
     if u.dim() < 3 or u.shape[-3] != 2:
         raise ValueError(f"`u` must have shape (..., 2, H, W), got {tuple(u.shape)}")
-    k = _check_k(k)
+    k = _turns(k)
     u = torch.rot90(u, k, dims=(-2, -1))
     for _ in range(k):
         u = torch.stack([-u[..., 1, :, :], u[..., 0, :, :]], dim=-3)
@@ -120,7 +122,7 @@ def rotate_direction(b: Sequence[float] | Tensor, k: int = 1) -> Tensor:
     b = torch.as_tensor(b)
     if b.shape != (2,):
         raise ValueError(f"`b` must have shape (2,), got {tuple(b.shape)}")
-    for _ in range(_check_k(k)):
+    for _ in range(_turns(k)):
         b = torch.stack([-b[1], b[0]])
     return b
 
@@ -138,8 +140,7 @@ def rotate_fields(x: Tensor, k: int = 1) -> Tensor:
 
 
 def _check_fields(x: object, channels: int, name: str) -> Tensor:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"`{name}` must be a Tensor, got {type(x).__name__}")
+    x = check_instance(x, name, Tensor)
     if x.dim() < 3 or x.shape[-3] != channels:
         raise ValueError(f"`{name}` must have shape (..., {channels}, H, W), got {tuple(x.shape)}")
     return x
@@ -263,13 +264,12 @@ def simulate(
         ``(..., n_frames, 3, H, W)``.
 
     Raises:
+        TypeError: for a non-int ``n_frames`` or ``substeps``.
         ValueError: for ``n_frames < 1`` or ``substeps < 1``.
     """
     state = _check_fields(state, 3, "state")
-    if not isinstance(n_frames, int) or n_frames < 1:
-        raise ValueError(f"`n_frames` must be a positive int, got {n_frames!r}")
-    if not isinstance(substeps, int) or substeps < 1:
-        raise ValueError(f"`substeps` must be a positive int, got {substeps!r}")
+    check_int(n_frames, "n_frames", minimum=1)
+    check_int(substeps, "substeps", minimum=1)
     b = torch.as_tensor(buoyancy, dtype=state.dtype, device=state.device)
     frames = [state]
     for _ in range(n_frames - 1):
@@ -348,8 +348,7 @@ def plume_dataset(kind: DatasetKind, config: PlumeConfig, seed: int) -> Tensor:
     Raises:
         ValueError: for an unknown ``kind``.
     """
-    if kind not in get_args(DatasetKind):
-        raise ValueError(f"`kind` must be one of {get_args(DatasetKind)}, got {kind!r}")
+    check_choice(kind, "kind", DatasetKind)
     gen = torch.Generator().manual_seed(seed)
     plumes = [random_plume(config, gen) for _ in range(config.n_plumes)]
     states = torch.stack([p[0] for p in plumes])

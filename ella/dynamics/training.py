@@ -1,16 +1,29 @@
-"""Training on the next-frame task of :mod:`ella.dynamics.plume` (paper 003)."""
+"""Training on the next-frame task of :mod:`ella.dynamics.plume` (paper 003, section 4: the
+models are trained with Adam on the mean squared next-frame error; the curvature is measured
+early in training and at the best validation error), on the shared loop of
+:mod:`symdisc.runtime` (checkpoints, validated resume, NaN stop, progress bar)."""
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from ella.dynamics.plume import NextFrameData
+from symdisc.runtime import (
+    TrainingLoop,
+    check_bool,
+    check_float,
+    check_instance,
+    check_int,
+)
 
 __all__ = ["rmse", "FitResult", "fit_next_frame"]
+
+_SPLITS = ("train", "val", "test")
 
 
 def rmse(model: torch.nn.Module, x: Tensor, y: Tensor, batch_size: int = 256) -> float:
@@ -32,6 +45,7 @@ class FitResult:
         history: per epoch (1-based, index 0 the initial model) ``train_rmse``, ``val_rmse``,
             ``test_rmse``.
         best_epoch: the epoch of the lowest validation RMSE.
+        early_epoch: the epoch of the ``"early"`` weights.
         checkpoints: ``{"early": state, "best": state}``, detached copies of the state dict at
             ``early_epoch`` and at ``best_epoch``.
     """
@@ -40,6 +54,14 @@ class FitResult:
     best_epoch: int
     early_epoch: int
     checkpoints: dict[str, dict[str, Tensor]]
+
+
+def _snapshot(model: torch.nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _postfix(record: dict[str, float]) -> dict[str, str]:
+    return {"val_rmse": f"{record['val_rmse']:.3g}"}
 
 
 def fit_next_frame(
@@ -52,53 +74,110 @@ def fit_next_frame(
     seed: int = 0,
     early_epoch: int = 3,
     penalty: float = 0.0,
-    progress=None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 0,
+    resume: str | os.PathLike | None = None,
+    progress: bool = False,
 ) -> FitResult:
     """Train ``model`` with Adam on the mean squared next-frame error (plus ``penalty`` times
     :func:`~ella.layers.relaxation_penalty`), one seeded shuffle per epoch, and keep the
     weights of epoch ``early_epoch`` and of the epoch with the lowest validation RMSE.
 
-    ``progress`` is an optional callable ``progress(epoch, history)`` (e.g. a tqdm update).
+    Every ``checkpoint_every`` epochs a checkpoint is written atomically to ``checkpoint``:
+    ``model``, ``optimizer``, ``rng`` (the shuffles), ``best_epoch``, ``snapshots`` (the
+    early and best weights so far), ``history`` (one record per epoch, the initial model's
+    first), ``epoch`` and ``config`` (``epochs``, ``lr``, ``batch_size``, ``seed``,
+    ``early_epoch``, ``penalty``). With ``resume``, all of it is restored from such a
+    checkpoint and training continues to ``epochs``, giving the same result as an
+    uninterrupted run; the checkpoint must fit the model and every setting but ``epochs``.
+
+    Args:
+        model: the network, trained in place.
+        data: the next-frame data (its train split is trained on, all three are recorded).
+        epochs: epochs in total.
+        lr: Adam's learning rate.
+        batch_size: pairs per minibatch.
+        seed: seed of the shuffles (a generator on the data's device).
+        early_epoch: the epoch whose weights are kept as ``"early"``, in ``[1, epochs]``.
+        penalty: weight of the relaxation penalty (0: none).
+        checkpoint: the checkpoint file.
+        checkpoint_every: epochs between checkpoints (0: none).
+        resume: a checkpoint to continue from.
+        progress: show a tqdm progress bar over epochs.
 
     Raises:
-        ValueError: for ``epochs < 1`` or ``early_epoch`` not in ``[1, epochs]``.
+        TypeError, ValueError: for malformed arguments (``early_epoch`` not in ``[1,
+            epochs]``, ``checkpoint_every > 0`` without a ``checkpoint``), or a ``resume``
+            checkpoint that does not fit (before anything changes).
+        NonFiniteLossError: for a non-finite minibatch loss (e.g. NaN in the training data)
+            or a non-finite RMSE after an epoch (e.g. NaN in the validation data); the model,
+            optimiser and shuffles are restored to the last checkpoint if there is one, and
+            the checkpoint file is kept.
     """
     from ella.layers import relaxation_penalty
 
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"`epochs` must be a positive int, got {epochs!r}")
-    if not isinstance(early_epoch, int) or not 1 <= early_epoch <= epochs:
+    check_instance(model, "model", torch.nn.Module)
+    check_int(epochs, "epochs", minimum=1)
+    check_int(early_epoch, "early_epoch", minimum=1)
+    if early_epoch > epochs:
         raise ValueError(f"`early_epoch` must be an int in [1, {epochs}], got {early_epoch!r}")
+    check_float(lr, "lr", positive=True)
+    check_int(batch_size, "batch_size", minimum=1)
+    check_int(seed, "seed", minimum=0)
+    check_float(penalty, "penalty", nonnegative=True)
+    check_bool(progress, "progress")
     x, y = data.train
     gen = torch.Generator(device=x.device).manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    history: dict[str, list[float]] = {"train_rmse": [], "val_rmse": [], "test_rmse": []}
+    config = dict(
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        early_epoch=early_epoch,
+        penalty=penalty,
+    )
+    loop = TrainingLoop(
+        epochs,
+        unit="epoch",
+        settings={"config": config},
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        progress=progress,
+        desc="next frame",
+        postfix=_postfix,
+    )
+    loop.track(model=model, optimizer=opt, rng=gen)
+    loop.values.update(best_epoch=0, snapshots={})
 
-    def record() -> None:
-        history["train_rmse"].append(rmse(model, *data.train))
-        history["val_rmse"].append(rmse(model, *data.val))
-        history["test_rmse"].append(rmse(model, *data.test))
+    def record() -> dict[str, float]:
+        return {f"{s}_rmse": rmse(model, *getattr(data, s)) for s in _SPLITS}
 
-    def snapshot() -> dict[str, Tensor]:
-        return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-    record()
-    best_epoch, checkpoints = 0, {"best": snapshot()}
-    for epoch in range(1, epochs + 1):
+    if resume is not None:
+        loop.resume(resume)
+    else:
+        loop.history.append(record())
+        loop.values["snapshots"]["best"] = _snapshot(model)
+    for epoch in loop:
         order = torch.randperm(len(x), generator=gen, device=x.device)
         for i in range(0, len(x), batch_size):
             idx = order[i : i + batch_size]
             loss = torch.nn.functional.mse_loss(model(x[idx]), y[idx])
             if penalty:
                 loss = loss + penalty * relaxation_penalty(model)
+            loop.check_finite(loss, "the minibatch loss")
             opt.zero_grad()
             loss.backward()
             opt.step()
-        record()
+        now = record()
+        for key, value in now.items():
+            loop.check_finite(value, f"the {key}")
+        snapshots = loop.values["snapshots"]
         if epoch == early_epoch:
-            checkpoints["early"] = snapshot()
-        if history["val_rmse"][-1] < history["val_rmse"][best_epoch]:
-            best_epoch, checkpoints["best"] = epoch, snapshot()
-        if progress is not None:
-            progress(epoch, history)
-    return FitResult(history, best_epoch, early_epoch, checkpoints)
+            snapshots["early"] = _snapshot(model)
+        if now["val_rmse"] < loop.history[loop.values["best_epoch"]]["val_rmse"]:
+            loop.values["best_epoch"] = epoch
+            snapshots["best"] = _snapshot(model)
+        loop.end(now)
+    history = {f"{s}_rmse": [r[f"{s}_rmse"] for r in loop.history] for s in _SPLITS}
+    return FitResult(history, loop.values["best_epoch"], early_epoch, loop.values["snapshots"])

@@ -35,7 +35,7 @@ gradient, so :class:`ella.laplace.Laplace` keeps the graph).
 
 from ella.affine import AFFINE_GENERATORS, AFFINE_NAMES, affine_matrices, affine_transform
 from ella.invariance.augmentation import AffineAugmentation, Augmentation, PointRotation
-from ella.invariance.kfac import augmented_kfac
+from ella.invariance.kfac import AugmentedKFAC, augmented_kfac
 from ella.invariance.laplace import eta_gradient, invariant_laplace
 from ella.invariance.models import DrawAverage, InvariantModel
 from ella.invariance.training import (
@@ -55,6 +55,7 @@ __all__ = [
     "InvariantModel",
     "affine_matrices",
     "affine_transform",
+    "AugmentedKFAC",
     "augmented_kfac",
     "invariant_laplace",
     "eta_gradient",

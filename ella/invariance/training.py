@@ -1,6 +1,12 @@
-"""Invariance learning (paper 001, section 4, eq. 14): the marginal-likelihood loop of
-:mod:`ella.marglik` with the augmentation parameters eta as hyperparameters, and the Augerino
-baseline (Benton et al., 2020)."""
+"""Invariance learning (paper 001, section 4, eq. 14, and section 4.3, eq. 20): the
+marginal-likelihood loop of :mod:`ella.marglik` (:class:`~ella.marglik.MarglikLoop`) with the
+augmentation parameters eta as hyperparameters, and the Augerino baseline (Benton et al., 2020).
+
+One class per method says what differs between them: :class:`_Fixed` (``"none"``: eta frozen,
+the marginal likelihood evaluated for the precisions and the best state), :class:`_Lila`
+(eta learned by the marginal likelihood, by full backpropagation or by the stochastic estimator
+of section 4.3) and :class:`_Augerino` (eta learned in the weight steps).
+"""
 
 from __future__ import annotations
 
@@ -13,18 +19,17 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ella.invariance.laplace import _split, eta_gradient, invariant_laplace
+from ella.invariance.laplace import eta_gradient, invariant_laplace
 from ella.invariance.models import DrawAverage, InvariantModel
 from ella.laplace import Laplace
-from ella.marglik import (
-    MarglikConfig,
-    MarglikResult,
-    _check_choice,
-    _check_data,
-    _check_floats,
-    _check_ints,
-    _nll,
-    _Run,
+from ella.marglik import MarglikConfig, MarglikLoop, MarglikResult
+from symdisc.runtime import (
+    check_choice,
+    check_float,
+    check_instance,
+    check_int,
+    check_optional_int,
+    check_train_data,
 )
 
 __all__ = ["InvarianceMethod", "InvarianceConfig", "InvarianceResult", "train_invariant"]
@@ -33,6 +38,9 @@ logger = logging.getLogger(__name__)
 
 InvarianceMethod = Literal["lila", "augerino", "none"]
 EtaGradient = Literal["full", "stochastic"]
+
+Draws = list[tuple[Tensor, Tensor, Tensor]]
+"""``(x, eps, y)`` batches: inputs (B, ...), draws eps (B, S, k), targets (B, ...)."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,11 @@ class InvarianceConfig:
         augerino_weight: weight of ``-||eta||^2`` in the Augerino loss.
         augerino_weight_decay: Adam weight decay of the weights for Augerino.
         seed: seed of the augmentation draws (the minibatch order uses the MarglikConfig's).
+
+    A resume requires every setting equal to the checkpoint's.
+
+    Raises:
+        TypeError: for a setting of the wrong type; ValueError: for a value out of range.
     """
 
     method: InvarianceMethod = "lila"
@@ -75,21 +88,15 @@ class InvarianceConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_choice(self, "method", InvarianceMethod)
-        _check_choice(self, "eta_gradient", EtaGradient)
-        _check_ints(self, ("n_samples", "n_eta_steps"), minimum=1)
-        _check_ints(self, ("eta_burn_in", "seed"), minimum=0)
-        if self.eta_batch_size is not None and (
-            isinstance(self.eta_batch_size, bool)
-            or not isinstance(self.eta_batch_size, int)
-            or self.eta_batch_size < 1
-        ):
-            raise ValueError(
-                f"`eta_batch_size` must be a positive int or None, got {self.eta_batch_size!r}"
-            )
-        _check_floats(
-            self, ("lr_eta", "augerino_weight", "augerino_weight_decay", "lr_eta_min"), zero=True
-        )
+        check_choice(self.method, "method", InvarianceMethod)
+        check_choice(self.eta_gradient, "eta_gradient", EtaGradient)
+        check_int(self.n_samples, "n_samples", minimum=1)
+        check_int(self.n_eta_steps, "n_eta_steps", minimum=1)
+        check_int(self.eta_burn_in, "eta_burn_in", minimum=0)
+        check_int(self.seed, "seed", minimum=0)
+        check_optional_int(self.eta_batch_size, "eta_batch_size", minimum=1)
+        for name in ("lr_eta", "augerino_weight", "augerino_weight_decay", "lr_eta_min"):
+            check_float(getattr(self, name), name, nonnegative=True)
 
 
 @dataclass
@@ -100,15 +107,6 @@ class InvarianceResult(MarglikResult):
 
     best_eta: list[float] | None = None
     eta: list[float] | None = None
-
-
-def _eta_steps_total(config: MarglikConfig, inv: InvarianceConfig, steps_per_epoch: int) -> int:
-    if inv.method == "augerino":
-        return config.epochs * steps_per_epoch
-    if inv.method == "none":
-        return 1
-    epochs = [e for e in range(1, config.epochs + 1) if config.is_marglik_epoch(e)]
-    return max(1, sum(inv.n_eta_steps for e in epochs if e > inv.eta_burn_in))
 
 
 def train_invariant(
@@ -139,172 +137,262 @@ def train_invariant(
 
     ``"none"`` does step 2 only (eta frozen); ``"augerino"`` learns eta in the weight steps and
     evaluates no marginal likelihood (its result is the final state). NaN stop, checkpoints
-    (including eta, its optimiser and the draws' random state), resume, tqdm and the
+    (including ``eta``, ``eta_optimizer``, ``eta_scheduler``, the draws' random state
+    ``rng_draws`` and the ``invariance`` settings), resume, tqdm and the
     best-by-marginal-likelihood state behave as in ``train_marglik``.
 
     Raises:
-        TypeError, ValueError: for a model that is not an :class:`InvariantModel` or malformed
-            data.
-        NonFiniteLossError: as in ``train_marglik`` (eta is restored with the model).
+        TypeError, ValueError: for a model that is not an :class:`InvariantModel`, malformed
+            data, a learning method without a learnable eta, or a ``resume`` checkpoint that
+            does not fit (before anything changes).
+        NonFiniteLossError: as in ``train_marglik``, or for a non-finite eta-gradient (eta is
+            restored with the model).
     """
-    if not isinstance(model, InvariantModel):
-        raise TypeError(f"`model` must be an InvariantModel, got {type(model).__name__}")
-    if not isinstance(invariance, InvarianceConfig):
-        raise TypeError("`invariance` must be an InvarianceConfig")
-    x, y = _check_data(train_data)
-    n = x.shape[0]
-    aug = model.augmentation
-    eta = aug.eta
-    learn_eta = invariance.method in ("lila", "augerino")
-    if learn_eta and not eta.requires_grad:
+    check_instance(model, "model", InvariantModel)
+    check_instance(config, "config", MarglikConfig)
+    check_instance(invariance, "invariance", InvarianceConfig)
+    x, y = check_train_data(train_data)
+    if invariance.method != "none" and not model.augmentation.eta.requires_grad:
         raise ValueError(f"method {invariance.method!r} needs an augmentation with learnable eta")
-    lila = invariance.method == "lila"
-    augerino = invariance.method == "augerino"
-    n_hyper = config.n_marglik_epochs() * (
-        config.n_hyper_steps + (invariance.n_eta_steps if lila else 0)
-    )
-    run = _Run(
-        model,
-        config,
-        n,
-        learn_hyper=config.learn_hyper and not augerino,
-        hyper_steps=n_hyper,
-        weight_decay=invariance.augerino_weight_decay if augerino else 0.0,
-        log=logger,
-    )
-    eta_optimizer = torch.optim.Adam([eta], lr=max(invariance.lr_eta, 1e-12))
-    eta_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        eta_optimizer,
-        T_max=_eta_steps_total(config, invariance, run.steps_per_epoch),
-        eta_min=invariance.lr_eta_min,
-    )
-    draws = torch.Generator().manual_seed(invariance.seed)
-
-    def eta_list() -> list[float]:
-        return [float(v) for v in eta.detach()]
-
-    run.carry(
-        stateful={"eta_optimizer": eta_optimizer, "eta_scheduler": eta_scheduler},
-        tensors={"eta": eta},
-        generators={"rng_draws": draws},
-        settings={"invariance": invariance},
-        best={"eta": eta_list},
-    )
+    training = _METHODS[invariance.method](model, x, y, config, invariance)
     if resume is not None:
-        run.load(resume)
+        training.run.resume(resume)
+    for epoch in training.run:
+        training.run.end_epoch(training.epoch(epoch))
+    return training.run.result(InvarianceResult)  # type: ignore[return-value]
 
-    def batch_loss(index: Tensor, prec: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        eps = aug.sample_eps(index.numel(), invariance.n_samples, draws)
-        use = eta if augerino else eta.detach()
-        out = DrawAverage.forward(model, aug.apply(x[index], eps, use))
-        nll = _nll(out, y[index], config)
-        if augerino:
-            return nll - invariance.augerino_weight * eta.pow(2).sum(), nll
-        return run.map_loss(nll, prec), nll
 
-    def after_step() -> None:
-        if augerino:
-            eta_optimizer.step()
-            eta_scheduler.step()
-        eta.grad = None
+def _with_draws(x: Tensor, eps: Tensor, y: Tensor, batch_size: int) -> Draws:
+    """``(x, eps, y)`` batches of ``batch_size`` in data order."""
+    return [
+        (x[i : i + batch_size], eps[i : i + batch_size], y[i : i + batch_size])
+        for i in range(0, x.shape[0], batch_size)
+    ]
 
-    def fresh_draws() -> list[tuple[Tensor, ...]]:
-        eps_all = aug.sample_eps(n, invariance.n_samples, draws)
-        return _split(x, eps_all, y, config.batch_size)
 
-    def eta_steps(data, epoch: int, laplace: Laplace | None = None) -> dict[str, float]:
-        return _eta_steps(
-            run, data, x, y, invariance, eta_optimizer, eta_scheduler, draws, epoch, laplace
+class _Fixed:
+    """Method ``"none"``, and what every method shares: the :class:`MarglikLoop` ``run`` with
+    eta, its Adam optimiser and cosine schedule and the draws' generator checkpointed along;
+    weight steps on fresh draws with eta detached; after every marginal-likelihood epoch the
+    Laplace fit at the current eta on fresh draws, the precision steps and the best state."""
+
+    def __init__(
+        self,
+        model: InvariantModel,
+        x: Tensor,
+        y: Tensor,
+        config: MarglikConfig,
+        inv: InvarianceConfig,
+    ) -> None:
+        self.model, self.x, self.y, self.config, self.inv = model, x, y, config, inv
+        self.aug = model.augmentation
+        self.eta = self.aug.eta
+        self.run = MarglikLoop(
+            model,
+            config,
+            x.shape[0],
+            desc=f"invariance ({inv.method})",
+            learn_hyper=self.learns_precisions(),
+            hyper_steps=config.n_marglik_epochs() * self.hyper_steps_per_epoch(),
+            weight_decay=self.weight_decay(),
+            settings={"invariance": inv},
+            log=logger,
+        )
+        self.eta_optimizer = torch.optim.Adam([self.eta], lr=max(inv.lr_eta, 1e-12))
+        self.eta_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.eta_optimizer, T_max=self.eta_steps(), eta_min=inv.lr_eta_min
+        )
+        self.draws = torch.Generator().manual_seed(inv.seed)
+        self.run.track(
+            eta_optimizer=self.eta_optimizer,
+            eta_scheduler=self.eta_scheduler,
+            eta=self.eta,
+            rng_draws=self.draws,
+        )
+        self.run.keep_with_best(eta=self.eta_values)
+
+    # -- what differs between the methods ------------------------------------------------
+
+    def learns_precisions(self) -> bool:
+        return self.config.learn_hyper
+
+    def hyper_steps_per_epoch(self) -> int:
+        """Steps on the log precisions per marginal-likelihood epoch (their schedule's
+        length)."""
+        return self.config.n_hyper_steps
+
+    def weight_decay(self) -> float:
+        return 0.0
+
+    def eta_steps(self) -> int:
+        """Length of eta's cosine schedule (at least 1)."""
+        return 1
+
+    def batch_loss(self, index: Tensor, prec: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """``(loss, nll)`` of the minibatch ``index`` on fresh draws, eta detached."""
+        out = self.draw_average(index, self.eta.detach())
+        nll = self.run.nll(out, self.y[index])
+        return self.run.map_loss(nll, prec), nll
+
+    def after_step(self) -> None:
+        self.eta.grad = None
+
+    def marglik_epoch(self, epoch: int) -> dict[str, float]:
+        """Fit at the current eta on fresh draws, precision steps, best state; the record's
+        entries."""
+        return self.fit_and_step(self.fresh_draws())[1]
+
+    # -- shared steps --------------------------------------------------------------------
+
+    def epoch(self, epoch: int) -> dict[str, float]:
+        """One epoch: weight steps, then the marginal-likelihood steps when due; its record."""
+        record = self.run.weight_epoch(
+            self.batch_loss, device=self.x.device, leaves=[self.eta], after_step=self.after_step
+        )
+        if self.config.is_marglik_epoch(epoch):
+            record.update(self.marglik_epoch(epoch))
+        for name, v in zip(self.aug.names, self.eta_values()):
+            record[f"eta/{name}"] = v
+        record["lr_eta"] = self.eta_scheduler.get_last_lr()[0]
+        return record
+
+    def eta_values(self) -> list[float]:
+        return [float(v) for v in self.eta.detach()]
+
+    def draw_average(self, index: Tensor, eta: Tensor) -> Tensor:
+        """``f_hat`` of the examples ``index`` on ``n_samples`` fresh draws at ``eta``."""
+        eps = self.aug.sample_eps(index.numel(), self.inv.n_samples, self.draws)
+        return DrawAverage.forward(self.model, self.aug.apply(self.x[index], eps, eta))
+
+    def fresh_draws(self) -> Draws:
+        """All N examples with ``n_samples`` fresh draws each, in minibatches."""
+        eps = self.aug.sample_eps(self.x.shape[0], self.inv.n_samples, self.draws)
+        return _with_draws(self.x, eps, self.y, self.config.batch_size)
+
+    def fit(self, data: Draws, *, differentiable: bool) -> Laplace:
+        """:func:`invariant_laplace` on ``data`` (with a graph to eta if ``differentiable``)."""
+        c = self.config
+        return self.run.fit_laplace(
+            lambda: invariant_laplace(
+                self.model,
+                data,
+                c.likelihood,
+                c.structure,
+                differentiable=differentiable,
+                sigma=c.sigma,
+                temperature=c.temperature,
+            )
         )
 
-    bar = run.epochs(f"invariance ({invariance.method})")
-    for epoch in bar:
-        record = run.weight_epoch(epoch, x.device, batch_loss, leaves=[eta], after_step=after_step)
-        if config.is_marglik_epoch(epoch) and not augerino:
-            data = fresh_draws()
-            eta_now = lila and epoch > invariance.eta_burn_in
-            if eta_now and invariance.eta_gradient == "full":
-                record.update(eta_steps(data, epoch))
-                data = fresh_draws()
-            # fitted at the current eta, without a graph
-            laplace = _fit(run, data, False, epoch)
-            record.update(run.hyper_steps(laplace, epoch))
-            run.consider(record["neg_log_marglik"], epoch)
-            if eta_now and invariance.eta_gradient == "stochastic":
-                # section 4.3: the fit just made (at the updated precisions) is the
-                # preconditioner of this epoch's stochastic eta steps
-                record.update(eta_steps(data, epoch, laplace))
-        for name, v in zip(aug.names, eta_list()):
-            record[f"eta/{name}"] = v
-        record["lr_eta"] = eta_scheduler.get_last_lr()[0]
-        run.end_epoch(epoch, record, bar)
-    return run.result(InvarianceResult)
+    def fit_and_step(self, data: Draws) -> tuple[Laplace, dict[str, float]]:
+        """The fit at the current eta (without a graph), the precision steps and the best
+        state; the fit and the record's entries."""
+        laplace = self.fit(data, differentiable=False)
+        out = self.run.hyper_steps(laplace)
+        self.run.consider(out["neg_log_marglik"])
+        return laplace, out
+
+    def step_eta(self, grad: Tensor) -> None:
+        """One Adam step on eta with this gradient."""
+        self.eta.grad = grad
+        self.eta_optimizer.step()
+        self.eta_scheduler.step()
+        self.eta.grad = None
 
 
-def _fit(run: _Run, data, differentiable: bool, epoch: int) -> Laplace:
-    config = run.config
-    return run.fit(
-        lambda: invariant_laplace(
-            run.model,
-            data,
-            config.likelihood,
-            config.structure,
-            differentiable=differentiable,
-            sigma=config.sigma,
-            temperature=config.temperature,
-        ),
-        epoch,
-    )
+class _Lila(_Fixed):
+    """Method ``"lila"``: eta by the marginal likelihood (section 4, eq. 14) after
+    ``eta_burn_in`` epochs, by full backpropagation through a refit before the fit of the
+    epoch or by the section-4.3 estimator after it."""
 
+    def hyper_steps_per_epoch(self) -> int:
+        return self.config.n_hyper_steps + self.inv.n_eta_steps
 
-def _eta_steps(
-    run: _Run,
-    data,
-    x,
-    y,
-    inv: InvarianceConfig,
-    eta_optimizer,
-    eta_scheduler,
-    draws,
-    epoch: int,
-    laplace: Laplace | None,
-) -> dict:
-    """``n_eta_steps`` Adam steps on eta (section 4, eq. 14); ``laplace``: the fit without a
-    graph on ``data`` that preconditions the stochastic steps (section 4.3)."""
-    model, config, n = run.model, run.config, run.n
-    aug = model.augmentation
-    eta = aug.eta
-    leaves = list(run.log_prec.values())
-    out: dict[str, float] = {}
-    if inv.eta_gradient == "stochastic":
-        assert laplace is not None
-        prec = {g: v.detach().exp() for g, v in run.log_prec.items()}
-    for step in range(inv.n_eta_steps):
-        if inv.eta_gradient == "full":
-            laplace = _fit(run, data, True, epoch)
+    def eta_steps(self) -> int:
+        epochs = range(self.inv.eta_burn_in + 1, self.config.epochs + 1)
+        due = [e for e in epochs if self.config.is_marglik_epoch(e)]
+        return max(1, len(due) * self.inv.n_eta_steps)
+
+    def marglik_epoch(self, epoch: int) -> dict[str, float]:
+        if epoch <= self.inv.eta_burn_in:
+            return super().marglik_epoch(epoch)
+        out: dict[str, float] = {}
+        data = self.fresh_draws()
+        if self.inv.eta_gradient == "full":
+            out.update(self.full_eta_steps(data))
+            data = self.fresh_draws()
+        laplace, fitted = self.fit_and_step(data)
+        out.update(fitted)
+        if self.inv.eta_gradient == "stochastic":
+            # section 4.3: the fit just made (at the updated precisions) is the preconditioner
+            # of this epoch's stochastic eta steps
+            self.stochastic_eta_steps(data, laplace)
+        return out
+
+    def full_eta_steps(self, data: Draws) -> dict[str, float]:
+        """``n_eta_steps`` Adam steps on eta, each with the gradient of ``-log p(D | delta,
+        eta) / N`` through a differentiable refit on ``data`` (and one step on the log
+        precisions with theirs when they are learned); the first objective's value."""
+        run, n = self.run, self.run.n
+        wrt = [self.eta] + (list(run.log_prec.values()) if run.learn_hyper else [])
+        out: dict[str, float] = {}
+        for step in range(self.inv.n_eta_steps):
+            laplace = self.fit(data, differentiable=True)
             objective = run.neg_log_marglik(laplace) / n
-            if not math.isfinite(float(objective.detach())):
-                run.stop(epoch, "the marginal-likelihood objective is not finite")
-            wrt = [eta] + (leaves if run.learn_hyper else [])
+            run.loop.check_finite(objective, "the marginal-likelihood objective")
             grads = torch.autograd.grad(objective, wrt)
-            eta.grad = grads[0]
             if run.learn_hyper:
                 run.step_precisions(grads[1:])
             if step == 0:
                 out["neg_log_marglik_eta"] = float(objective.detach()) * n
-        else:
-            m = n if inv.eta_batch_size is None else min(inv.eta_batch_size, n)
-            if m < n:
-                index = torch.randperm(n, generator=draws)[:m].to(x.device)
-                eps = torch.cat([b[1] for b in data])[index]
-                subset = _split(x[index], eps, y[index], config.batch_size)
-            else:
-                subset = data
-            grad = eta_gradient(laplace, prec, model, subset, n_total=n) / n
-            if not bool(torch.isfinite(grad).all()):
-                run.stop(epoch, "the eta-gradient is not finite")
-            eta.grad = grad
-        eta_optimizer.step()
-        eta_scheduler.step()
-        eta.grad = None
-    return out
+            self.step_eta(grads[0])
+        return out
+
+    def stochastic_eta_steps(self, data: Draws, laplace: Laplace) -> None:
+        """``n_eta_steps`` Adam steps on eta by :func:`eta_gradient` (section 4.3, eq. 20),
+        preconditioned by ``laplace`` (fitted without a graph on ``data``), each from
+        ``eta_batch_size`` random examples of ``data``."""
+        n = self.run.n
+        prec = self.run.precisions()
+        m = n if self.inv.eta_batch_size is None else min(self.inv.eta_batch_size, n)
+        for _ in range(self.inv.n_eta_steps):
+            subset = data if m == n else self.random_subset(data, m)
+            grad = eta_gradient(laplace, prec, self.model, subset, n_total=n) / n
+            self.run.loop.check_finite(grad, "the eta-gradient")
+            self.step_eta(grad)
+
+    def random_subset(self, data: Draws, m: int) -> Draws:
+        """``m`` random examples of ``data`` with their draws (from the draws' generator)."""
+        index = torch.randperm(self.run.n, generator=self.draws)[:m].to(self.x.device)
+        eps = torch.cat([b[1] for b in data])[index]
+        return _with_draws(self.x[index], eps, self.y[index], self.config.batch_size)
+
+
+class _Augerino(_Fixed):
+    """Method ``"augerino"`` (Benton et al., 2020): eta in the weight steps by the training
+    loss minus ``augerino_weight * ||eta||^2``, weight decay instead of a prior, no marginal
+    likelihood."""
+
+    def learns_precisions(self) -> bool:
+        return False
+
+    def weight_decay(self) -> float:
+        return self.inv.augerino_weight_decay
+
+    def eta_steps(self) -> int:
+        return self.config.epochs * math.ceil(self.x.shape[0] / self.config.batch_size)
+
+    def batch_loss(self, index: Tensor, prec: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        nll = self.run.nll(self.draw_average(index, self.eta), self.y[index])
+        return nll - self.inv.augerino_weight * self.eta.pow(2).sum(), nll
+
+    def after_step(self) -> None:
+        self.eta_optimizer.step()
+        self.eta_scheduler.step()
+        self.eta.grad = None
+
+    def marglik_epoch(self, epoch: int) -> dict[str, float]:
+        return {}
+
+
+_METHODS: dict[str, type[_Fixed]] = {"none": _Fixed, "lila": _Lila, "augerino": _Augerino}

@@ -1,18 +1,28 @@
-"""Relaxed-equivariance layers of paper 000 (section 3) and strictly equivariant subsampling.
+"""Relaxed-equivariance layers of paper 000 (section 3, eqs. 1-7; App. A-B, eqs. 10-11;
+App. F.2-F.4) and the relaxed group convolutions of paper 003 ("Relaxed G-CNN").
 
-Every layer maps (B, C, H, W) -> (B, C', H', W') and tags its parameters with a path ("fc",
-"conv", "gconv"); :func:`parameter_paths` reads the tags of a whole model.
+Every planar layer maps (B, C, H, W) -> (B, C', H', W'), every group layer (B, C, 4, H, W) ->
+(B, C', 4, H', W'), and tags its parameters with a path ("fc", "conv", "gconv");
+:func:`parameter_paths` reads the tags of a whole model. :func:`check_feature_map` and
+:func:`check_kernel_size` are the checks the layers make, for networks built from them.
 
-The layers' KFAC rules (:mod:`ella.layers.kfac_rules`) are registered with
-:func:`symdisc.curvature.register_kfac_rule` when this package is imported.
+The layers' KFAC rules (:mod:`ella.layers.kfac_rules`, paper 000, section 5 and App. C) are
+registered with :func:`symdisc.curvature.register_kfac_rule` when this package is imported.
 """
 
-from ella.layers._base import Path, RelaxedLayer, parameter_paths
-from ella.layers.group import (
+from ella.layers._base import (
     GROUP_ORDER,
+    Path,
+    RelaxedLayer,
+    check_feature_map,
+    check_kernel_size,
+    parameter_paths,
+)
+from ella.layers.group import (
     GroupConv,
     GroupFC,
     GroupFFC,
+    GroupPool,
     LiftingConv,
     PointwiseGroupConv,
     group_pool,
@@ -32,6 +42,8 @@ __all__ = [
     "Path",
     "RelaxedLayer",
     "parameter_paths",
+    "check_feature_map",
+    "check_kernel_size",
     "PolyphasePool",
     "polyphase_pool",
     "PriorTarget",
@@ -49,6 +61,7 @@ __all__ = [
     "GroupFC",
     "GroupFFC",
     "group_pool",
+    "GroupPool",
     "rotate_p4",
     "RelaxedLiftingConv",
     "RelaxedGroupConv",

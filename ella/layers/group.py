@@ -1,4 +1,5 @@
-"""Layers on the roto-translation group p4 = Z2 ⋊ C4 (paper 000, App. A, App. B and App. F.3).
+"""Layers on the roto-translation group p4 = Z2 ⋊ C4 (paper 000, App. A, eq. 10; App. B, eq. 11;
+App. F.3).
 
 Feature maps on the group have shape ``(B, C, 4, H, W)``: batch, channel, rotation ``r`` in
 ``{0, 1, 2, 3}`` (the rotation by ``r`` quarter turns) and space. Planar feature maps have shape
@@ -42,14 +43,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ella.layers._base import RelaxedLayer
+from ella.layers._base import (
+    GROUP_ORDER,
+    RelaxedLayer,
+    check_feature_map,
+    check_kernel_size,
+    circular_conv,
+)
+from symdisc.runtime import check_choice, check_instance, check_int
 
-GROUP_ORDER = 4
+PoolMode = Literal["max", "mean"]
 
 __all__ = [
     "GROUP_ORDER",
+    "PoolMode",
     "rotate_p4",
     "group_pool",
+    "GroupPool",
     "LiftingConv",
     "GroupConv",
     "PointwiseGroupConv",
@@ -59,25 +69,8 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------------------------
-# validation helpers
+# helpers
 # --------------------------------------------------------------------------------------------
-
-
-def _check_positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"`{name}` must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"`{name}` must be a positive int, got {value}")
-    return value
-
-
-def _check_kernel_size(kernel_size: object) -> int:
-    k = _check_positive_int(kernel_size, "kernel_size")
-    if k % 2 == 0:
-        raise ValueError(
-            f"`kernel_size` must be odd (a filter needs a centre pixel to rotate about), got {k}"
-        )
-    return k
 
 
 def _check_size(size: object, name: str) -> tuple[int, int]:
@@ -85,55 +78,31 @@ def _check_size(size: object, name: str) -> tuple[int, int]:
         size = (size, size)
     if not isinstance(size, (tuple, list)) or len(size) != 2:
         raise TypeError(f"`{name}` must be an int or a pair (H, W) of ints, got {size!r}")
-    h = _check_positive_int(size[0], f"{name}[0]")
-    w = _check_positive_int(size[1], f"{name}[1]")
+    h = check_int(size[0], f"{name}[0]", minimum=1)
+    w = check_int(size[1], f"{name}[1]", minimum=1)
     return h, w
 
 
-def _check_tensor(x: object, name: str = "x") -> Tensor:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"`{name}` must be a Tensor, got {type(x).__name__}")
-    return x
+def _add_bias(y: Tensor, bias: Tensor | None) -> Tensor:
+    """``y`` (B, C', 4, H, W) plus ``bias`` (C',) shared over rotations and positions, if any."""
+    return y if bias is None else y + bias.view(1, -1, 1, 1, 1)
 
 
-def _check_group_map(x: object, channels: int | None, layer: str) -> Tensor:
-    """Check that ``x`` is a group feature map ``(B, channels, 4, H, W)``."""
-    x = _check_tensor(x)
-    if x.dim() != 5 or x.shape[2] != GROUP_ORDER:
-        raise ValueError(
-            f"{layer}: `x` must be a group feature map of shape (B, C, {GROUP_ORDER}, H, W), "
-            f"got shape {tuple(x.shape)}"
-        )
-    if channels is not None and x.shape[1] != channels:
-        raise ValueError(
-            f"{layer}: `x` must have {channels} input channels (dim 1), got {x.shape[1]} "
-            f"(shape {tuple(x.shape)})"
-        )
-    return x
+def _lifting_conv(x: Tensor, filters: Tensor, bias: Tensor | None) -> Tensor:
+    """A lifting convolution as one planar convolution.
 
+    Args:
+        x: planar feature maps (B, C, H, W).
+        filters: the expanded ``conv2d`` filters (C' * 4, C, k, k) of the layer, row
+            ``c' * 4 + r`` for output rotation r.
+        bias: (C',), shared over the rotations, or None.
 
-def _check_planar_map(x: object, channels: int, layer: str) -> Tensor:
-    """Check that ``x`` is a planar feature map ``(B, channels, H, W)``."""
-    x = _check_tensor(x)
-    if x.dim() != 4:
-        raise ValueError(
-            f"{layer}: `x` must be a planar feature map of shape (B, C, H, W), "
-            f"got shape {tuple(x.shape)}"
-        )
-    if x.shape[1] != channels:
-        raise ValueError(
-            f"{layer}: `x` must have {channels} input channels (dim 1), got {x.shape[1]} "
-            f"(shape {tuple(x.shape)})"
-        )
-    return x
-
-
-def _circular_conv(x: Tensor, weight: Tensor, groups: int = 1) -> Tensor:
-    """``conv2d`` (cross-correlation) of ``x`` (B, C, H, W) with odd filters, circular padding."""
-    p = weight.shape[-1] // 2
-    if p > 0:
-        x = F.pad(x, (p, p, p, p), mode="circular")
-    return F.conv2d(x, weight, groups=groups)
+    Returns:
+        (B, C', 4, H, W), circular padding.
+    """
+    y = circular_conv(x, filters)
+    y = y.reshape(x.shape[0], filters.shape[0] // GROUP_ORDER, GROUP_ORDER, *y.shape[-2:])
+    return _add_bias(y, bias)
 
 
 def _group_conv(x: Tensor, filters: Tensor, bias: Tensor | None) -> Tensor:
@@ -148,16 +117,25 @@ def _group_conv(x: Tensor, filters: Tensor, bias: Tensor | None) -> Tensor:
         (B, C', 4, H, W), circular padding.
     """
     b, c, n, h, w = x.shape
-    y = _circular_conv(x.reshape(b, c * n, h, w), filters)
+    y = circular_conv(x.reshape(b, c * n, h, w), filters)
     y = y.reshape(b, filters.shape[0] // n, n, h, w)
-    return y if bias is None else y + bias.view(1, -1, 1, 1, 1)
+    return _add_bias(y, bias)
 
 
-def _uniform_(t: Tensor, fan_in: int) -> None:
-    """``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, the scale ``nn.Conv2d`` and ``nn.Linear`` use."""
-    bound = 1.0 / math.sqrt(fan_in)
-    with torch.no_grad():
-        t.uniform_(-bound, bound)
+def _rotated_stack(w: Tensor, dim: int = 0) -> Tensor:
+    """Filters ``(..., k, k)`` rotated by ``r = 0, 1, 2, 3`` quarter turns, stacked at ``dim``."""
+    return torch.stack([torch.rot90(w, r, dims=(-2, -1)) for r in range(GROUP_ORDER)], dim=dim)
+
+
+def _rotated_shifted_stack(w: Tensor, axis: int) -> Tensor:
+    """Group filters ``w`` with a relative-rotation axis ``axis`` (size 4), for every output
+    rotation r' = 0..3 rolled by r' along ``axis`` (entry r becomes ``w(.., r - r')``) and rotated
+    in space by r' quarter turns, stacked at ``axis - 1`` (the r' axis, before the channels)."""
+    blocks = [
+        torch.rot90(torch.roll(w, r_out, dims=axis), r_out, dims=(-2, -1))
+        for r_out in range(GROUP_ORDER)
+    ]
+    return torch.stack(blocks, dim=axis - 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -183,21 +161,20 @@ def rotate_p4(x: Tensor, k: int = 1) -> Tensor:
         TypeError: if ``x`` is not a Tensor or ``k`` not an int.
         ValueError: if ``x`` has fewer than 2 dims, or 5 dims without a rotation axis of size 4.
     """
-    x = _check_tensor(x)
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise TypeError(f"`k` must be an int, got {type(k).__name__}")
+    x = check_instance(x, "x", Tensor)
+    k = check_int(k, "k")
     if x.dim() < 2 or x.dim() > 5:
         raise ValueError(
             f"`x` must be a planar map (..., H, W) with at most 4 dims or a group map "
             f"(B, C, {GROUP_ORDER}, H, W), got shape {tuple(x.shape)}"
         )
     if x.dim() == 5:
-        _check_group_map(x, None, "rotate_p4")
+        check_feature_map(x, "rotate_p4", group=True)
         x = torch.roll(x, k % GROUP_ORDER, dims=2)
     return torch.rot90(x, k % GROUP_ORDER, dims=(-2, -1))
 
 
-def group_pool(x: Tensor, mode: Literal["max", "mean"] = "max") -> Tensor:
+def group_pool(x: Tensor, mode: PoolMode = "max") -> Tensor:
     """Pool a group feature map over its rotation axis: ``(B, C, 4, H, W) -> (B, C, H, W)``.
 
     ``out(c, p) = max_r x(c, r, p)`` (or the mean over ``r``). Since the action of
@@ -214,17 +191,16 @@ def group_pool(x: Tensor, mode: Literal["max", "mean"] = "max") -> Tensor:
         TypeError: if ``x`` is not a Tensor.
         ValueError: if ``x`` is not of shape ``(B, C, 4, H, W)`` or ``mode`` is unknown.
     """
-    x = _check_group_map(x, None, "group_pool")
-    if mode == "max":
-        return x.amax(dim=2)
-    if mode == "mean":
-        return x.mean(dim=2)
-    raise ValueError(f"`mode` must be 'max' or 'mean', got {mode!r}")
+    x = check_feature_map(x, "group_pool", group=True)
+    check_choice(mode, "mode", PoolMode)
+    return x.amax(dim=2) if mode == "max" else x.mean(dim=2)
 
 
-def _rotated_stack(w: Tensor) -> Tensor:
-    """``(..., k, k) -> (4, ..., k, k)``: filters rotated by ``r = 0, 1, 2, 3`` quarter turns."""
-    return torch.stack([torch.rot90(w, r, dims=(-2, -1)) for r in range(GROUP_ORDER)])
+class GroupPool(nn.Module):
+    """:func:`group_pool` (max) as a module: ``(B, C, 4, H, W) -> (B, C, H, W)``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return group_pool(x)
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,30 +208,34 @@ def _rotated_stack(w: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------
 
 
-class _PlanarFilter(RelaxedLayer):
-    """Shared by the layers whose filter is planar, ``weight (C', C, k, k)`` and ``bias (C',)``,
-    applied rotated by each quarter turn (lifting and pointwise group convolution)."""
+class _GroupFilter(RelaxedLayer):
+    """Shared by the p4 convolutions: a filter ``weight (C', C, k, k)`` (with
+    :attr:`rotation_axis`: ``(C', C, 4, k, k)``) and ``bias (C',)``, both tagged "gconv", drawn
+    from ``U(+-1/sqrt(fan_in))`` with the filter's fan-in."""
+
+    rotation_axis = False
 
     def __init__(
         self, in_channels: int, out_channels: int, kernel_size: int = 3, bias: bool = True
     ) -> None:
         super().__init__()
-        self.in_channels = _check_positive_int(in_channels, "in_channels")
-        self.out_channels = _check_positive_int(out_channels, "out_channels")
-        self.kernel_size = _check_kernel_size(kernel_size)
-        k = self.kernel_size
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, k, k))
-        _uniform_(self.weight, in_channels * k * k)
-        self.tag("weight", "gconv")
-        if bias:
-            self.bias = nn.Parameter(torch.empty(out_channels))
-            _uniform_(self.bias, in_channels * k * k)
-            self.tag("bias", "gconv")
-        else:
-            self.register_parameter("bias", None)
+        self.in_channels = check_int(in_channels, "in_channels", minimum=1)
+        self.out_channels = check_int(out_channels, "out_channels", minimum=1)
+        self.kernel_size = k = check_kernel_size(kernel_size)
+        rotations = (GROUP_ORDER,) if self.rotation_axis else ()
+        fan_in = in_channels * math.prod(rotations) * k * k
+        shape = (out_channels, in_channels, *rotations, k, k)
+        self.init_parameter("weight", shape, fan_in, "gconv")
+        self.init_bias(bias, (out_channels,), fan_in, "gconv")
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"bias={self.bias is not None}"
+        )
 
 
-class LiftingConv(_PlanarFilter):
+class LiftingConv(_GroupFilter):
     """Lifting convolution, planar map ``(B, C, H, W)`` -> group map ``(B, C', 4, H, W)``.
 
     ``y(c', r, p) = b(c') + Σ_c Σ_d x(c, p + d) (R^r θ̄)(c', c, d)`` (App. A, the group
@@ -280,21 +260,11 @@ class LiftingConv(_PlanarFilter):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, C', 4, H, W)``."""
-        x = _check_planar_map(x, self.in_channels, "LiftingConv")
-        y = _circular_conv(x, self.expanded_weight())
-        y = y.reshape(x.shape[0], self.out_channels, GROUP_ORDER, *y.shape[-2:])
-        if self.bias is not None:
-            y = y + self.bias.view(1, -1, 1, 1, 1)
-        return y
-
-    def extra_repr(self) -> str:
-        return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"bias={self.bias is not None}"
-        )
+        x = check_feature_map(x, "LiftingConv", channels=self.in_channels)
+        return _lifting_conv(x, self.expanded_weight(), self.bias)
 
 
-class GroupConv(RelaxedLayer):
+class GroupConv(_GroupFilter):
     """Full p4 group convolution, ``(B, C, 4, H, W) -> (B, C', 4, H, W)``.
 
     ``y(c', r', p) = b(c') + Σ_c Σ_r Σ_d x(c, r, p + d) (R^{r'} θ̄)(c', c, r - r' mod 4, d)``,
@@ -306,31 +276,10 @@ class GroupConv(RelaxedLayer):
     Parameters: ``weight`` ``(C', C, 4, k, k)`` (``θ̄``, its axis 2 the relative rotation
     ``r - r'``) and ``bias`` ``(C',)``, both tagged ``"gconv"``.
 
-    Args:
-        in_channels: ``C``.
-        out_channels: ``C'``.
-        kernel_size: odd filter size ``k``.
-        bias: whether to add a learnable bias per output channel.
+    Args: as :class:`LiftingConv`.
     """
 
-    def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int = 3, bias: bool = True
-    ) -> None:
-        super().__init__()
-        self.in_channels = _check_positive_int(in_channels, "in_channels")
-        self.out_channels = _check_positive_int(out_channels, "out_channels")
-        self.kernel_size = _check_kernel_size(kernel_size)
-        k = self.kernel_size
-        fan_in = in_channels * GROUP_ORDER * k * k
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, GROUP_ORDER, k, k))
-        _uniform_(self.weight, fan_in)
-        self.tag("weight", "gconv")
-        if bias:
-            self.bias = nn.Parameter(torch.empty(out_channels))
-            _uniform_(self.bias, fan_in)
-            self.tag("bias", "gconv")
-        else:
-            self.register_parameter("bias", None)
+    rotation_axis = True
 
     def expanded_weight(self) -> Tensor:
         """The ``conv2d`` filter bank ``(C' * 4, C * 4, k, k)``.
@@ -338,27 +287,16 @@ class GroupConv(RelaxedLayer):
         Entry ``[c' * 4 + r', c * 4 + r]`` is ``R^{r'} θ̄(c', c, r - r' mod 4)``.
         """
         k, n = self.kernel_size, GROUP_ORDER
-        blocks = []
-        for r_out in range(n):
-            # roll by r_out along the rotation axis: entry r becomes θ̄(.., r - r_out).
-            shifted = torch.roll(self.weight, r_out, dims=2)
-            blocks.append(torch.rot90(shifted, r_out, dims=(-2, -1)))
-        w = torch.stack(blocks, dim=1)  # (C', 4 [r'], C, 4 [r], k, k)
+        w = _rotated_shifted_stack(self.weight, axis=2)  # (C', 4 [r'], C, 4 [r], k, k)
         return w.reshape(self.out_channels * n, self.in_channels * n, k, k)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, 4, H, W) -> (B, C', 4, H, W)``."""
-        x = _check_group_map(x, self.in_channels, "GroupConv")
+        x = check_feature_map(x, "GroupConv", group=True, channels=self.in_channels)
         return _group_conv(x, self.expanded_weight(), self.bias)
 
-    def extra_repr(self) -> str:
-        return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"bias={self.bias is not None}"
-        )
 
-
-class PointwiseGroupConv(_PlanarFilter):
+class PointwiseGroupConv(_GroupFilter):
     """Group convolution pointwise in the rotation subgroup (App. F.3),
     ``(B, C, 4, H, W) -> (B, C', 4, H, W)``.
 
@@ -370,32 +308,20 @@ class PointwiseGroupConv(_PlanarFilter):
 
     Parameters: ``weight`` ``(C', C, k, k)`` and ``bias`` ``(C',)``, both tagged ``"gconv"``.
 
-    Args:
-        in_channels: ``C``.
-        out_channels: ``C'``.
-        kernel_size: odd filter size ``k``.
-        bias: whether to add a learnable bias per output channel.
+    Args: as :class:`LiftingConv`.
     """
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, 4, H, W) -> (B, C', 4, H, W)``."""
-        x = _check_group_map(x, self.in_channels, "PointwiseGroupConv")
+        x = check_feature_map(x, "PointwiseGroupConv", group=True, channels=self.in_channels)
         b, c, n, h, w = x.shape
         k = self.kernel_size
         # rotation-major channels, one convolution group per rotation r with filter R^r θ̄.
         xr = x.transpose(1, 2).reshape(b, n * c, h, w)
         wr = _rotated_stack(self.weight).reshape(n * self.out_channels, c, k, k)
-        y = _circular_conv(xr, wr, groups=n)
+        y = circular_conv(xr, wr, groups=n)
         y = y.reshape(b, n, self.out_channels, h, w).transpose(1, 2)
-        if self.bias is not None:
-            y = y + self.bias.view(1, -1, 1, 1, 1)
-        return y
-
-    def extra_repr(self) -> str:
-        return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"bias={self.bias is not None}"
-        )
+        return _add_bias(y, self.bias)
 
 
 # --------------------------------------------------------------------------------------------
@@ -403,7 +329,35 @@ class PointwiseGroupConv(_PlanarFilter):
 # --------------------------------------------------------------------------------------------
 
 
-class GroupFC(RelaxedLayer):
+class _GroupDense(RelaxedLayer):
+    """Shared by :class:`GroupFC` and :class:`GroupFFC`: the shapes C, C', (H, W), (H', W') and
+    the check of the input ``(B, C, 4, H, W)``."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        size: int | tuple[int, int],
+        out_size: int | tuple[int, int] | None,
+    ) -> None:
+        super().__init__()
+        self.in_channels = check_int(in_channels, "in_channels", minimum=1)
+        self.out_channels = check_int(out_channels, "out_channels", minimum=1)
+        self.size = _check_size(size, "size")
+        self.out_size = self.size if out_size is None else _check_size(out_size, "out_size")
+
+    def _check_input(self, x: object) -> Tensor:
+        name = type(self).__name__
+        return check_feature_map(x, name, group=True, channels=self.in_channels, size=self.size)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, size={self.size}, "
+            f"out_size={self.out_size}, bias={self.bias is not None}"
+        )
+
+
+class GroupFC(_GroupDense):
     """FC map on group feature maps (App. A), ``(B, C, 4, H, W) -> (B, C', 4, H', W')``.
 
     ``y(c', g') = Σ_c Σ_g x(c, g) θ(c', c, g', g)`` with ``g = (r, x, y)``: a dense matrix
@@ -423,49 +377,23 @@ class GroupFC(RelaxedLayer):
     """
 
     def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        size: int | tuple[int, int],
-        out_size: int | tuple[int, int] | None = None,
-        bias: bool = False,
-    ) -> None:
-        super().__init__()
-        self.in_channels = _check_positive_int(in_channels, "in_channels")
-        self.out_channels = _check_positive_int(out_channels, "out_channels")
-        self.size = _check_size(size, "size")
-        self.out_size = self.size if out_size is None else _check_size(out_size, "out_size")
+        self, in_channels: int, out_channels: int, size: int | tuple[int, int],
+        out_size: int | tuple[int, int] | None = None, bias: bool = False,
+    ) -> None:  # fmt: skip
+        super().__init__(in_channels, out_channels, size, out_size)
         n_in = in_channels * GROUP_ORDER * self.size[0] * self.size[1]
         n_out = out_channels * GROUP_ORDER * self.out_size[0] * self.out_size[1]
-        self.weight = nn.Parameter(torch.empty(n_out, n_in))
-        _uniform_(self.weight, n_in)
-        self.tag("weight", "fc")
-        if bias:
-            self.bias = nn.Parameter(torch.empty(n_out))
-            _uniform_(self.bias, n_in)
-            self.tag("bias", "fc")
-        else:
-            self.register_parameter("bias", None)
+        self.init_parameter("weight", (n_out, n_in), n_in, "fc")
+        self.init_bias(bias, (n_out,), n_in, "fc")
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, 4, H, W) -> (B, C', 4, H', W')``."""
-        x = _check_group_map(x, self.in_channels, "GroupFC")
-        if tuple(x.shape[-2:]) != self.size:
-            raise ValueError(
-                f"GroupFC: `x` must have spatial size {self.size}, got {tuple(x.shape[-2:])} "
-                f"(shape {tuple(x.shape)})"
-            )
+        x = self._check_input(x)
         y = F.linear(x.reshape(x.shape[0], -1), self.weight, self.bias)
         return y.reshape(x.shape[0], self.out_channels, GROUP_ORDER, *self.out_size)
 
-    def extra_repr(self) -> str:
-        return (
-            f"{self.in_channels}, {self.out_channels}, size={self.size}, "
-            f"out_size={self.out_size}, bias={self.bias is not None}"
-        )
 
-
-class GroupFFC(RelaxedLayer):
+class GroupFFC(_GroupDense):
     """Factored fully connected map F-FC on group feature maps (App. A, the group form of Eq. (5)),
     ``(B, C, 4, H, W) -> (B, C', 4, H', W')``.
 
@@ -486,32 +414,17 @@ class GroupFFC(RelaxedLayer):
     """
 
     def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        size: int | tuple[int, int],
-        out_size: int | tuple[int, int] | None = None,
-        bias: bool = False,
-    ) -> None:
-        super().__init__()
-        self.in_channels = _check_positive_int(in_channels, "in_channels")
-        self.out_channels = _check_positive_int(out_channels, "out_channels")
-        self.size = _check_size(size, "size")
-        self.out_size = self.size if out_size is None else _check_size(out_size, "out_size")
-        n = GROUP_ORDER
-        self.theta1 = nn.Parameter(torch.empty(out_channels, in_channels, n, *self.out_size))
-        self.theta2 = nn.Parameter(torch.empty(out_channels, in_channels, n, *self.size))
+        self, in_channels: int, out_channels: int, size: int | tuple[int, int],
+        out_size: int | tuple[int, int] | None = None, bias: bool = False,
+    ) -> None:  # fmt: skip
+        super().__init__(in_channels, out_channels, size, out_size)
+        n, (h, w) = GROUP_ORDER, self.size
         # Var(θ1 θ2) summed over (c, g) is ~ 1 / fan_in with fan_in = C * 4 * H * W.
-        _uniform_(self.theta1, in_channels)
-        _uniform_(self.theta2, n * self.size[0] * self.size[1])
-        self.tag("theta1", "fc")
-        self.tag("theta2", "fc")
-        if bias:
-            self.bias = nn.Parameter(torch.empty(out_channels, n, *self.out_size))
-            _uniform_(self.bias, in_channels * n * self.size[0] * self.size[1])
-            self.tag("bias", "fc")
-        else:
-            self.register_parameter("bias", None)
+        self.init_parameter(
+            "theta1", (out_channels, in_channels, n, *self.out_size), in_channels, "fc"
+        )
+        self.init_parameter("theta2", (out_channels, in_channels, n, h, w), n * h * w, "fc")
+        self.init_bias(bias, (out_channels, n, *self.out_size), in_channels * n * h * w, "fc")
 
     def dense_weight(self) -> Tensor:
         """The equivalent :class:`GroupFC` weight ``(C' * 4 * H' * W', C * 4 * H * W)``.
@@ -524,20 +437,9 @@ class GroupFFC(RelaxedLayer):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, 4, H, W) -> (B, C', 4, H', W')``."""
-        x = _check_group_map(x, self.in_channels, "GroupFFC")
-        if tuple(x.shape[-2:]) != self.size:
-            raise ValueError(
-                f"GroupFFC: `x` must have spatial size {self.size}, got {tuple(x.shape[-2:])} "
-                f"(shape {tuple(x.shape)})"
-            )
+        x = self._check_input(x)
         z = torch.einsum("bcrxy,dcrxy->bdc", x, self.theta2)  # Σ_g x(c, g) θ2(c', c, g)
         y = torch.einsum("dcpij,bdc->bdpij", self.theta1, z)  # Σ_c θ1(c', c, g') z(c', c)
         if self.bias is not None:
             y = y + self.bias
         return y
-
-    def extra_repr(self) -> str:
-        return (
-            f"{self.in_channels}, {self.out_channels}, size={self.size}, "
-            f"out_size={self.out_size}, bias={self.bias is not None}"
-        )

@@ -17,14 +17,17 @@ sample, which commutes with translations by even shifts and with quarter turns. 
 
 from __future__ import annotations
 
-import math
-
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ella.layers._base import RelaxedLayer
-from ella.layers.group import GROUP_ORDER, GroupConv, GroupFC, GroupFFC, PointwiseGroupConv
+from ella.layers._base import (
+    GROUP_ORDER,
+    RelaxedLayer,
+    check_feature_map,
+    check_out_size,
+    check_shape,
+    circular_conv,
+)
+from ella.layers.group import GroupConv, GroupFC, GroupFFC, PointwiseGroupConv
 from ella.layers.pooling import polyphase_pool
 
 __all__ = [
@@ -32,7 +35,7 @@ __all__ = [
     "GroupPathSum",
     "lift",
     "Lift",
-    "GroupPool",
+    "FoldedConv",
     "gconv_path",
     "pointwise_gconv_path",
     "conv_path",
@@ -48,10 +51,7 @@ def lift(x: Tensor) -> Tensor:
     ``out[:, :, r] = R out[:, :, r - 1]`` asks, so every equivariant layer after it is
     equivariant to rotations of the planar input.
     """
-    if x.ndim != 4:
-        raise ValueError(
-            f"`x` must be a planar feature map (B, C, H, W), got shape {tuple(x.shape)}"
-        )
+    x = check_feature_map(x, "lift")
     return x.unsqueeze(2).expand(-1, -1, GROUP_ORDER, -1, -1)
 
 
@@ -60,17 +60,6 @@ class Lift(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return lift(x)
-
-
-class GroupPool(nn.Module):
-    """Max over the rotation axis: (B, C, 4, H, W) -> (B, C, H, W), invariant to its shift."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        if x.ndim != 5 or x.shape[2] != GROUP_ORDER:
-            raise ValueError(
-                f"`x` must be a group feature map (B, C, 4, H, W), got {tuple(x.shape)}"
-            )
-        return x.amax(dim=2)
 
 
 def _pool_group(x: Tensor) -> Tensor:
@@ -97,11 +86,7 @@ class GroupPath(RelaxedLayer):
         subsample: bool,
     ) -> None:
         super().__init__()
-        if out_size not in (in_size, in_size // 2) or (out_size != in_size and in_size % 2):
-            raise ValueError(
-                f"`out_size` must be in_size={in_size} or in_size // 2 with an even in_size, "
-                f"got out_size={out_size}"
-            )
+        check_out_size(in_size, out_size)
         self.module = module
         self.in_channels, self.out_channels = in_channels, out_channels
         self.in_size, self.out_size = in_size, out_size
@@ -109,34 +94,32 @@ class GroupPath(RelaxedLayer):
 
     def forward(self, x: Tensor) -> Tensor:
         expected = (self.in_channels, GROUP_ORDER, self.in_size, self.in_size)
-        if x.ndim != 5 or tuple(x.shape[1:]) != expected:
-            raise ValueError(
-                f"{type(self.module).__name__} path expects a group map of shape "
-                f"(B, {', '.join(map(str, expected))}), got shape {tuple(x.shape)}"
-            )
+        check_shape(x, expected, f"{type(self.module).__name__} path")
         out = self.module(x)
         return _pool_group(out) if self.subsample else out
 
 
-class _FoldedConv(RelaxedLayer):
-    """A planar circular 3 x 3 convolution over the (C * 4) channels of a group map (CONV path)."""
+class FoldedConv(RelaxedLayer):
+    """The CONV path on group maps: a planar circular S x S convolution over the (C * 4) channels
+    of a group map, the rotation index folded into the channels, ``(B, C, 4, H, W) ->
+    (B, C', 4, H, W)``: translation-equivariant, not rotation-equivariant.
+
+    Parameters: ``weight`` ``(C' * 4, C * 4, S, S)`` and ``bias`` ``(C' * 4,)``, tagged
+    ``"conv"``, drawn from ``U(+-1/sqrt(C 4 S S))``.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
         super().__init__()
         fan_in = in_channels * GROUP_ORDER * kernel_size**2
-        bound = 1 / math.sqrt(fan_in)
         shape = (out_channels * GROUP_ORDER, in_channels * GROUP_ORDER, kernel_size, kernel_size)
-        self.weight = nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
-        self.bias = nn.Parameter(torch.empty(out_channels * GROUP_ORDER).uniform_(-bound, bound))
+        self.init_parameter("weight", shape, fan_in, "conv")
+        self.init_parameter("bias", (out_channels * GROUP_ORDER,), fan_in, "conv")
         self.kernel_size = kernel_size
-        self.tag("weight", "conv")
-        self.tag("bias", "conv")
 
     def forward(self, x: Tensor) -> Tensor:
         B, C, R, H, W = x.shape
-        pad = self.kernel_size // 2
-        planar = F.pad(x.reshape(B, C * R, H, W), (pad, pad, pad, pad), mode="circular")
-        return F.conv2d(planar, self.weight, self.bias).reshape(B, -1, R, H, W)
+        y = circular_conv(x.reshape(B, C * R, H, W), self.weight, self.bias)
+        return y.reshape(B, -1, R, H, W)
 
 
 def gconv_path(c_in: int, c_out: int, n_in: int, n_out: int) -> GroupPath:
@@ -151,7 +134,7 @@ def pointwise_gconv_path(c_in: int, c_out: int, n_in: int, n_out: int) -> GroupP
 
 def conv_path(c_in: int, c_out: int, n_in: int, n_out: int) -> GroupPath:
     """The CONV path on group maps: a planar convolution over the folded channels."""
-    return GroupPath(_FoldedConv(c_in, c_out), c_in, c_out, n_in, n_out, subsample=True)
+    return GroupPath(FoldedConv(c_in, c_out), c_in, c_out, n_in, n_out, subsample=True)
 
 
 def ffc_path(c_in: int, c_out: int, n_in: int, n_out: int) -> GroupPath:

@@ -42,7 +42,7 @@ layer                   Kronecker block
                         params ``("weight", "bias")`` (the bias is shared over r and p). Exact for
                         one sample when every pair has the same patch (a 1 x 1 map constant over
                         the rotations) and the loss reads one pair.
-``_FoldedConv`` (CONV   the CONV block of a planar convolution over the (C 4) folded channels:
+``FoldedConv`` (CONV    the CONV block of a planar convolution over the (C 4) folded channels:
 path on the group)      ``a = [patch, 1]`` (C 4 S S + 1), ``g`` (C' 4); params
                         ``("weight", "bias")``.
 ``GroupFC``             like FC on the flattened (C 4 H W) input; exact for one sample.
@@ -86,8 +86,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ella.layers._base import GROUP_ORDER, circular_pad
 from ella.layers.group import (
-    GROUP_ORDER,
     GroupConv,
     GroupFC,
     GroupFFC,
@@ -95,7 +95,7 @@ from ella.layers.group import (
     PointwiseGroupConv,
     rotate_p4,
 )
-from ella.layers.group_paths import _FoldedConv
+from ella.layers.group_paths import FoldedConv
 from ella.layers.pooling import polyphase_pool
 from ella.layers.relaxed import CONV, FC, FFC, SCONV, SFC, rbf_basis
 from symdisc.curvature import KronTerms, register_kfac_rule
@@ -107,9 +107,12 @@ def _with_ones(a: Tensor) -> Tensor:
     return torch.cat([a, torch.ones_like(a[:, :1])], dim=1)
 
 
-def _names(module: torch.nn.Module, weight: str) -> tuple[tuple[str, ...], bool]:
+def _linear_terms(module: nn.Module, weight: str, a: Tensor, g: Tensor) -> list[KronTerms]:
+    """The block of a layer linear in ``weight`` (and its bias, if any) with input rows ``a``
+    (R, D) and output-gradient rows ``g`` (R', C'): ``a`` gets a column of ones for the bias."""
     has_bias = getattr(module, "bias", None) is not None
-    return ((weight, "bias") if has_bias else (weight,)), has_bias
+    names = (weight, "bias") if has_bias else (weight,)
+    return [KronTerms(names, _with_ones(a) if has_bias else a, g, has_bias)]
 
 
 @register_kfac_rule(FC)
@@ -117,18 +120,14 @@ def _fc_rule(module: FC, x: Tensor, grads: Sequence[Tensor]) -> list[KronTerms]:
     a = x.reshape(x.shape[0], -1)
     n_out = module.weight.shape[0]
     g = torch.cat([gr.reshape(-1, n_out) for gr in grads])
-    names, has_bias = _names(module, "weight")
-    return [KronTerms(names, _with_ones(a) if has_bias else a, g, has_bias)]
+    return _linear_terms(module, "weight", a, g)
 
 
 def conv_patches(x: Tensor, kernel_size: int) -> Tensor:
     """Patches (B, H W, C S S) of a circularly padded S x S convolution of x (B, C, H, W), at
     every pre-pool output position in row-major order (channel-major inside a patch, like
     ``F.unfold`` and the flattening of a (C', C, S, S) weight)."""
-    pad = kernel_size // 2
-    if pad:
-        x = F.pad(x, (pad, pad, pad, pad), mode="circular")
-    return F.unfold(x, kernel_size).transpose(1, 2)  # (B, H W, C S S)
+    return F.unfold(circular_pad(x, kernel_size), kernel_size).transpose(1, 2)  # (B, H W, C S S)
 
 
 def _selected(patches: Tensor, size: int, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -169,8 +168,7 @@ def _conv_like(
 @register_kfac_rule(CONV)
 def _conv_rule(module: CONV, x: Tensor, grads: Sequence[Tensor]) -> list[KronTerms]:
     a, g = _conv_like(module, x, grads, module.weight)
-    names, has_bias = _names(module, "weight")
-    return [KronTerms(names, _with_ones(a) if has_bias else a, g, has_bias)]
+    return _linear_terms(module, "weight", a, g)
 
 
 @register_kfac_rule(SCONV)
@@ -182,8 +180,7 @@ def _sconv_rule(module: SCONV, x: Tensor, grads: Sequence[Tensor]) -> list[KronT
     c = module.in_channels
     phi = phi.to(a.dtype)
     a_u = (a.reshape(a.shape[0], c, -1) @ phi.T).reshape(a.shape[0], -1)  # (R, C M)
-    names, has_bias = _names(module, "u")
-    return [KronTerms(names, _with_ones(a_u) if has_bias else a_u, g, has_bias)]
+    return _linear_terms(module, "u", a_u, g)
 
 
 def _ffc_terms(
@@ -390,25 +387,22 @@ def _p4_conv_rule(
     module: LiftingConv | GroupConv | PointwiseGroupConv, x: Tensor, grads: Sequence[Tensor]
 ) -> list[KronTerms]:
     a, g = _group_rows(module, x, grads, p4_patches(module, x))
-    names, has_bias = _names(module, "weight")
-    return [KronTerms(names, _with_ones(a) if has_bias else a, g, has_bias)]
+    return _linear_terms(module, "weight", a, g)
 
 
-@register_kfac_rule(_FoldedConv)
-def _folded_conv_rule(module: _FoldedConv, x: Tensor, grads: Sequence[Tensor]) -> list[KronTerms]:
+@register_kfac_rule(FoldedConv)
+def _folded_conv_rule(module: FoldedConv, x: Tensor, grads: Sequence[Tensor]) -> list[KronTerms]:
     b, c, n, h, w = x.shape
     a_map = _patch_map(x.reshape(b, c * n, h, w), module.kernel_size)  # (B, C 4 S S, H, W)
     a, g = _group_rows(module, x, [gr.flatten(1, 2) for gr in grads], a_map)
-    names, has_bias = _names(module, "weight")
-    return [KronTerms(names, _with_ones(a) if has_bias else a, g, has_bias)]
+    return _linear_terms(module, "weight", a, g)
 
 
 @register_kfac_rule(GroupFC)
 def _group_fc_rule(module: GroupFC, x: Tensor, grads: Sequence[Tensor]) -> list[KronTerms]:
     a = x.reshape(x.shape[0], -1)
     g = torch.cat([gr.reshape(gr.shape[0], -1) for gr in grads])
-    names, has_bias = _names(module, "weight")
-    return [KronTerms(names, _with_ones(a) if has_bias else a, g, has_bias)]
+    return _linear_terms(module, "weight", a, g)
 
 
 @register_kfac_rule(GroupFFC)

@@ -1,4 +1,5 @@
-"""Polyphase subsampling that keeps strict equivariance to circular translations (paper 000, F.2).
+"""Polyphase subsampling that keeps strict equivariance to circular translations (paper 000,
+App. F.2).
 
 Strided convolutions and max pooling break translation equivariance. Following Chaman and
 Dokmanic (2021), a feature map is split into its four polyphase components ``x[:, :, i::2, j::2]``
@@ -14,14 +15,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ella.layers._base import check_feature_map
+
 __all__ = ["polyphase_pool", "PolyphasePool"]
-
-
-def _check_feature_map(x: Tensor, name: str = "x") -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}")
-    if x.ndim != 4:
-        raise ValueError(f"`{name}` must have shape (B, C, H, W), got shape {tuple(x.shape)}")
 
 
 def polyphase_pool(x: Tensor, *, return_index: bool = False) -> Tensor | tuple[Tensor, Tensor]:
@@ -43,7 +39,7 @@ def polyphase_pool(x: Tensor, *, return_index: bool = False) -> Tensor | tuple[T
         TypeError: if ``x`` is not a tensor.
         ValueError: if ``x`` is not 4-D or H or W is odd.
     """
-    _check_feature_map(x)
+    check_feature_map(x, "polyphase_pool")
     h, w = x.shape[-2:]
     if h % 2 or w % 2:
         raise ValueError(f"polyphase pooling needs even H and W, got H={h}, W={w}")

@@ -31,14 +31,22 @@ every forward pass from (u, z, omega); nothing is cached.
 from __future__ import annotations
 
 import math
-from typing import Literal, get_args
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ella.layers._base import RelaxedLayer
+from ella.layers._base import (
+    Path,
+    RelaxedLayer,
+    check_kernel_size,
+    check_out_size,
+    check_shape,
+    circular_conv,
+)
 from ella.layers.pooling import polyphase_pool
+from symdisc.runtime import check_choice, check_int
 
 PriorTarget = Literal["weights", "anchors", "lengthscales"]
 
@@ -46,16 +54,8 @@ __all__ = ["PriorTarget", "FC", "CONV", "FFC", "SFC", "SCONV", "PathSum", "rbf_b
 
 
 # --------------------------------------------------------------------------------------------
-# shared checks and helpers
+# shared shapes and helpers
 # --------------------------------------------------------------------------------------------
-
-
-def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"`{name}` must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"`{name}` must be a positive int, got {value}")
-    return value
 
 
 class _Shaped(RelaxedLayer):
@@ -63,20 +63,13 @@ class _Shaped(RelaxedLayer):
 
     prior_target: PriorTarget = "weights"
 
-    def __init__(
-        self, in_channels: int, out_channels: int, in_size: int, out_size: int, kernel_size: int
-    ) -> None:
+    def __init__(self, in_channels: int, out_channels: int, in_size: int, out_size: int) -> None:
         super().__init__()
-        self.in_channels = _positive_int(in_channels, "in_channels")
-        self.out_channels = _positive_int(out_channels, "out_channels")
-        self.in_size = _positive_int(in_size, "in_size")
-        self.out_size = _positive_int(out_size, "out_size")
-        self.kernel_size = _positive_int(kernel_size, "kernel_size")
-        if out_size not in (in_size, in_size // 2) or (out_size != in_size and in_size % 2):
-            raise ValueError(
-                f"`out_size` must be in_size={in_size} or in_size // 2 with an even in_size, "
-                f"got out_size={out_size}"
-            )
+        self.in_channels = check_int(in_channels, "in_channels", minimum=1)
+        self.out_channels = check_int(out_channels, "out_channels", minimum=1)
+        self.in_size = check_int(in_size, "in_size", minimum=1)
+        self.out_size = check_int(out_size, "out_size", minimum=1)
+        check_out_size(in_size, out_size)
 
     @property
     def halves(self) -> bool:
@@ -84,35 +77,31 @@ class _Shaped(RelaxedLayer):
         return self.out_size != self.in_size
 
     def _check_input(self, x: Tensor) -> None:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"`x` must be a torch.Tensor, got {type(x).__name__}")
-        expected = (self.in_channels, self.in_size, self.in_size)
-        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(
-                f"{type(self).__name__} expects input of shape (B, C, H, W) = (B, "
-                f"{', '.join(map(str, expected))}), got shape {tuple(x.shape)}"
-            )
+        check_shape(x, (self.in_channels, self.in_size, self.in_size), type(self).__name__)
+
+    def _add_anchors(
+        self, suffix: str, size: int, m: int, centred: bool, learn: bool, path: Path
+    ) -> None:
+        """Register the basis of eq. (6) on a size x size domain: the buffer ``points<suffix>``
+        (size^2, 2) (:func:`_domain_points`), the anchor positions ``z<suffix>`` (M, 2) on a
+        regular grid (:func:`_anchor_grid`; a parameter when ``learn``, else a buffer) and the
+        lengthscales ``omega<suffix>`` (M,) = 1 / grid spacing; parameters tagged ``path``."""
+        anchors, spacing = _anchor_grid(size, m, centred=centred)
+        self.register_buffer(f"points{suffix}", torch.tensor(_domain_points(size, centred)))
+        z = torch.tensor(anchors)
+        if learn:
+            self.register_parameter(f"z{suffix}", nn.Parameter(z))
+            self.tag(f"z{suffix}", path)
+        else:
+            self.register_buffer(f"z{suffix}", z)
+        self.register_parameter(f"omega{suffix}", nn.Parameter(torch.full((m,), 1.0 / spacing)))
+        self.tag(f"omega{suffix}", path)
 
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}x{self.in_size}x{self.in_size} -> "
             f"{self.out_channels}x{self.out_size}x{self.out_size}"
         )
-
-
-def _uniform_(tensor: Tensor, fan_in: int) -> Tensor:
-    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)) in place (the ``nn.Linear`` default scale)."""
-    bound = 1.0 / math.sqrt(fan_in)
-    with torch.no_grad():
-        return tensor.uniform_(-bound, bound)
-
-
-def _circular_conv(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """S x S convolution with circular padding (eq. 3, odd S): same spatial size out."""
-    pad = weight.shape[-1] // 2
-    if pad:
-        x = F.pad(x, (pad, pad, pad, pad), mode="circular")
-    return F.conv2d(x, weight, bias)
 
 
 def _factored(x: Tensor, theta1: Tensor, theta2: Tensor) -> Tensor:
@@ -163,17 +152,32 @@ def rbf_basis(points: Tensor, anchors: Tensor, omega: Tensor) -> Tensor:
     return torch.exp(-omega.pow(2)[:, None] * d2)
 
 
-def _check_prior_on(prior_on: object) -> PriorTarget:
-    if prior_on not in get_args(PriorTarget):
-        raise ValueError(f"`prior_on` must be one of {get_args(PriorTarget)}, got {prior_on!r}")
-    return prior_on  # type: ignore[return-value]
-
-
 def _check_anchors(value: object, name: str, n: int) -> int:
-    m = _positive_int(value, name)
+    m = check_int(value, name, minimum=1)
     if m > n:
         raise ValueError(f"`{name}` must be at most the domain size {n}, got {m}")
     return m
+
+
+class _Convolution(_Shaped):
+    """Shared by CONV and SCONV: an odd S x S filter (:meth:`filter`) applied with circular
+    padding (eq. 3), then :func:`~ella.layers.pooling.polyphase_pool` when the layer halves the
+    resolution, so it stays strictly equivariant to circular translations."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, in_size: int, out_size: int, kernel_size: int
+    ) -> None:
+        super().__init__(in_channels, out_channels, in_size, out_size)
+        self.kernel_size = check_kernel_size(kernel_size)
+
+    def filter(self) -> Tensor:
+        """The filter (C', C, S, S)."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        y = circular_conv(x, self.filter(), self.bias)
+        return polyphase_pool(y) if self.halves else y  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,28 +188,17 @@ def _check_anchors(value: object, name: str, n: int) -> int:
 class FC(_Shaped):
     """Fully connected layer, eq. (1): weight (C'H'W', CHW), bias (C'H'W',), tagged "fc".
 
-    Maps directly to the output resolution (no pooling); ``kernel_size`` is accepted for a common
-    signature and unused.
+    Maps directly to the output resolution (no pooling).
     """
 
     def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        in_size: int,
-        out_size: int,
-        *,
-        kernel_size: int = 3,
-        bias: bool = True,
+        self, in_channels: int, out_channels: int, in_size: int, out_size: int, *, bias: bool = True
     ) -> None:
-        super().__init__(in_channels, out_channels, in_size, out_size, kernel_size)
+        super().__init__(in_channels, out_channels, in_size, out_size)
         n_in = in_channels * in_size * in_size
         n_out = out_channels * out_size * out_size
-        self.weight = nn.Parameter(_uniform_(torch.empty(n_out, n_in), n_in))
-        self.tag("weight", "fc")
-        self.bias = nn.Parameter(_uniform_(torch.empty(n_out), n_in)) if bias else None
-        if bias:
-            self.tag("bias", "fc")
+        self.init_parameter("weight", (n_out, n_in), n_in, "fc")
+        self.init_bias(bias, (n_out,), n_in, "fc")
 
     def dense_weight(self) -> Tensor:
         """The weight (C'H'W', CHW) (for a uniform interface with :class:`FFC` and :class:`SFC`)."""
@@ -217,37 +210,25 @@ class FC(_Shaped):
         return y.view(x.shape[0], self.out_channels, self.out_size, self.out_size)
 
 
-class CONV(_Shaped):
+class CONV(_Convolution):
     """Convolution with circular padding, eq. (3): weight (C', C, S, S), bias (C',), tagged
     "conv"; followed by :func:`~ella.layers.pooling.polyphase_pool` when it halves the
     resolution, so it stays strictly equivariant to circular translations.
     """
 
     def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        in_size: int,
-        out_size: int,
-        *,
-        kernel_size: int = 3,
-        bias: bool = True,
-    ) -> None:
+        self, in_channels: int, out_channels: int, in_size: int, out_size: int, *,
+        kernel_size: int = 3, bias: bool = True,
+    ) -> None:  # fmt: skip
         super().__init__(in_channels, out_channels, in_size, out_size, kernel_size)
-        if kernel_size % 2 == 0:
-            raise ValueError(f"`kernel_size` must be odd, got {kernel_size}")
-        fan_in = in_channels * kernel_size * kernel_size
-        shape = (out_channels, in_channels, kernel_size, kernel_size)
-        self.weight = nn.Parameter(_uniform_(torch.empty(shape), fan_in))
-        self.tag("weight", "conv")
-        self.bias = nn.Parameter(_uniform_(torch.empty(out_channels), fan_in)) if bias else None
-        if bias:
-            self.tag("bias", "conv")
+        k = self.kernel_size
+        fan_in = in_channels * k * k
+        self.init_parameter("weight", (out_channels, in_channels, k, k), fan_in, "conv")
+        self.init_bias(bias, (out_channels,), fan_in, "conv")
 
-    def forward(self, x: Tensor) -> Tensor:
-        self._check_input(x)
-        y = _circular_conv(x, self.weight, self.bias)
-        return polyphase_pool(y) if self.halves else y  # type: ignore[return-value]
+    def filter(self) -> Tensor:
+        """The filter ``weight`` (C', C, S, S)."""
+        return self.weight
 
 
 class FFC(_Shaped):
@@ -265,26 +246,13 @@ class FFC(_Shaped):
     """
 
     def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        in_size: int,
-        out_size: int,
-        *,
-        kernel_size: int = 3,
-        bias: bool = True,
+        self, in_channels: int, out_channels: int, in_size: int, out_size: int, *, bias: bool = True
     ) -> None:
-        super().__init__(in_channels, out_channels, in_size, out_size, kernel_size)
+        super().__init__(in_channels, out_channels, in_size, out_size)
         c_out, c_in, s_in, s_out = out_channels, in_channels, in_size, out_size
-        self.theta1 = nn.Parameter(_uniform_(torch.empty(c_out, c_in, s_out, s_out), c_in))
-        self.theta2 = nn.Parameter(_uniform_(torch.empty(c_out, c_in, s_in, s_in), s_in * s_in))
-        self.tag("theta1", "fc")
-        self.tag("theta2", "fc")
-        self.bias = (
-            nn.Parameter(_uniform_(torch.empty(c_out), c_in * s_in * s_in)) if bias else None
-        )
-        if bias:
-            self.tag("bias", "fc")
+        self.init_parameter("theta1", (c_out, c_in, s_out, s_out), c_in, "fc")
+        self.init_parameter("theta2", (c_out, c_in, s_in, s_in), s_in * s_in, "fc")
+        self.init_bias(bias, (c_out,), c_in * s_in * s_in, "fc")
 
     def factors(self) -> tuple[Tensor, Tensor]:
         """``(theta1, theta2)`` of eq. (5), shapes (C', C, H', W') and (C', C, H, W)."""
@@ -323,26 +291,19 @@ class SFC(FFC):
     Args:
         n_anchors: ``(M1, M2)``; default the App. F.4 counts above.
         learn_positions: make the anchor positions parameters.
-        prior_on: which tensor the Laplace prior of section 3.2 regularises ("weights": the
-            induced theta1, theta2; "anchors": u1, u2; "lengthscales": omega1, omega2). Recorded
-            as ``prior_target``; it changes nothing in this layer.
+        prior_on: which tensor the Laplace prior of section 3.2 is meant to regularise
+            ("weights": the induced theta1, theta2; "anchors": u1, u2; "lengthscales": omega1,
+            omega2). Inert until the ELLA images issue: it is checked and recorded as
+            ``prior_target``, and neither this layer nor :mod:`ella.laplace` reads it yet.
     """
 
     def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        in_size: int,
-        out_size: int,
-        *,
-        kernel_size: int = 3,
-        bias: bool = True,
-        n_anchors: tuple[int, int] | None = None,
-        learn_positions: bool = False,
-        prior_on: PriorTarget = "anchors",
-    ) -> None:
-        _Shaped.__init__(self, in_channels, out_channels, in_size, out_size, kernel_size)
-        self.prior_target = _check_prior_on(prior_on)
+        self, in_channels: int, out_channels: int, in_size: int, out_size: int, *,
+        bias: bool = True, n_anchors: tuple[int, int] | None = None,
+        learn_positions: bool = False, prior_on: PriorTarget = "anchors",
+    ) -> None:  # fmt: skip
+        _Shaped.__init__(self, in_channels, out_channels, in_size, out_size)
+        self.prior_target = check_choice(prior_on, "prior_on", PriorTarget)
         n1, n2 = out_size * out_size, in_size * in_size
         if n_anchors is None:
             n_anchors = (math.ceil(n1 / 2), math.ceil(n2 / 2))
@@ -351,28 +312,13 @@ class SFC(FFC):
         m1 = _check_anchors(n_anchors[0], "n_anchors[0]", n1)
         m2 = _check_anchors(n_anchors[1], "n_anchors[1]", n2)
         self.n_anchors = (m1, m2)
-        c_out, c_in = out_channels, in_channels
-        for k, (size, m) in enumerate(((out_size, m1), (in_size, m2)), start=1):
-            anchors, spacing = _anchor_grid(size, m, centred=False)
-            self.register_buffer(f"points{k}", torch.tensor(_domain_points(size, False)))
-            z = torch.tensor(anchors)
-            if learn_positions:
-                setattr(self, f"z{k}", nn.Parameter(z))
-                self.tag(f"z{k}", "fc")
-            else:
-                self.register_buffer(f"z{k}", z)
-            setattr(self, f"omega{k}", nn.Parameter(torch.full((m,), 1.0 / spacing)))
-            self.tag(f"omega{k}", "fc")
+        self._add_anchors("1", out_size, m1, False, learn_positions, "fc")
+        self._add_anchors("2", in_size, m2, False, learn_positions, "fc")
         # anchors carry the scale of the F-FC factors they induce
-        self.u1 = nn.Parameter(_uniform_(torch.empty(c_out, c_in, m1), c_in))
-        self.u2 = nn.Parameter(_uniform_(torch.empty(c_out, c_in, m2), m2))
-        self.tag("u1", "fc")
-        self.tag("u2", "fc")
-        self.bias = (
-            nn.Parameter(_uniform_(torch.empty(c_out), c_in * in_size * in_size)) if bias else None
-        )
-        if bias:
-            self.tag("bias", "fc")
+        c_out, c_in = out_channels, in_channels
+        self.init_parameter("u1", (c_out, c_in, m1), c_in, "fc")
+        self.init_parameter("u2", (c_out, c_in, m2), m2, "fc")
+        self.init_bias(bias, (c_out,), c_in * in_size * in_size, "fc")
 
     def factors(self) -> tuple[Tensor, Tensor]:
         """Induced ``(theta1, theta2)`` of eq. (7), shapes (C', C, H', W') and (C', C, H, W)."""
@@ -384,7 +330,7 @@ class SFC(FFC):
         return theta1, theta2
 
 
-class SCONV(_Shaped):
+class SCONV(_Convolution):
     """Sparsified convolution (S-CONV), eq. (6): the S x S filter is induced by M anchors,
     ``theta(c', c, p) = sum_j u(c', c, j) exp(-omega_j^2 |p - z_j|^2)`` over relative
     coordinates p in [-(S-1)/2, (S-1)/2]^2, then applied like :class:`CONV` (circular padding,
@@ -397,55 +343,31 @@ class SCONV(_Shaped):
     Args:
         n_anchors: M; default ceil(S^2 / 2).
         learn_positions: make the anchor positions parameters.
-        prior_on: recorded as ``prior_target`` (see :class:`SFC`); changes nothing here.
+        prior_on: as in :class:`SFC` ("weights": the induced filter; "anchors": u;
+            "lengthscales": omega); inert until the ELLA images issue (recorded as
+            ``prior_target``, read by nothing yet).
     """
 
     def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        in_size: int,
-        out_size: int,
-        *,
-        kernel_size: int = 3,
-        bias: bool = True,
-        n_anchors: int | None = None,
-        learn_positions: bool = False,
-        prior_on: PriorTarget = "anchors",
-    ) -> None:
+        self, in_channels: int, out_channels: int, in_size: int, out_size: int, *,
+        kernel_size: int = 3, bias: bool = True, n_anchors: int | None = None,
+        learn_positions: bool = False, prior_on: PriorTarget = "anchors",
+    ) -> None:  # fmt: skip
         super().__init__(in_channels, out_channels, in_size, out_size, kernel_size)
-        if kernel_size % 2 == 0:
-            raise ValueError(f"`kernel_size` must be odd, got {kernel_size}")
-        self.prior_target = _check_prior_on(prior_on)
-        n = kernel_size * kernel_size
+        self.prior_target = check_choice(prior_on, "prior_on", PriorTarget)
+        k = self.kernel_size
+        n = k * k
         m = _check_anchors(math.ceil(n / 2) if n_anchors is None else n_anchors, "n_anchors", n)
         self.n_anchors = m
-        anchors, spacing = _anchor_grid(kernel_size, m, centred=True)
-        self.register_buffer("points", torch.tensor(_domain_points(kernel_size, True)))
-        if learn_positions:
-            self.z = nn.Parameter(torch.tensor(anchors))
-            self.tag("z", "conv")
-        else:
-            self.register_buffer("z", torch.tensor(anchors))
-        self.omega = nn.Parameter(torch.full((m,), 1.0 / spacing))
-        self.tag("omega", "conv")
-        self.u = nn.Parameter(_uniform_(torch.empty(out_channels, in_channels, m), in_channels * m))
-        self.tag("u", "conv")
-        fan_in = in_channels * kernel_size * kernel_size
-        self.bias = nn.Parameter(_uniform_(torch.empty(out_channels), fan_in)) if bias else None
-        if bias:
-            self.tag("bias", "conv")
+        self._add_anchors("", k, m, True, learn_positions, "conv")
+        self.init_parameter("u", (out_channels, in_channels, m), in_channels * m, "conv")
+        self.init_bias(bias, (out_channels,), in_channels * k * k, "conv")
 
     def filter(self) -> Tensor:
         """The induced filter (C', C, S, S), recomputed from (u, z, omega) on every call."""
         phi = rbf_basis(self.points, self.z, self.omega)  # (M, S*S)
         s = self.kernel_size
         return (self.u @ phi).view(self.out_channels, self.in_channels, s, s)
-
-    def forward(self, x: Tensor) -> Tensor:
-        self._check_input(x)
-        y = _circular_conv(x, self.filter(), self.bias)
-        return polyphase_pool(y) if self.halves else y  # type: ignore[return-value]
 
 
 class PathSum(RelaxedLayer):

@@ -1,4 +1,5 @@
-"""Relaxed C4 lifting and group convolutions (paper 003; Wang, Walters and Yu, 2022).
+"""Relaxed C4 lifting and group convolutions (paper 003, section "Relaxed G-CNN", after Wang,
+Walters and Yu, 2022; the paper numbers no equations: both of its formulations are below).
 
 The networks on density-and-velocity fields built from them are in
 :mod:`ella.dynamics.networks`.
@@ -35,16 +36,15 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ella.layers._base import GROUP_ORDER, check_feature_map, check_kernel_size, uniform_
 from ella.layers.group import (
-    GROUP_ORDER,
-    _check_group_map,
-    _check_kernel_size,
-    _check_planar_map,
-    _check_positive_int,
-    _circular_conv,
     _group_conv,
+    _lifting_conv,
+    _rotated_shifted_stack,
+    _rotated_stack,
     rotate_p4,
 )
+from symdisc.runtime import check_bool, check_choice, check_int
 
 __all__ = [
     "RelaxedLiftingConv",
@@ -55,43 +55,34 @@ __all__ = [
 ]
 
 
-def _init_banks(weight: Tensor, fan_in: int, banks: int) -> None:
-    """``U(+-1/sqrt(fan_in * L))`` per bank, so that the sum of L banks has the usual scale."""
-    bound = 1.0 / math.sqrt(fan_in * banks)
-    with torch.no_grad():
-        weight.uniform_(-bound, bound)
-
-
 class _Relaxed(nn.Module):
-    """Shared constructor: filter banks, combination weights (tied or per rotation), bias."""
+    """Shared constructor: filter banks ``weight (L, C', C, [4,] k, k)`` (the rotation axis with
+    :attr:`group_input`), combination weights (tied or per rotation), bias.
+
+    The banks are drawn from ``U(+-1/sqrt(fan_in * L))``, so that the sum of L banks has the
+    usual scale, and the bias from ``U(+-1/sqrt(fan_in))``, with the fan-in of one filter.
+    """
+
+    group_input = False
 
     def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        filter_shape: tuple[int, ...],
-        fan_in: int,
-        kernel_size: int,
-        banks: int,
-        tied: bool,
-        bias: bool,
-    ) -> None:
+        self, in_channels: int, out_channels: int, kernel_size: int = 3, banks: int = 2, *,
+        tied: bool = False, bias: bool = True,
+    ) -> None:  # fmt: skip
         super().__init__()
-        self.in_channels = _check_positive_int(in_channels, "in_channels")
-        self.out_channels = _check_positive_int(out_channels, "out_channels")
-        self.kernel_size = _check_kernel_size(kernel_size)
-        self.banks = _check_positive_int(banks, "banks")
-        if not isinstance(tied, bool):
-            raise TypeError(f"`tied` must be a bool, got {type(tied).__name__}")
-        self.tied = tied
-        self.weight = nn.Parameter(torch.empty(banks, out_channels, in_channels, *filter_shape))
-        _init_banks(self.weight, fan_in, banks)
+        self.in_channels = check_int(in_channels, "in_channels", minimum=1)
+        self.out_channels = check_int(out_channels, "out_channels", minimum=1)
+        self.kernel_size = k = check_kernel_size(kernel_size)
+        self.banks = check_int(banks, "banks", minimum=1)
+        self.tied = check_bool(tied, "tied")
+        rotations = (GROUP_ORDER,) if self.group_input else ()
+        fan_in = in_channels * math.prod(rotations) * k * k
+        shape = (banks, out_channels, in_channels, *rotations, k, k)
+        self.weight = nn.Parameter(uniform_(torch.empty(shape), fan_in * banks))
         # equal weights at initialisation: the layer starts exactly equivariant
         self.relaxed_weights = nn.Parameter(torch.ones(banks, 1 if tied else GROUP_ORDER))
         if bias:
-            self.bias = nn.Parameter(torch.empty(out_channels))
-            with torch.no_grad():
-                self.bias.uniform_(-1.0 / math.sqrt(fan_in), 1.0 / math.sqrt(fan_in))
+            self.bias = nn.Parameter(uniform_(torch.empty(out_channels), fan_in))
         else:
             self.register_parameter("bias", None)
 
@@ -127,40 +118,19 @@ class RelaxedLiftingConv(_Relaxed):
         TypeError, ValueError: for non-integer or non-positive sizes, or an even kernel size.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int = 3,
-        banks: int = 2,
-        *,
-        tied: bool = False,
-        bias: bool = True,
-    ) -> None:
-        k = _check_kernel_size(kernel_size)
-        super().__init__(
-            in_channels, out_channels, (k, k), in_channels * k * k, k, banks, tied, bias
-        )
-
     def expanded_weight(self) -> Tensor:
         """The ``conv2d`` filters ``(C' * 4, C, k, k)``: row ``c' * 4 + r`` is
         ``sum_l w_l(r) R^r psi_l(c')``."""
         w = self.combination_weights()  # (L, 4)
-        rotated = torch.stack(
-            [torch.rot90(self.weight, r, dims=(-2, -1)) for r in range(GROUP_ORDER)], dim=2
-        )  # (L, C', 4, C, k, k)
+        rotated = _rotated_stack(self.weight, dim=2)  # (L, C', 4, C, k, k)
         filt = (w[:, None, :, None, None, None] * rotated).sum(0)
         k = self.kernel_size
         return filt.reshape(self.out_channels * GROUP_ORDER, self.in_channels, k, k)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, C', 4, H, W)``."""
-        x = _check_planar_map(x, self.in_channels, "RelaxedLiftingConv")
-        y = _circular_conv(x, self.expanded_weight())
-        y = y.reshape(x.shape[0], self.out_channels, GROUP_ORDER, *y.shape[-2:])
-        if self.bias is not None:
-            y = y + self.bias.view(1, -1, 1, 1, 1)
-        return y
+        x = check_feature_map(x, "RelaxedLiftingConv", channels=self.in_channels)
+        return _lifting_conv(x, self.expanded_weight(), self.bias)
 
 
 class RelaxedGroupConv(_Relaxed):
@@ -178,44 +148,20 @@ class RelaxedGroupConv(_Relaxed):
     Args: as :class:`RelaxedLiftingConv`.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int = 3,
-        banks: int = 2,
-        *,
-        tied: bool = False,
-        bias: bool = True,
-    ) -> None:
-        k = _check_kernel_size(kernel_size)
-        super().__init__(
-            in_channels,
-            out_channels,
-            (GROUP_ORDER, k, k),
-            in_channels * GROUP_ORDER * k * k,
-            k,
-            banks,
-            tied,
-            bias,
-        )
+    group_input = True
 
     def expanded_weight(self) -> Tensor:
         """The ``conv2d`` filters ``(C' * 4, C * 4, k, k)``: entry ``[c' * 4 + r', c * 4 + r]``
         is ``sum_l w_l(r) R^{r'} psi_l(c', c, r - r' mod 4)``."""
         n, k = GROUP_ORDER, self.kernel_size
-        blocks = [
-            torch.rot90(torch.roll(self.weight, r_out, dims=3), r_out, dims=(-2, -1))
-            for r_out in range(n)
-        ]
-        bank = torch.stack(blocks, dim=2)  # (L, C', 4 [r'], C, 4 [r], k, k)
+        bank = _rotated_shifted_stack(self.weight, axis=3)  # (L, C', 4 [r'], C, 4 [r], k, k)
         w = self.combination_weights()  # (L, 4 [r])
         filt = (w[:, None, None, None, :, None, None] * bank).sum(0)
         return filt.reshape(self.out_channels * n, self.in_channels * n, k, k)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, 4, H, W) -> (B, C', 4, H, W)``."""
-        x = _check_group_map(x, self.in_channels, "RelaxedGroupConv")
+        x = check_feature_map(x, "RelaxedGroupConv", group=True, channels=self.in_channels)
         return _group_conv(x, self.expanded_weight(), self.bias)
 
 
@@ -227,8 +173,7 @@ def relaxation_penalty(model: nn.Module, order: int = 1) -> Tensor:
     Raises:
         ValueError: if ``order`` is not 1 or 2.
     """
-    if order not in (1, 2):
-        raise ValueError(f"`order` must be 1 or 2, got {order!r}")
+    check_choice(order, "order", (1, 2))
     terms = [
         (torch.roll(m.relaxed_weights, -1, dims=1) - m.relaxed_weights).abs().pow(order).sum()
         for m in model.modules()

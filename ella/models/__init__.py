@@ -1,6 +1,17 @@
 """Networks of the papers' experiments: the CIFAR-10 architecture of paper 000 (table 6) with any
-relaxed layer family (:mod:`~ella.models.neyshabur`)."""
+relaxed layer family (:mod:`~ella.models.neyshabur`), and the FC, CONV and F-FC+CONV models of
+paper 000's quadrant experiment (table 1, :mod:`~ella.models.quadrant`)."""
 
 from ella.models.neyshabur import GROUP_LAYERS, LAYERS, LayerSpec, count_parameters, neyshabur
+from ella.models.quadrant import QUADRANT_MODELS, QuadrantModel, quadrant_model
 
-__all__ = ["LayerSpec", "LAYERS", "GROUP_LAYERS", "neyshabur", "count_parameters"]
+__all__ = [
+    "LayerSpec",
+    "LAYERS",
+    "GROUP_LAYERS",
+    "neyshabur",
+    "count_parameters",
+    "QUADRANT_MODELS",
+    "QuadrantModel",
+    "quadrant_model",
+]

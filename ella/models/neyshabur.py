@@ -67,23 +67,20 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ella.layers.group_paths import (
-    GroupPathSum,
-    GroupPool,
-    Lift,
-    conv_path,
-    ffc_path,
-    gconv_path,
-    pointwise_gconv_path,
-)
-from ella.layers.relaxed import CONV, FC, FFC, SCONV, SFC, PathSum, PriorTarget
+from ella.layers import CONV, FC, FFC, SCONV, SFC, GroupPool, PathSum, PriorTarget
+from ella.layers import group_paths as gp
+from symdisc.runtime import check_choice, check_int
 
 __all__ = ["LayerSpec", "LAYERS", "GROUP_LAYERS", "neyshabur", "count_parameters"]
 
 
 @dataclass(frozen=True)
 class LayerSpec:
-    """What a layer builder gets: the shapes of one of layers 1-8, and options."""
+    """What a layer builder gets: the shapes of one of layers 1-8, and options.
+
+    ``prior_on`` is passed to the sparse layers, which record it as ``prior_target``; it is inert
+    until the ELLA images issue (see :class:`~ella.layers.SFC`).
+    """
 
     in_channels: int
     out_channels: int
@@ -110,38 +107,25 @@ LAYERS: dict[str, Callable[[LayerSpec], nn.Module]] = {
         SFC(*_shapes(s), prior_on=s.prior_on), SCONV(*_shapes(s), prior_on=s.prior_on)
     ),
     # layers on p4 feature maps (B, C, 4, H, W), see GROUP_LAYERS
-    "gconv": lambda s: gconv_path(*_shapes(s)),
-    "pointwise_gconv": lambda s: pointwise_gconv_path(*_shapes(s)),
-    "gffc": lambda s: ffc_path(*_shapes(s)),
-    "ffc+conv+gconv": lambda s: GroupPathSum(
-        ffc_path(*_shapes(s)), conv_path(*_shapes(s)), gconv_path(*_shapes(s))
+    "gconv": lambda s: gp.gconv_path(*_shapes(s)),
+    "pointwise_gconv": lambda s: gp.pointwise_gconv_path(*_shapes(s)),
+    "gffc": lambda s: gp.ffc_path(*_shapes(s)),
+    "ffc+conv+gconv": lambda s: gp.GroupPathSum(
+        gp.ffc_path(*_shapes(s)), gp.conv_path(*_shapes(s)), gp.gconv_path(*_shapes(s))
     ),
 }
 
 #: The names in :data:`LAYERS` whose layers act on p4 feature maps: their network lifts the
 #: input to the group first (:class:`~ella.layers.group_paths.Lift`) and takes the maximum over
-#: the rotations after layer 8 (:class:`~ella.layers.group_paths.GroupPool`), so that with only
+#: the rotations after layer 8 (:class:`~ella.layers.GroupPool`), so that with only
 #: GCONV paths it is invariant to quarter turns of the image (paper 000, App. B and F.3).
 GROUP_LAYERS = frozenset({"gconv", "pointwise_gconv", "gffc", "ffc+conv+gconv"})
 
 
-def _check_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"`{name}` must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"`{name}` must be a positive int, got {value}")
-    return value
-
-
 def neyshabur(
-    layer: str,
-    alpha: int = 10,
-    in_channels: int = 3,
-    n_classes: int = 10,
-    image_size: int = 32,
-    *,
-    prior_on: PriorTarget = "anchors",
-) -> nn.Sequential:
+    layer: str, alpha: int = 10, in_channels: int = 3, n_classes: int = 10, image_size: int = 32,
+    *, prior_on: PriorTarget = "anchors",
+) -> nn.Sequential:  # fmt: skip
     """The architecture of table 6 with ``layer`` for layers 1-8: (B, Cin, N, N) -> (B, n_classes).
 
     Args:
@@ -152,7 +136,8 @@ def neyshabur(
         in_channels: Cin.
         n_classes: outputs of layer 10.
         image_size: N, divisible by 32 (resolutions N, N/2, N/2, N/4, N/4, N/8, N/16, N/32).
-        prior_on: passed to sparse layers (their ``prior_target``).
+        prior_on: passed to sparse layers (their ``prior_target``); inert until the ELLA images
+            issue (recorded, read by nothing yet).
 
     Returns:
         ``nn.Sequential`` with children ``layer1``, ``relu1``, ..., ``layer8``, ``relu8``,
@@ -165,12 +150,11 @@ def neyshabur(
         ValueError: unknown ``layer``, non-positive sizes, ``image_size`` not divisible by 32.
         TypeError: non-int sizes.
     """
-    if layer not in LAYERS:
-        raise ValueError(f"`layer` must be one of {sorted(LAYERS)}, got {layer!r}")
-    a = _check_int(alpha, "alpha")
-    _check_int(in_channels, "in_channels")
-    _check_int(n_classes, "n_classes")
-    n = _check_int(image_size, "image_size")
+    check_choice(layer, "layer", sorted(LAYERS))
+    a = check_int(alpha, "alpha", minimum=1)
+    check_int(in_channels, "in_channels", minimum=1)
+    check_int(n_classes, "n_classes", minimum=1)
+    n = check_int(image_size, "image_size", minimum=1)
     if n % 32:
         raise ValueError(f"`image_size` must be divisible by 32, got {image_size}")
     channels = [in_channels, a, 2 * a, 2 * a, 4 * a, 4 * a, 8 * a, 8 * a, 16 * a]
@@ -178,7 +162,7 @@ def neyshabur(
     children: dict[str, nn.Module] = {}
     group = layer in GROUP_LAYERS
     if group:
-        children["lift"] = Lift()
+        children["lift"] = gp.Lift()
     for i in range(8):
         spec = LayerSpec(channels[i], channels[i + 1], sizes[i], sizes[i + 1], prior_on)
         children[f"layer{i + 1}"] = LAYERS[layer](spec)
@@ -195,11 +179,7 @@ def neyshabur(
 
 
 def count_parameters(
-    layer: str,
-    alpha: int = 10,
-    in_channels: int = 3,
-    n_classes: int = 10,
-    image_size: int = 32,
+    layer: str, alpha: int = 10, in_channels: int = 3, n_classes: int = 10, image_size: int = 32
 ) -> int:
     """Number of parameters of ``neyshabur(layer, ...)``, every parameter counted (module
     docstring), from shapes only: the model is built on the ``meta`` device, so nothing is

@@ -14,6 +14,8 @@ module                 contents
 ``spectrum``           dense eigenvalues, Lanczos, stochastic Lanczos quadrature
 ``trace``              Hutchinson, Hutch++
 ``sharpness``          mean loss change over random directions at several radii
+``reference``          dense brute-force twins (``torch.func.hessian``, per-sample Jacobians) that
+                       tests and benchmarks share; import it as ``symdisc.curvature.reference``
 =====================  =====================================================================
 """
 
@@ -27,14 +29,26 @@ from symdisc.curvature.functional import Params, flatten, functional, num_params
 from symdisc.curvature.ggn import GGNOperator, ggn, ggn_rows
 from symdisc.curvature.hessian import HessianOperator, hessian
 from symdisc.curvature.kfac import (
+    BlockSums,
     KFACRule,
+    KFACVariant,
     KronFactors,
     KronTerms,
+    StandardKFAC,
+    accumulate_kfac,
+    drop_softmax_null,
     kfac,
+    kfac_batch,
+    kfac_layers,
+    kfac_rule_for,
+    kfac_with_loss,
     register_kfac_rule,
     row_gram,
 )
 from symdisc.curvature.losses import (
+    Loss,
+    Reduction,
+    loss_value,
     output_hessian_sqrt,
     reduction_scale,
     sample_output_gradients,
@@ -51,17 +65,24 @@ from symdisc.curvature.spectrum import (
 from symdisc.curvature.trace import TraceEstimate, hutchinson, hutchpp
 
 __all__ = [
+    "BlockSums",
     "CurvatureOperator",
     "GGNOperator",
     "HessianOperator",
     "KFACRule",
+    "KFACVariant",
     "KronFactors",
     "KronTerms",
     "LanczosResult",
+    "Loss",
     "Params",
+    "Reduction",
     "SharpnessResult",
     "SpectralDensity",
+    "StandardKFAC",
     "TraceEstimate",
+    "accumulate_kfac",
+    "drop_softmax_null",
     "eigenvalues",
     "flatten",
     "functional",
@@ -72,7 +93,12 @@ __all__ = [
     "hutchpp",
     "jacobian_vector_product",
     "kfac",
+    "kfac_batch",
+    "kfac_layers",
+    "kfac_rule_for",
+    "kfac_with_loss",
     "lanczos",
+    "loss_value",
     "num_params",
     "output_hessian_sqrt",
     "per_sample_jacobian",

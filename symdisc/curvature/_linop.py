@@ -1,4 +1,7 @@
-"""Symmetric matrices known through their products: the base of every curvature operator."""
+"""Symmetric matrices known through their products: the base of every curvature operator.
+
+Infrastructure of the shared curvature layer (no equation of the papers).
+"""
 
 from __future__ import annotations
 

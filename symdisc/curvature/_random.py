@@ -1,4 +1,7 @@
-"""Random probes drawn through an explicit generator, reproducibly on CPU and usable on CUDA."""
+"""Random probes drawn through an explicit generator, reproducibly on CPU and usable on CUDA.
+
+Infrastructure of the shared curvature layer (no equation of the papers).
+"""
 
 from __future__ import annotations
 

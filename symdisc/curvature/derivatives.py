@@ -1,5 +1,8 @@
 """First derivatives of a model's outputs in its parameters: per-sample Jacobians, JVP and VJP.
 
+Infrastructure of the shared curvature layer: the Jacobians ``J_n`` from which the GGN of the
+Laplace approximations is built (paper 000, eq. 9; paper 001, eqs. 7 and 17).
+
 The model is a pure function ``f(params, inputs) -> outputs`` over a batch (see
 :func:`symdisc.curvature.functional`). Per-sample quantities are written for one sample (a batch
 of one) and lifted with :func:`torch.vmap`.

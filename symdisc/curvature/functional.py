@@ -1,5 +1,7 @@
 """Modules as pure functions of a parameter dict, and flat views of parameter dicts.
 
+Infrastructure of the shared curvature layer (no equation of the papers).
+
 Every routine of :mod:`symdisc.curvature` takes parameters as ``dict[str, Tensor]`` (the form
 :func:`torch.func.functional_call` accepts). A flat vector appears only inside a numerical routine
 that needs one (Lanczos, a dense matrix); :func:`flatten` and :func:`unflatten` are the one pair of

@@ -1,5 +1,8 @@
 """The generalised Gauss-Newton matrix ``G = sum_n J_n^T H_n J_n`` of a supervised loss.
 
+The curvature of the Laplace-GGN marginal likelihoods (paper 000, section 4, eq. 9; paper 001,
+eq. 7 and, with draw-averaged Jacobians, eq. 17).
+
 ``J_n`` is the Jacobian of sample n's outputs in the parameters and ``H_n`` the Hessian of the loss
 in those outputs (see :mod:`symdisc.curvature.losses` for both losses and reductions). G drops
 the second-order term of the network from the Hessian and is positive semi-definite.

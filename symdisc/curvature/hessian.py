@@ -1,4 +1,8 @@
-"""The Hessian of a loss in the parameters, as a matrix-free operator and as a dense matrix."""
+"""The Hessian of a loss in the parameters, as a matrix-free operator and as a dense matrix.
+
+The Hessian whose spectra paper 003 compares between strict and relaxed models ("Training
+Dynamics Evaluation"); shared infrastructure otherwise.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""Sharpness: the mean change of a loss under random perturbations of the parameters."""
+"""Sharpness: the mean change of a loss under random perturbations of the parameters.
+
+The sharpness measure of paper 003 ("Training Dynamics Evaluation": the loss change under
+random perturbations of a given relative radius, with sphere or filter-normalised directions of
+Li et al., 2018).
+"""
 
 from __future__ import annotations
 

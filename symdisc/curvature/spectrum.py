@@ -1,5 +1,8 @@
 """Eigenvalues of curvature operators: dense, Lanczos, and stochastic Lanczos quadrature.
 
+The Hessian spectra of paper 003 (top eigenvalues by Lanczos, spectral densities by stochastic
+Lanczos quadrature after Ghorbani et al., 2019); shared infrastructure otherwise.
+
 Every routine takes a symmetric operator ``A`` of shape (P, P) with ``A @ v`` (a
 :class:`~symdisc.curvature.CurvatureOperator` or a dense tensor). The Lanczos vectors are kept in
 float64 with full re-orthogonalisation (two passes of classical Gram-Schmidt), whatever the

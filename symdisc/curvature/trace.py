@@ -1,5 +1,7 @@
 """Stochastic trace estimators: Hutchinson and Hutch++.
 
+Shared infrastructure (Hutchinson, 1989; Meyer et al., 2021), not an equation of the papers.
+
 Both take a symmetric operator ``A`` (P, P) with ``A @ V`` for blocks V (P, k), so all probes go
 through one block product (vmapped by the curvature operators).
 """

@@ -1,4 +1,4 @@
-"""Argument checks shared by every public call of ``symdisc`` and ``ella``.
+"""Argument checks shared by every public call of ``symdisc`` and ``ella`` (infrastructure).
 
 Each check returns the value it accepted (converted where that is exact: an int given for a float
 becomes a float) and raises with a message that names the argument, what was expected and what
@@ -17,6 +17,8 @@ import math
 from collections.abc import Iterable
 from typing import Any, get_args
 
+from torch import Tensor
+
 __all__ = [
     "check_bool",
     "check_choice",
@@ -24,6 +26,7 @@ __all__ = [
     "check_instance",
     "check_int",
     "check_optional_int",
+    "check_train_data",
 ]
 
 _INT_KIND = {0: "non-negative", 1: "positive"}
@@ -102,6 +105,27 @@ def check_instance(value: Any, name: str, types: type | tuple[type, ...]) -> Any
         wanted = _type_names(types if isinstance(types, tuple) else (types,))
         raise TypeError(f"`{name}` must be {wanted}, got {type(value).__name__}")
     return value
+
+
+def check_train_data(value: object, name: str = "train_data") -> tuple[Tensor, Tensor]:
+    """``value`` as ``(inputs, targets)``: a tuple or list of two tensors that share a non-empty
+    first dimension N, e.g. (N, D) inputs and (N,) class labels.
+
+    Raises:
+        TypeError: for anything but a pair of tensors.
+        ValueError: for 0-d tensors, an empty data set or different first dimensions.
+    """
+    if not (isinstance(value, (tuple, list)) and len(value) == 2):
+        raise TypeError(f"`{name}` must be a tuple (inputs, targets) of tensors")
+    x, y = value
+    if not (isinstance(x, Tensor) and isinstance(y, Tensor)):
+        raise TypeError(f"`{name}` must be a tuple (inputs, targets) of tensors")
+    if x.ndim == 0 or y.ndim == 0 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
+        raise ValueError(
+            f"`{name}` inputs and targets must share a non-empty first dimension, got "
+            f"{tuple(x.shape)} and {tuple(y.shape)}"
+        )
+    return x, y
 
 
 def _type_names(types: Iterable[type]) -> str:

@@ -1,4 +1,4 @@
-"""The errors every trainer of ``symdisc`` and ``ella`` raises."""
+"""The errors every trainer of ``symdisc`` and ``ella`` raises (infrastructure)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Kronecker-factored approximate curvature (KFAC) of the GGN, per layer.
+"""Kronecker-factored approximate curvature (KFAC) of the GGN, per layer: one accumulation core
+(paper 000, appendix C) and its variants.
 
 For a layer ``s = W a`` (bias folded in as a last column of W and a constant 1 in a), the GGN block
 of sample n is ``sum_c (g_nc g_nc^T) (x) (a_n a_n^T)`` in the row-major flattening of W, with
@@ -16,23 +17,30 @@ flattening of :func:`symdisc.curvature.flatten` (row-major, output index first) 
 With ``bias="separate"`` the folded block is split after accumulation into a weight block
 ``A[:-1, :-1] (x) G`` and a bias block ``1 (x) G`` (laplace-torch's and BackPACK's layout).
 
-Layers are handled by *rules*, looked up by module type along the MRO; ``nn.Linear`` and
-``nn.Conv2d`` have rules here, and other packages add theirs with :func:`register_kfac_rule`.
+One core does the accumulation (:func:`accumulate_kfac`, one batch at a time by
+:func:`kfac_batch`): a forward pass that captures every layer's input, the backpropagation of the
+output-Hessian columns to the layer outputs, the layer rules (:mod:`.registry`, :mod:`.rules`),
+the Gram matrices of the rows, the key naming, the sums over batches, the reduction's scale and
+the bias split. What differs between variants of KFAC is a :class:`KFACVariant`: which columns
+are backpropagated and how a batch's rows are mapped before their Gram matrix.
+:class:`StandardKFAC` is the KFAC of :func:`kfac`; the augmented KFAC of paper 001 (eq. 19,
+``ella.invariance.augmented_kfac``) is another variant.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from symdisc.curvature._random import SeedLike, as_generator
 from symdisc.curvature.functional import Params, check_params
 from symdisc.curvature.hessian import check_finite_loss
+from symdisc.curvature.kfac.registry import KronTerms, kfac_layers, kfac_rule_for
 from symdisc.curvature.losses import (
     Loss,
     Reduction,
@@ -50,126 +58,23 @@ __all__ = [
     "FisherType",
     "BiasHandling",
     "KronFactors",
-    "KronTerms",
-    "KFACRule",
+    "BlockSums",
+    "KFACVariant",
+    "StandardKFAC",
     "kfac",
     "kfac_with_loss",
+    "accumulate_kfac",
+    "kfac_batch",
     "row_gram",
+    "drop_softmax_null",
     "forward_with_layer_inputs",
     "layer_terms",
-    "register_kfac_rule",
-    "kfac_rule_for",
 ]
 
 
-@dataclass(frozen=True)
-class KronTerms:
-    """What a layer rule extracts from one batch for one Kronecker-factored block.
-
-    Attributes:
-        params: names, inside the module, of the parameters the block covers: a weight whose
-            shape flattens to (d_G, d_A') and, if ``bias`` is true, a bias of shape (d_G,).
-        a: (R, d_A) rows whose mean outer product is the A factor (R samples x shared positions).
-        g: (R', d_G) rows whose summed outer product is the G factor (all output-Hessian columns).
-        bias: whether the last coordinate of ``a`` is the constant 1 of a bias.
-
-    Either of ``a`` and ``g`` may instead be *block rows* of shape (R, K, d): shorthand for the
-    R K rows ``e_k (x) x[r, k]`` of length K d, each non-zero in one block only, whose outer
-    product sum is the block-diagonal ``block_diag_k(sum_r x[r, k] x[r, k]^T)``
-    (:func:`row_gram`). A factored layer's input expanded over a channel axis has this form;
-    the short form saves a factor K of memory and K^2 of time.
-    """
-
-    params: tuple[str, ...]
-    a: Tensor
-    g: Tensor
-    bias: bool
-
-
-def row_gram(rows: Tensor) -> tuple[Tensor, int]:
-    """The outer-product sum of the rows of a :class:`KronTerms` factor, and their count.
-
-    Args:
-        rows: (R, d) rows, or (R, K, d) block rows (see :class:`KronTerms`).
-
-    Returns:
-        ``(sum_r x_r x_r^T, R)`` of shape (d, d) for plain rows; for block rows the
-        block-diagonal (K d, K d) matrix ``block_diag_k(sum_r x[r, k] x[r, k]^T)`` and R K.
-
-    Raises:
-        ValueError: for rows that are neither 2-D nor 3-D.
-    """
-    if rows.ndim == 2:
-        return rows.T @ rows, rows.shape[0]
-    if rows.ndim == 3:
-        blocks = torch.einsum("rkd,rke->kde", rows, rows)  # (K, d, d)
-        return torch.block_diag(*blocks), rows.shape[0] * rows.shape[1]
-    raise ValueError(f"KFAC rows must be (R, d) or (R, K, d), got shape {tuple(rows.shape)}")
-
-
-KFACRule = Callable[[nn.Module, Tensor, Sequence[Tensor]], list[KronTerms]]
-"""``rule(module, layer_input, output_grads) -> [KronTerms]``; ``output_grads`` holds one
-tensor shaped like the layer's output per output-Hessian column."""
-
-_RULES: dict[type, KFACRule] = {}
-
-
-def register_kfac_rule(module_type: type) -> Callable[[KFACRule], KFACRule]:
-    """Decorator that registers the KFAC rule of a module type (and of its subclasses).
-
-    Example:
-        >>> @register_kfac_rule(MyLayer)
-        ... def _my_layer(module, layer_input, output_grads):
-        ...     return [KronTerms(("weight",), a=..., g=..., bias=False)]
-    """
-    if not isinstance(module_type, type) or not issubclass(module_type, nn.Module):
-        raise TypeError(f"`module_type` must be an nn.Module subclass, got {module_type!r}")
-
-    def register(rule: KFACRule) -> KFACRule:
-        _RULES[module_type] = rule
-        return rule
-
-    return register
-
-
-def kfac_rule_for(module: nn.Module) -> KFACRule | None:
-    """The rule registered for the module's type or its nearest base class, or None."""
-    for cls in type(module).__mro__:
-        if cls in _RULES:
-            return _RULES[cls]
-    return None
-
-
-def _with_ones(a: Tensor) -> Tensor:
-    return torch.cat([a, torch.ones_like(a[:, :1])], dim=1)
-
-
-@register_kfac_rule(nn.Linear)
-def _linear_rule(module: nn.Linear, x: Tensor, grads: Sequence[Tensor]) -> list[KronTerms]:
-    a = x.reshape(-1, module.in_features)
-    has_bias = module.bias is not None
-    g = torch.cat([gr.reshape(-1, module.out_features) for gr in grads])
-    names = ("weight", "bias") if has_bias else ("weight",)
-    return [KronTerms(names, _with_ones(a) if has_bias else a, g, has_bias)]
-
-
-@register_kfac_rule(nn.Conv2d)
-def _conv2d_rule(module: nn.Conv2d, x: Tensor, grads: Sequence[Tensor]) -> list[KronTerms]:
-    if module.groups != 1:
-        raise ValueError(f"KFAC for nn.Conv2d needs groups=1, got groups={module.groups}")
-    if isinstance(module.padding, str):
-        raise ValueError("KFAC for nn.Conv2d needs numeric padding, got padding='same'/'valid'")
-    if module.padding_mode != "zeros":
-        x = F.pad(x, module._reversed_padding_repeated_twice, mode=module.padding_mode)
-        padding: tuple[int, ...] | int = 0
-    else:
-        padding = module.padding
-    patches = F.unfold(x, module.kernel_size, module.dilation, padding, module.stride)
-    a = patches.transpose(1, 2).reshape(-1, patches.shape[1])  # (N * L, C_in * kh * kw)
-    has_bias = module.bias is not None
-    g = torch.cat([gr.flatten(2).transpose(1, 2).reshape(-1, module.out_channels) for gr in grads])
-    names = ("weight", "bias") if has_bias else ("weight",)
-    return [KronTerms(names, _with_ones(a) if has_bias else a, g, has_bias)]
+# --------------------------------------------------------------------------------------------
+# results
+# --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -203,34 +108,161 @@ class KronFactors:
         return dense[order][:, order]
 
 
+@dataclass(frozen=True)
+class BlockSums:
+    """One batch's contribution to one Kronecker-factored block, before normalisation.
+
+    Attributes:
+        aa: (d_A, d_A) ``sum_r a_r a_r^T`` over the batch's (mapped) rows of a.
+        rows: R, the number of those rows (A of the whole data is the sum of ``aa`` over
+            batches divided by the sum of ``rows``).
+        gg: (d_G, d_G) ``sum g g^T`` over the batch's (mapped) rows of g, unscaled by the
+            reduction.
+        params: full names of the covered parameters, weight first.
+        bias: whether the last coordinate of a is a bias's constant 1.
+    """
+
+    aa: Tensor
+    rows: int
+    gg: Tensor
+    params: tuple[str, ...]
+    bias: bool
+
+
+def row_gram(rows: Tensor) -> tuple[Tensor, int]:
+    """The outer-product sum of the rows of a :class:`KronTerms` factor, and their count.
+
+    Args:
+        rows: (R, d) rows, or (R, K, d) block rows (see :class:`KronTerms`).
+
+    Returns:
+        ``(sum_r x_r x_r^T, R)`` of shape (d, d) for plain rows; for block rows the
+        block-diagonal (K d, K d) matrix ``block_diag_k(sum_r x[r, k] x[r, k]^T)`` and R K.
+
+    Raises:
+        ValueError: for rows that are neither 2-D nor 3-D.
+    """
+    if rows.ndim == 2:
+        return rows.T @ rows, rows.shape[0]
+    if rows.ndim == 3:
+        blocks = torch.einsum("rkd,rke->kde", rows, rows)  # (K, d, d)
+        return torch.block_diag(*blocks), rows.shape[0] * rows.shape[1]
+    raise ValueError(f"KFAC rows must be (R, d) or (R, K, d), got shape {tuple(rows.shape)}")
+
+
+# --------------------------------------------------------------------------------------------
+# variants
+# --------------------------------------------------------------------------------------------
+
+
+class KFACVariant(ABC):
+    """What distinguishes one KFAC from another inside the accumulation core.
+
+    Per batch the core backpropagates the columns of :meth:`output_columns` to every layer,
+    applies the layer's rule and passes each :class:`KronTerms` through :meth:`factor_rows`
+    before it takes the Gram matrices of the rows. A variant is called like :func:`kfac`
+    without the Fisher options (``variant(model, data, loss=..., ...)``, see
+    :func:`accumulate_kfac`), so that it can stand wherever such a function is expected.
+    """
+
+    def check_model(self, model: nn.Module) -> None:  # noqa: B027  (optional hook)
+        """Raise if the variant does not apply to ``model``; the default accepts any model."""
+
+    @abstractmethod
+    def output_columns(self, outputs: Tensor, loss: Loss) -> Tensor:
+        """(N, C, K) columns whose outer products sum to (an estimate of) the Hessian of the
+        summed ``loss`` in the outputs (N, C); one backward pass per column."""
+
+    def factor_rows(
+        self,
+        term: KronTerms,
+        *,
+        inputs: Tensor,
+        n_columns: int,
+        layer: str,
+        module: nn.Module,
+    ) -> tuple[Tensor, Tensor]:
+        """The rows ``(a, g)`` whose Gram matrices enter A and G for one block of one batch.
+
+        Args:
+            term: the layer rule's rows for the batch.
+            inputs: the batch's model inputs.
+            n_columns: K, the number of backpropagated output-Hessian columns.
+            layer, module: the layer's name and module (for messages).
+
+        The default keeps the rule's rows.
+        """
+        return term.a, term.g
+
+    def __call__(
+        self, model: nn.Module, data: Iterable[tuple[Tensor, Tensor]], **options: Any
+    ) -> dict[str, KronFactors]:
+        """The factors of this variant: ``accumulate_kfac(model, data, self, **options)[0]``."""
+        return accumulate_kfac(model, data, self, **options)[0]
+
+
+class StandardKFAC(KFACVariant):
+    """The KFAC of :func:`kfac`: the exact output-Hessian root or Monte-Carlo gradients.
+
+    Args:
+        fisher: ``"type2"`` backpropagates all C columns of an exact square root of the output
+            Hessian (the GGN; for cross-entropy the C - 1 columns left after dropping the
+            softmax Hessian's null direction, :func:`drop_softmax_null`: one backward pass
+            fewer, the same G); ``"mc"`` backpropagates ``mc_samples`` gradients at targets
+            drawn from the model's predictive distribution (the Monte-Carlo Fisher, an unbiased
+            estimate of the same G, cheaper when C is large).
+        mc_samples: draws per sample for ``fisher="mc"``.
+        generator: seed or ``torch.Generator`` for ``fisher="mc"``.
+
+    Raises:
+        ValueError: for an unknown ``fisher`` or a ``mc_samples`` that is not a positive int.
+        TypeError: for a ``generator`` that is neither a generator, an int nor None.
+    """
+
+    def __init__(
+        self, fisher: FisherType = "type2", mc_samples: int = 1, generator: SeedLike = None
+    ) -> None:
+        if fisher not in get_args(FisherType):
+            raise ValueError(f"`fisher` must be one of {get_args(FisherType)}, got {fisher!r}")
+        if isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 1:
+            raise ValueError(f"`mc_samples` must be a positive int, got {mc_samples!r}")
+        self.fisher: FisherType = fisher
+        self.mc_samples = mc_samples
+        self.generator = as_generator(generator)
+
+    def output_columns(self, outputs: Tensor, loss: Loss) -> Tensor:
+        if self.fisher == "type2" and loss == "cross_entropy" and outputs.shape[-1] > 1:
+            # the softmax Hessian has rank C - 1: one backward pass fewer, same G
+            return _softmax_root_rank_reduced(outputs)
+        if self.fisher == "type2":
+            return output_hessian_sqrt(outputs, loss, "sum")
+        return sample_output_gradients(outputs, loss, "sum", self.mc_samples, self.generator)
+
+
+# --------------------------------------------------------------------------------------------
+# the accumulation core
+# --------------------------------------------------------------------------------------------
+
+
 def kfac(
-    model: nn.Module,
-    data: Iterable[tuple[Tensor, Tensor]],
-    *,
-    loss: Loss,
-    reduction: Reduction = "mean",
-    fisher: FisherType = "type2",
-    mc_samples: int = 1,
-    generator: SeedLike = None,
-    params: Params | None = None,
-    modules: Sequence[str] | None = None,
-    create_graph: bool = False,
-    bias: BiasHandling = "folded",
+    model: nn.Module, data: Iterable[tuple[Tensor, Tensor]], **options: Any
 ) -> dict[str, KronFactors]:
     """KFAC factors of every supported layer, accumulated over the batches of ``data``.
+
+    ``kfac(model, data, **options)`` is ``kfac_with_loss(model, data, **options)[0]``.
 
     Args:
         model: an ``nn.Module`` mapping inputs (N, ...) to outputs (N, C).
         data: an iterable of ``(inputs, targets)`` batches (a list, a DataLoader); the loss is
             the reduction over all of them, so the result does not depend on how the data are
             batched.
-        loss, reduction: as in :func:`symdisc.curvature.ggn`.
-        fisher: ``"type2"`` backpropagates all C columns of an exact square root of the output
-            Hessian (the GGN); ``"mc"`` backpropagates ``mc_samples`` gradients at targets drawn
-            from the model's predictive distribution (the Monte-Carlo Fisher, an unbiased
-            estimate of the same G, cheaper when C is large).
-        mc_samples: draws per sample for ``fisher="mc"``.
-        generator: seed or ``torch.Generator`` for ``fisher="mc"``.
+
+    Keyword options (all keyword-only; ``loss`` is required):
+        loss, reduction: as in :func:`symdisc.curvature.ggn` (``reduction`` default
+            ``"mean"``).
+        fisher: ``"type2"`` (default) or ``"mc"``; mc_samples: draws per sample for
+            ``"mc"`` (default 1); generator: seed or ``torch.Generator`` for ``"mc"``
+            (see :class:`StandardKFAC`).
         params: evaluate at these parameters (``dict[str, Tensor]`` by full name) instead of the
             module's own; the module is never modified.
         modules: names of the layers to cover (default: every submodule with a rule). Layers are
@@ -239,7 +271,7 @@ def kfac(
             the outputs depend on besides the parameters (the inputs, hyperparameters of the
             model): the captured layer inputs and the output Hessian are not detached and the
             backpropagated columns are computed with ``create_graph=True``. Default False: the
-            factors are detached, as before.
+            factors are detached.
         bias: ``"folded"`` (default): a bias shares the block of its weight through the
             constant 1 appended to the layer input, ``A = mean([a; 1][a; 1]^T)``, (d_A, d_A)
             with d_A = fan-in + 1. ``"separate"``: after accumulation, every block whose rule
@@ -259,56 +291,69 @@ def kfac(
     Raises:
         ValueError: for unknown options, a named module that has no rule, no data, or a loss
             that is not finite.
+        TypeError: for a missing ``loss``, an unknown keyword or a non-bool ``create_graph``.
     """
-    factors, _ = kfac_with_loss(
-        model,
-        data,
-        loss=loss,
-        reduction=reduction,
-        fisher=fisher,
-        mc_samples=mc_samples,
-        generator=generator,
-        params=params,
-        modules=modules,
-        create_graph=create_graph,
-        bias=bias,
-    )
-    return factors
+    return kfac_with_loss(model, data, **options)[0]
 
 
 def kfac_with_loss(
     model: nn.Module,
     data: Iterable[tuple[Tensor, Tensor]],
     *,
-    loss: Loss,
-    reduction: Reduction = "mean",
     fisher: FisherType = "type2",
     mc_samples: int = 1,
     generator: SeedLike = None,
+    **options: Any,
+) -> tuple[dict[str, KronFactors], Tensor]:
+    """:func:`kfac`, and the loss over all batches from the same forward passes.
+
+    ``fisher``, ``mc_samples`` and ``generator`` choose the :class:`StandardKFAC`; the other
+    options go to :func:`accumulate_kfac`. Arguments, factors and errors as in :func:`kfac`.
+    The loss is the 0-d ``reduction`` of ``loss`` over all batches at the evaluation point; it
+    saves the extra forward pass of a caller that needs both (the Laplace approximation needs
+    the log-likelihood and the curvature).
+    """
+    variant = StandardKFAC(fisher, mc_samples, generator)
+    return accumulate_kfac(model, data, variant, **options)
+
+
+def accumulate_kfac(
+    model: nn.Module,
+    data: Iterable[tuple[Tensor, Tensor]],
+    variant: KFACVariant,
+    *,
+    loss: Loss,
+    reduction: Reduction = "mean",
     params: Params | None = None,
     modules: Sequence[str] | None = None,
     create_graph: bool = False,
     bias: BiasHandling = "folded",
 ) -> tuple[dict[str, KronFactors], Tensor]:
-    """:func:`kfac`, and the loss over all batches from the same forward passes.
+    """The accumulation core: ``variant``'s KFAC factors and the loss over all batches.
 
-    Arguments, factors and errors as in :func:`kfac`. The loss is the 0-d ``reduction`` of
-    ``loss`` over all batches at the evaluation point (``scale * sum_b loss_b`` with the
-    summed per-batch losses); with ``create_graph=True`` it keeps its graph to the inputs,
-    otherwise it is detached. Saves the extra forward pass of a caller that needs both (the
-    Laplace approximation needs the log-likelihood and the curvature).
+    Per batch (:func:`kfac_batch`): the forward pass with the layer inputs captured, the summed
+    loss (checked finite), ``variant.output_columns`` backpropagated to the layer outputs, the
+    rules' rows through ``variant.factor_rows`` and their Gram matrices. Over the batches with
+    R rows of a in all, N samples and the reduction's scale s (1, 1/N or 1/(N C)):
+
+        A = (1/R) sum_batches aa,   G = s sum_batches gg,   loss = s sum_batches loss_b.
+
+    Options (``loss``, ``reduction``, ``params``, ``modules``, ``create_graph``, ``bias``) and
+    the returned factors as in :func:`kfac`. The loss is 0-d; with ``create_graph=True`` it
+    keeps its graph to the inputs, otherwise it is detached.
+
+    Raises:
+        TypeError: for a ``variant`` that is not a :class:`KFACVariant`, a non-bool
+            ``create_graph``, or a model the variant rejects.
+        ValueError: as :func:`kfac`.
     """
     check_loss(loss, reduction)
-    if fisher not in get_args(FisherType):
-        raise ValueError(f"`fisher` must be one of {get_args(FisherType)}, got {fisher!r}")
-    if not isinstance(mc_samples, int) or mc_samples < 1:
-        raise ValueError(f"`mc_samples` must be a positive int, got {mc_samples!r}")
     if not isinstance(create_graph, bool):
         raise TypeError(f"`create_graph` must be a bool, got {type(create_graph).__name__}")
     if bias not in get_args(BiasHandling):
         raise ValueError(f"`bias` must be one of {get_args(BiasHandling)}, got {bias!r}")
-    gen = as_generator(generator)
-    layers = _select_layers(model, modules)
+    _check_variant(variant, model)
+    layers = kfac_layers(model, modules)
     point = {n: p.detach() for n, p in model.named_parameters()}
     if params is not None:
         point.update(check_params(params))
@@ -322,26 +367,15 @@ def kfac_with_loss(
     out_shape: tuple[int, ...] | None = None
     loss_sum: Tensor | None = None
     for inputs, targets in data:
-        outputs, captured = forward_with_layer_inputs(model, layers, point, inputs, create_graph)
-        at = outputs if create_graph else outputs.detach()
-        value = loss_value(at, targets, loss, "sum")
-        check_finite_loss(value.detach())
+        outputs, value, blocks = _batch(
+            model, layers, point, inputs, targets, variant, loss, create_graph
+        )
         loss_sum = value if loss_sum is None else loss_sum + value
-        if fisher == "type2" and loss == "cross_entropy" and at.shape[-1] > 1:
-            # the softmax Hessian has rank C - 1: one backward pass fewer, same G
-            columns = _softmax_root_rank_reduced(at)
-        elif fisher == "type2":
-            columns = output_hessian_sqrt(at, loss, "sum")
-        else:
-            columns = sample_output_gradients(at, loss, "sum", mc_samples, gen)
-        for name, terms in layer_terms(layers, outputs, captured, columns, create_graph).items():
-            for j, term in enumerate(terms):
-                key = name if len(terms) == 1 else f"{name}:{j}"
-                a_gram, n_rows = row_gram(term.a)
-                a_sum[key] = a_sum.get(key, 0) + a_gram
-                rows[key] = rows.get(key, 0) + n_rows
-                g_sum[key] = g_sum.get(key, 0) + row_gram(term.g)[0]
-                meta[key] = (tuple(f"{name}.{p}" if name else p for p in term.params), term.bias)
+        for key, part in blocks.items():
+            a_sum[key] = a_sum.get(key, 0) + part.aa
+            rows[key] = rows.get(key, 0) + part.rows
+            g_sum[key] = g_sum.get(key, 0) + part.gg
+            meta[key] = (part.params, part.bias)
         n_total += outputs.shape[0]
         out_shape = tuple(outputs.shape[1:])
     if out_shape is None or loss_sum is None:
@@ -357,6 +391,73 @@ def kfac_with_loss(
     return out, scale * loss_sum
 
 
+def kfac_batch(
+    model: nn.Module,
+    inputs: Tensor,
+    variant: KFACVariant,
+    *,
+    loss: Loss,
+    create_graph: bool = False,
+) -> tuple[Tensor, dict[str, BlockSums]]:
+    """One batch of the accumulation core at the model's own parameters, without targets.
+
+    Returns the outputs (N, C) (with their graph) and ``{block key: BlockSums}`` of every layer
+    with a rule (keys as in :func:`kfac`, folded biases): the per-batch pieces that sum to the
+    factors of :func:`accumulate_kfac`, e.g. for a derivative of a sum over examples taken one
+    batch's graph at a time (paper 001, section 4.3).
+
+    Raises:
+        TypeError, ValueError: as :func:`accumulate_kfac`.
+    """
+    check_loss(loss, "sum")
+    if not isinstance(create_graph, bool):
+        raise TypeError(f"`create_graph` must be a bool, got {type(create_graph).__name__}")
+    _check_variant(variant, model)
+    layers = kfac_layers(model)
+    point = {n: p.detach().requires_grad_(True) for n, p in model.named_parameters()}
+    outputs, _, blocks = _batch(model, layers, point, inputs, None, variant, loss, create_graph)
+    return outputs, blocks
+
+
+def _check_variant(variant: object, model: nn.Module) -> None:
+    if not isinstance(variant, KFACVariant):
+        raise TypeError(f"`variant` must be a KFACVariant, got {type(variant).__name__}")
+    variant.check_model(model)
+
+
+def _batch(
+    model: nn.Module,
+    layers: dict[str, nn.Module],
+    point: dict[str, Tensor],
+    inputs: Tensor,
+    targets: Tensor | None,
+    variant: KFACVariant,
+    loss: Loss,
+    create_graph: bool,
+) -> tuple[Tensor, Tensor | None, dict[str, BlockSums]]:
+    """Outputs, summed loss (None without targets) and block sums of one batch."""
+    outputs, captured = forward_with_layer_inputs(model, layers, point, inputs, create_graph)
+    at = outputs if create_graph else outputs.detach()
+    value = None
+    if targets is not None:
+        value = loss_value(at, targets, loss, "sum")
+        check_finite_loss(value.detach())
+    columns = variant.output_columns(at, loss)
+    n_columns = columns.shape[2]
+    blocks: dict[str, BlockSums] = {}
+    for name, terms in layer_terms(layers, outputs, captured, columns, create_graph).items():
+        for j, term in enumerate(terms):
+            key = name if len(terms) == 1 else f"{name}:{j}"
+            a, g = variant.factor_rows(
+                term, inputs=inputs, n_columns=n_columns, layer=name, module=layers[name]
+            )
+            aa, n_rows = row_gram(a)
+            gg = row_gram(g)[0]
+            full = tuple(f"{name}.{p}" if name else p for p in term.params)
+            blocks[key] = BlockSums(aa, n_rows, gg, full, term.bias)
+    return outputs, value, blocks
+
+
 def _split_bias(key: str, factors: KronFactors) -> dict[str, KronFactors]:
     """The weight block ``A[:-1, :-1] (x) G`` and the bias block ``A[-1:, -1:] (x) G`` of a
     folded block (A: (d_A, d_A), its last coordinate the bias's constant 1)."""
@@ -367,77 +468,9 @@ def _split_bias(key: str, factors: KronFactors) -> dict[str, KronFactors]:
     }
 
 
-def _softmax(outputs: Tensor) -> Tensor:
-    """softmax over the classes of (N, C) logits, taken over dim 0 of the transpose: torch's CPU
-    kernel then vectorises across samples (measured 7x faster than ``dim=-1`` for C = 3)."""
-    return torch.softmax(outputs.mT, dim=0).mT
-
-
-def _softmax_root_rank_reduced(outputs: Tensor) -> Tensor:
-    """(N, C, C - 1) columns with ``S'_n S'_n^T = diag(p_n) - p_n p_n^T``: the root ``S_n =
-    diag(sqrt p_n) - p_n sqrt(p_n)^T`` of :func:`symdisc.curvature.losses.output_hessian_sqrt`
-    (summed cross-entropy) with its null direction dropped by :func:`drop_softmax_null`."""
-    p = _softmax(outputs)
-    root = p.sqrt()
-    S = torch.diag_embed(root) - p[:, :, None] * root[:, None, :]
-    return drop_softmax_null(S, outputs, dim=2, probabilities=p)
-
-
-def drop_softmax_null(
-    x: Tensor, outputs: Tensor, dim: int, *, probabilities: Tensor | None = None
-) -> Tensor:
-    """Drop the direction of ``x`` that the cross-entropy output Hessian annihilates.
-
-    The root ``S_n = diag(sqrt p_n) - p_n sqrt(p_n)^T`` of ``H_n = diag(p_n) - p_n p_n^T``
-    (:func:`symdisc.curvature.losses.output_hessian_sqrt`) has rank C - 1: ``S_n u_n = 0`` for
-    the unit vector ``u_n = sqrt(p_n)``. With the Householder reflection
-    ``Q_n = I - 2 v v^T / (v^T v)``, ``v = u_n + e_C`` (so ``Q_n u_n = -e_C``; ``v^T v >= 2``,
-    stable), the last column of ``S_n Q_n`` is ``-S_n u_n = 0`` and ``(S_n Q_n)(S_n Q_n)^T =
-    H_n``. So the C columns of ``S_n`` (``dim`` indexing them) or the C rows ``S_n^T J_n`` of a
-    GGN factor can be replaced by C - 1 with the same outer-product sum.
-
-    Args:
-        x: (N, ..., C, ...) with the root's column index at ``dim`` (dim >= 1).
-        outputs: (N, C) logits, p_n = softmax(outputs_n).
-        probabilities: softmax(outputs) (N, C) when the caller has it already.
-
-    Returns:
-        ``x`` reflected along ``dim`` by ``Q_n``, with the last (zero) index dropped: C - 1 there.
-    """
-    n, c = outputs.shape
-    p = _softmax(outputs) if probabilities is None else probabilities
-    u = p.sqrt()  # (N, C), unit norm: sum_c p_c = 1
-    v = u + torch.eye(c, dtype=u.dtype, device=u.device)[-1]  # u_n + e_C
-    shape = [n] + [1] * (x.ndim - 1)
-    shape[dim] = c
-    v = v.reshape(shape)
-    coef = 2.0 / (v * v).sum(dim, keepdim=True)
-    reflected = x - coef * v * (v * x).sum(dim, keepdim=True)
-    return reflected.narrow(dim, 0, c - 1)
-
-
-def _select_layers(model: nn.Module, modules: Sequence[str] | None) -> dict[str, nn.Module]:
-    named = dict(model.named_modules())
-    if modules is None:
-        layers = {n: m for n, m in named.items() if kfac_rule_for(m) is not None}
-        if not layers:
-            raise ValueError(
-                f"`model` has no layer with a KFAC rule (rules exist for {_rule_names()})"
-            )
-        return layers
-    missing = [n for n in modules if n not in named]
-    if missing:
-        raise ValueError(f"`modules` must name submodules of `model`; {missing} are not among them")
-    ruleless = [n for n in modules if kfac_rule_for(named[n]) is None]
-    if ruleless:
-        raise ValueError(
-            f"`modules` {ruleless} have no KFAC rule (rules exist for {_rule_names()})"
-        )
-    return {n: named[n] for n in modules}
-
-
-def _rule_names() -> list[str]:
-    return sorted(t.__name__ for t in _RULES)
+# --------------------------------------------------------------------------------------------
+# forward and backward of one batch
+# --------------------------------------------------------------------------------------------
 
 
 def forward_with_layer_inputs(
@@ -497,6 +530,61 @@ def layer_terms(
     for i, name in enumerate(names):
         grads = [col[i] if create_graph else col[i].detach() for col in per_column]
         rule = kfac_rule_for(layers[name])
-        assert rule is not None  # layers are selected by having a rule
+        if rule is None:  # layers are selected by having a rule
+            raise ValueError(f"layer {name!r} ({type(layers[name]).__name__}) has no KFAC rule")
         out[name] = rule(layers[name], captured[name][0], grads)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# the cross-entropy output-Hessian root without its null direction
+# --------------------------------------------------------------------------------------------
+
+
+def _softmax(outputs: Tensor) -> Tensor:
+    """softmax over the classes of (N, C) logits, taken over dim 0 of the transpose: torch's CPU
+    kernel then vectorises across samples (measured 7x faster than ``dim=-1`` for C = 3)."""
+    return torch.softmax(outputs.mT, dim=0).mT
+
+
+def _softmax_root_rank_reduced(outputs: Tensor) -> Tensor:
+    """(N, C, C - 1) columns with ``S'_n S'_n^T = diag(p_n) - p_n p_n^T``: the root ``S_n =
+    diag(sqrt p_n) - p_n sqrt(p_n)^T`` of :func:`symdisc.curvature.output_hessian_sqrt`
+    (summed cross-entropy) with its null direction dropped by :func:`drop_softmax_null`."""
+    p = _softmax(outputs)
+    root = p.sqrt()
+    S = torch.diag_embed(root) - p[:, :, None] * root[:, None, :]
+    return drop_softmax_null(S, outputs, dim=2, probabilities=p)
+
+
+def drop_softmax_null(
+    x: Tensor, outputs: Tensor, dim: int, *, probabilities: Tensor | None = None
+) -> Tensor:
+    """Drop the direction of ``x`` that the cross-entropy output Hessian annihilates.
+
+    The root ``S_n = diag(sqrt p_n) - p_n sqrt(p_n)^T`` of ``H_n = diag(p_n) - p_n p_n^T``
+    (:func:`symdisc.curvature.output_hessian_sqrt`) has rank C - 1: ``S_n u_n = 0`` for
+    the unit vector ``u_n = sqrt(p_n)``. With the Householder reflection
+    ``Q_n = I - 2 v v^T / (v^T v)``, ``v = u_n + e_C`` (so ``Q_n u_n = -e_C``; ``v^T v >= 2``,
+    stable), the last column of ``S_n Q_n`` is ``-S_n u_n = 0`` and ``(S_n Q_n)(S_n Q_n)^T =
+    H_n``. So the C columns of ``S_n`` (``dim`` indexing them) or the C rows ``S_n^T J_n`` of a
+    GGN factor can be replaced by C - 1 with the same outer-product sum.
+
+    Args:
+        x: (N, ..., C, ...) with the root's column index at ``dim`` (dim >= 1).
+        outputs: (N, C) logits, p_n = softmax(outputs_n).
+        probabilities: softmax(outputs) (N, C) when the caller has it already.
+
+    Returns:
+        ``x`` reflected along ``dim`` by ``Q_n``, with the last (zero) index dropped: C - 1 there.
+    """
+    n, c = outputs.shape
+    p = _softmax(outputs) if probabilities is None else probabilities
+    u = p.sqrt()  # (N, C), unit norm: sum_c p_c = 1
+    v = u + torch.eye(c, dtype=u.dtype, device=u.device)[-1]  # u_n + e_C
+    shape = [n] + [1] * (x.ndim - 1)
+    shape[dim] = c
+    v = v.reshape(shape)
+    coef = 2.0 / (v * v).sum(dim, keepdim=True)
+    reflected = x - coef * v * (v * x).sum(dim, keepdim=True)
+    return reflected.narrow(dim, 0, c - 1)

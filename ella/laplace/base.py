@@ -1,0 +1,361 @@
+"""The interface of the Laplace-GGN log marginal likelihood (paper 000, section 4, eq. 9; paper
+001, sections 3.2-3.3, eqs. 7 and 15) and the ``Laplace(...)`` factory.
+
+With a Gaussian prior ``N(0, 1/delta_g I)`` on every prior group g of P_g parameters, a tempered
+likelihood ``p(D | theta)^(1/T)`` and the GGN ``H`` of the negative log-likelihood at the MAP
+``theta*``, the Laplace approximation of eq. (9) of paper 000 (eq. 7 of paper 001) reads
+
+    log p(D | delta) ~= log p(D | theta*) / T + log p(theta* | delta) + P/2 log(2 pi)
+                        - 1/2 log det(H / T + diag(delta))
+
+    = log p(D | theta*) / T - 1/2 sum_g delta_g ||theta*_g||^2 + 1/2 sum_g P_g log delta_g
+      - 1/2 log det(H / T + diag(delta)),
+
+because the prior's normaliser ``-P/2 log(2 pi)`` and the Gaussian integral's ``+P/2 log(2 pi)``
+cancel exactly: nothing else is dropped. ``log p(D | theta*)`` is the full log-likelihood,
+normalisers included (``-N C/2 log(2 pi sigma^2)`` for regression).
+
+:class:`Laplace` holds what every structure shares: the likelihood, the prior groups, the fit of
+everything that does not depend on the curvature's structure, and the evaluation (log prior,
+log marginal likelihood, precisions). A structure is one subclass (:mod:`.full`, :mod:`.diag`,
+:mod:`.kron`) that fits its curvature and supplies the log-determinant, the eigenvalues of every
+group's curvature block (for effective parameters), the preconditioner of paper 001's eq. (20)
+and the pairing of that preconditioner with one batch's curvature (paper 001, section 4.3).
+``Laplace(model, likelihood, structure, **options)`` builds the structure's class.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABCMeta, abstractmethod
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ella.laplace.priors import (
+    Likelihood,
+    PriorPrecision,
+    Structure,
+    _trainable,
+    precision_vector,
+    prior_groups,
+)
+from symdisc.curvature import KronFactors, Loss, Params, functional, loss_value
+from symdisc.runtime import check_choice, check_float, check_instance
+
+__all__ = ["Laplace"]
+
+_STRUCTURES: dict[str, type[Laplace]] = {}
+
+
+class _Factory(ABCMeta):
+    """Makes ``Laplace(model, likelihood, structure, **options)`` build the structure's class;
+    a structure's class itself is called without ``structure``."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if cls is Laplace:
+            return _build(*args, **kwargs)
+        return super().__call__(*args, **kwargs)
+
+
+def _build(
+    model: nn.Module,
+    likelihood: Likelihood,
+    structure: Structure,
+    *,
+    sigma: float = 1.0,
+    temperature: float = 1.0,
+    per_tensor: bool = False,
+    kron_factors: Callable[..., dict[str, KronFactors]] | None = None,
+) -> Laplace:
+    check_choice(structure, "structure", Structure)
+    cls = _STRUCTURES[structure]
+    extras = {"kron_factors": kron_factors}
+    return cls(
+        model,
+        likelihood,
+        sigma=sigma,
+        temperature=temperature,
+        per_tensor=per_tensor,
+        **{k: v for k, v in extras.items() if k in cls.factory_options},
+    )
+
+
+class Laplace(metaclass=_Factory):
+    """Laplace-GGN approximation of the log marginal likelihood, refit-free in the prior.
+
+    ``Laplace(model, likelihood, structure, **options)`` returns the class of ``structure``:
+    :class:`~ella.laplace.FullLaplace` (``"full"``), :class:`~ella.laplace.KronLaplace`
+    (``"kron"``) or :class:`~ella.laplace.DiagLaplace` (``"diag"``), all with this interface.
+
+    Args:
+        model: an ``nn.Module`` mapping inputs (N, ...) to outputs (N, C), at its MAP parameters
+            when :meth:`fit` is called. It is never modified; its buffers are read as they are
+            (put it in ``eval()`` mode if it has batch statistics).
+        likelihood: ``"classification"``: categorical on softmax(f) with class-index targets
+            (N,), negative log-likelihood ``sum_n CE(f_n, y_n)``; ``"regression"``: Gaussian
+            ``N(y | f, sigma^2 I)`` with targets (N, C), negative log-likelihood
+            ``sum ||y - f||^2 / (2 sigma^2) + N C/2 log(2 pi sigma^2)``.
+        structure: ``"full"``, ``"kron"`` or ``"diag"`` (factory only).
+        sigma: observation noise standard deviation of the regression likelihood (ignored for
+            classification).
+        temperature: T of the tempered likelihood ``p(D | theta)^(1/T)``; divides the
+            log-likelihood and the GGN.
+        per_tensor: one prior group per parameter tensor instead of one per layer and path
+            (see :func:`~ella.laplace.prior_groups`).
+        kron_factors: (factory; used by ``"kron"`` only, ignored by the exact-GGN structures)
+            see :class:`~ella.laplace.KronLaplace`.
+
+    Attributes (after :meth:`fit`):
+        groups: ``{group: [parameter names]}``.
+        n_params: P, the number of parameters integrated over.
+        names, numels: the parameters' names and sizes, in the order of the flattening.
+        group_sizes: ``{group: P_g}``.
+        sq_norms: ``{group: ||theta*_g||^2}`` (0-d tensors, detached: theta* is a constant).
+        log_likelihood: 0-d ``log p(D | theta*)`` (untempered), with its graph to the inputs.
+        curvature: the structure's GGN of the untempered negative log-likelihood.
+
+    Raises:
+        TypeError: for a non-module ``model``, a non-bool ``per_tensor`` or a non-number
+            ``sigma`` / ``temperature``.
+        ValueError: for an unknown ``likelihood`` or ``structure``, a non-positive ``sigma`` or
+            ``temperature``.
+
+    Example:
+        >>> la = Laplace(model, "classification", "kron").fit([(x, y)])
+        >>> la.log_marginal_likelihood({g: torch.tensor(1.0) for g in la.groups})
+    """
+
+    structure: ClassVar[Structure]
+    factory_options: ClassVar[tuple[str, ...]] = ()
+    """Options of the factory that this structure's class takes besides the shared ones."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "structure" in cls.__dict__:
+            _STRUCTURES[cls.structure] = cls
+
+    def __init__(
+        self,
+        model: nn.Module,
+        likelihood: Likelihood,
+        *,
+        sigma: float = 1.0,
+        temperature: float = 1.0,
+        per_tensor: bool = False,
+    ) -> None:
+        self.model = check_instance(model, "model", nn.Module)
+        self.likelihood: Likelihood = check_choice(likelihood, "likelihood", Likelihood)
+        self.sigma = check_float(sigma, "sigma", positive=True)
+        self.temperature = check_float(temperature, "temperature", positive=True)
+        self.groups = prior_groups(model, per_tensor)
+        self.per_tensor = per_tensor
+        self._group_of = {p: g for g, names in self.groups.items() for p in names}
+        self._fitted = False
+
+    # -- the likelihood --------------------------------------------------------------------
+
+    @property
+    def loss(self) -> Loss:
+        """The ``symdisc.curvature`` loss whose summed form is the negative log-likelihood
+        (up to a scale and a constant for regression)."""
+        return "cross_entropy" if self.likelihood == "classification" else "mse"
+
+    @property
+    def output_hessian_scale(self) -> float:
+        """Factor from the ``symdisc`` summed loss's GGN to the negative log-likelihood's GGN.
+
+        Cross-entropy: 1. Mse: the summed ``F.mse_loss`` has output Hessian 2 I and the Gaussian
+        negative log-likelihood ``||y - f||^2 / (2 sigma^2)`` has ``I / sigma^2``: 1/(2 sigma^2).
+        """
+        return 1.0 if self.likelihood == "classification" else 1.0 / (2.0 * self.sigma**2)
+
+    def _log_lik_of_loss(self, value: Tensor, n_entries: int) -> Tensor:
+        """``log p(y | f)`` from the summed symdisc loss over ``n_entries`` outputs: ``-CE`` for
+        classification, ``-sum (y - f)^2 / (2 sigma^2) - n_entries/2 log(2 pi sigma^2)``."""
+        if self.likelihood == "classification":
+            return -value
+        norm = 0.5 * n_entries * math.log(2.0 * math.pi * self.sigma**2)
+        return -value / (2.0 * self.sigma**2) - norm
+
+    def _batch_log_lik(
+        self, model_fn: Callable[..., Tensor], params: Params, inputs: Tensor, targets: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """One batch's outputs (N, C) and 0-d log-likelihood."""
+        outputs = model_fn(params, inputs)
+        value = loss_value(outputs, targets, self.loss, "sum")
+        return outputs, self._log_lik_of_loss(value, outputs.numel())
+
+    # -- fitting ---------------------------------------------------------------------------
+
+    def fit(self, data: Iterable[tuple[Tensor, Tensor]]) -> Laplace:
+        """Compute, once, everything the approximation needs at the current parameters.
+
+        Args:
+            data: an iterable of ``(inputs, targets)`` batches (read into a list, so one pass
+                over a DataLoader). Inputs that require a gradient keep their graph: the
+                likelihood and the curvature (and so the marginal likelihood) are differentiable
+                in them.
+
+        Returns:
+            ``self``.
+
+        Raises:
+            ValueError: for no data, a non-finite likelihood, wrongly shaped outputs or targets,
+                or what the structure rejects (see its class).
+        """
+        batches = list(data)
+        if not batches:
+            raise ValueError("`data` must yield at least one (inputs, targets) batch, got none")
+        model_fn, params = functional(self.model, list(_trainable(self.model)))
+        first = next(iter(params.values()))
+        self.dtype, self.device = first.dtype, first.device
+        self.names = list(params)
+        self.numels = {n: p.numel() for n, p in params.items()}
+        self.n_params = sum(self.numels.values())
+        self.group_sizes = {g: sum(self.numels[n] for n in ns) for g, ns in self.groups.items()}
+        self.sq_norms = {
+            g: sum(params[n].pow(2).sum() for n in ns) for g, ns in self.groups.items()
+        }
+        log_lik = self._fit_curvature(batches, model_fn, params)
+        if not torch.isfinite(log_lik.detach()):
+            raise ValueError(f"the log-likelihood at the parameters must be finite, got {log_lik}")
+        self._log_likelihood = log_lik
+        self._prepare_evaluation()
+        self._prepare_curvature()
+        self._fitted = True
+        return self
+
+    @abstractmethod
+    def _fit_curvature(
+        self,
+        batches: list[tuple[Tensor, Tensor]],
+        model_fn: Callable[..., Tensor],
+        params: Params,
+    ) -> Tensor:
+        """Fit the structure's curvature on ``batches`` at ``params``; return the 0-d
+        log-likelihood (with its graph to the inputs)."""
+
+    def _prepare_curvature(self) -> None:  # noqa: B027  (optional hook)
+        """Whatever the structure derives from its fitted curvature once, after the
+        log-likelihood was checked finite (the default: nothing)."""
+
+    def _prepare_evaluation(self) -> None:
+        """Everything that the evaluation needs and that depends neither on the precisions nor
+        on the structure: ``_param_index`` (P,), the group (position in :attr:`groups`) of every
+        flattened parameter; ``_sq_norm_vector``, ``_size_vector`` (n_groups,)."""
+        position = {g: i for i, g in enumerate(self.groups)}
+        ints = {"dtype": torch.long, "device": self.device}
+        self._param_index = torch.cat(
+            [torch.full((self.numels[n],), position[self._group_of[n]], **ints) for n in self.names]
+        )
+        self._sq_norm_vector = torch.stack([self.sq_norms[g] for g in self.groups])
+        self._size_vector = torch.tensor(
+            [float(self.group_sizes[g]) for g in self.groups], dtype=self.dtype, device=self.device
+        )
+
+    def _require_fit(self) -> None:
+        if not self._fitted:
+            raise RuntimeError("call `fit(data)` before evaluating the Laplace approximation")
+
+    @property
+    def log_likelihood(self) -> Tensor:
+        """0-d ``log p(D | theta*)`` of the untempered likelihood, normalisers included."""
+        self._require_fit()
+        return self._log_likelihood
+
+    # -- evaluation ------------------------------------------------------------------------
+
+    def precisions(self, prior_precision: PriorPrecision) -> dict[str, Tensor]:
+        """``{group: 0-d delta_g}`` from a shared float / 0-d tensor or a dict over the groups.
+
+        Raises:
+            RuntimeError: before :meth:`fit`.
+            TypeError: for another type.
+            ValueError: for a dict whose keys are not the groups, a tensor that is not 0-d, or a
+                precision that is not positive and finite (naming the group).
+        """
+        return dict(zip(self.groups, self._precision_vector(prior_precision).unbind()))
+
+    def _precision_vector(self, prior_precision: PriorPrecision) -> Tensor:
+        """(n_groups,) precisions in the order of :attr:`groups`, checked (see precisions)."""
+        self._require_fit()
+        return precision_vector(self.groups, prior_precision, self.dtype, self.device)
+
+    def _per_parameter(self, deltas: dict[str, Tensor]) -> Tensor:
+        """delta expanded to (P,) in the order of the flattened parameters."""
+        return torch.cat([deltas[self._group_of[n]].expand(self.numels[n]) for n in self.names])
+
+    def log_det_posterior_precision(self, prior_precision: PriorPrecision) -> Tensor:
+        """0-d ``log det(H / T + diag(delta))`` in the structure's approximation of H."""
+        return self._log_det(self._precision_vector(prior_precision))
+
+    @abstractmethod
+    def _log_det(self, vector: Tensor) -> Tensor:
+        """0-d ``log det(H / T + diag(delta))`` for the (n_groups,) precisions ``vector``."""
+
+    def log_prior(self, prior_precision: PriorPrecision) -> Tensor:
+        """0-d ``-1/2 sum_g delta_g ||theta*_g||^2 + 1/2 sum_g P_g log delta_g``: the log prior
+        density at theta* without its ``-P/2 log(2 pi)``, which cancels against the Gaussian
+        integral's ``+P/2 log(2 pi)``."""
+        return self._log_prior(self._precision_vector(prior_precision))
+
+    def _log_prior(self, vector: Tensor) -> Tensor:
+        return 0.5 * (self._size_vector * vector.log() - vector * self._sq_norm_vector).sum()
+
+    def log_marginal_likelihood(self, prior_precision: PriorPrecision) -> Tensor:
+        """0-d Laplace-GGN ``log p(D | delta)`` (paper 000, eq. 9; paper 001, eq. 7), exact up to
+        nothing (the ``2 pi`` terms cancel):
+
+            log p(D | theta*) / T - 1/2 sum_g delta_g ||theta*_g||^2
+            + 1/2 sum_g P_g log delta_g - 1/2 log det(H / T + diag(delta)).
+
+        Uses only what :meth:`fit` computed; differentiable in the precisions (and, through the
+        likelihood and H, in whatever required a gradient during :meth:`fit`).
+
+        Args:
+            prior_precision: a positive float or 0-d tensor shared by all groups, or
+                ``{group: float | 0-d tensor}`` with one entry per group of :attr:`groups`.
+        """
+        vector = self._precision_vector(prior_precision)
+        return (
+            self._log_likelihood / self.temperature
+            + self._log_prior(vector)
+            - 0.5 * self._log_det(vector)
+        )
+
+    # -- what effective parameters and the eta-gradient need ------------------------------
+
+    @abstractmethod
+    def group_eigenvalues(self) -> dict[str, Tensor]:
+        """``{group: lambda}``: the eigenvalues (clamped at 0 against round-off) of every
+        group's block of the tempered curvature ``H / T``, in the structure's approximation,
+        in the order of :attr:`groups` (paper 000, appendix D.2: effective parameters)."""
+
+    @abstractmethod
+    def preconditioner(self, prior_precision: PriorPrecision) -> Any:
+        """The fixed weights W of paper 001's eq. (20): ``d log det(H / T + diag(delta)) =
+        <W, dH>`` for a change dH of the untempered curvature, detached (computed once over all
+        the data); its form is the structure's, for :meth:`curvature_pairing`."""
+
+    @abstractmethod
+    def curvature_pairing(
+        self, weights: Any, inputs: Tensor, *, n_total: int
+    ) -> tuple[Tensor, Tensor]:
+        """One batch's share of ``<W, H>`` with the graph of that batch only (paper 001,
+        section 4.3).
+
+        Args:
+            weights: :meth:`preconditioner`'s result.
+            inputs: the batch's inputs to :attr:`model` (B, ...), with whatever graph they have
+                (e.g. to the augmentation's eta).
+            n_total: N, the number of examples the curvature was fitted on (an average over
+                all of them, such as KFAC's A, gets the batch's share of it).
+
+        Returns:
+            ``(outputs, term)``: the model's outputs (B, C) on ``inputs`` (for the batch's
+            likelihood) and the 0-d term, whose sum over batches covering the data is
+            ``<W, H>`` of the fitted curvature.
+        """

@@ -1,0 +1,268 @@
+"""The Kronecker-factored (KFAC) Laplace approximation (paper 000, section 4 and appendix C;
+paper 001, sections 4.2-4.3, eqs. 19-20).
+
+Per layer the GGN block is ``H_l ~= kron(G_l, A_l)`` (:func:`symdisc.curvature.kfac`, or a
+variant of its accumulation core such as the augmented KFAC of paper 001); with the eigenvalues
+a_i of A_l and g_j of G_l and one precision delta_l for the block,
+
+    log det(kron(G, A) / T + delta I) = sum_{i,j} log(a_i g_j / T + delta).
+
+With ``per_tensor=True`` the blocks are taken with ``bias="separate"``: weight ``A[:-1, :-1]``
+and bias ``1``, each with its own precision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ella.laplace.base import Laplace
+from ella.laplace.priors import ROOT_GROUP, Likelihood, PriorPrecision
+from symdisc.curvature import (
+    KFACVariant,
+    KronFactors,
+    Params,
+    StandardKFAC,
+    kfac_batch,
+    kfac_rule_for,
+    kfac_with_loss,
+)
+
+__all__ = ["KronLaplace"]
+
+
+class KronLaplace(Laplace):
+    """The Laplace approximation with KFAC blocks (``Laplace(..., "kron")``).
+
+    Args:
+        model, likelihood, sigma, temperature: as for :class:`~ella.laplace.Laplace`.
+        per_tensor: one prior group per parameter tensor; the KFAC blocks are then taken with
+            ``bias="separate"`` (:func:`symdisc.curvature.kfac`): a layer's weight
+            ``A[:-1, :-1] (x) G`` and bias ``1 (x) G`` are blocks of their own, each with its
+            precision, and the weight-bias coupling ``A[:-1, -1]`` is dropped.
+        kron_factors: the function that computes the Kronecker factors, called like
+            :func:`symdisc.curvature.kfac` with ``loss``, ``reduction``, ``params``,
+            ``create_graph`` and ``bias``. Default (None): :func:`symdisc.curvature.kfac`, whose
+            forward passes give the likelihood too. A :class:`symdisc.curvature.KFACVariant`
+            (e.g. :class:`ella.invariance.AugmentedKFAC`, paper 001, section 4.2) is such a
+            function, and the only kind :meth:`curvature_pairing` can take one batch of.
+
+    Attributes (after :meth:`fit`, besides those of :class:`~ella.laplace.Laplace`):
+        curvature: ``{block: KronFactors}`` of the untempered negative log-likelihood (G scaled
+            by the likelihood's output Hessian, see :attr:`output_hessian_scale`).
+        block_groups: ``{block: group}``, the one prior group of every block.
+        eigendecompositions: ``{block: (a, Q_A, g, Q_G)}`` from ``torch.linalg.eigh`` of A
+            (ascending eigenvalues a, eigenvectors Q_A) and of G, computed in float64 on the
+            symmetrised factor and cast to the model's dtype.
+
+    Raises:
+        TypeError: as :class:`~ella.laplace.Laplace`, or a ``kron_factors`` that is not
+            callable.
+        ValueError: as :class:`~ella.laplace.Laplace`, or a layer with parameters but no KFAC
+            rule (named in the message); in :meth:`fit`, prior groups that split a Kronecker
+            block or parameters outside every block.
+    """
+
+    structure = "kron"
+    factory_options = ("kron_factors",)
+
+    def __init__(
+        self,
+        model: nn.Module,
+        likelihood: Likelihood,
+        *,
+        sigma: float = 1.0,
+        temperature: float = 1.0,
+        per_tensor: bool = False,
+        kron_factors: Callable[..., dict[str, KronFactors]] | None = None,
+    ) -> None:
+        super().__init__(
+            model, likelihood, sigma=sigma, temperature=temperature, per_tensor=per_tensor
+        )
+        if kron_factors is not None and not callable(kron_factors):
+            raise TypeError(f"`kron_factors` must be callable, got {type(kron_factors).__name__}")
+        self.kron_factors = kron_factors
+        ruleless = _ruleless_layers(model)
+        if ruleless:
+            raise ValueError(
+                f"structure='kron' needs a KFAC rule for every layer with parameters; "
+                f"{ruleless} have none (register one with "
+                f"symdisc.curvature.register_kfac_rule, or use structure='full'/'diag')"
+            )
+
+    # -- fitting ---------------------------------------------------------------------------
+
+    def _fit_curvature(
+        self,
+        batches: list[tuple[Tensor, Tensor]],
+        model_fn: Callable[..., Tensor],
+        params: Params,
+    ) -> Tensor:
+        # with the default factors the KFAC forward passes give the likelihood too (one forward
+        # instead of two)
+        fused = self.kron_factors is None
+        log_lik = torch.zeros((), dtype=self.dtype, device=self.device)
+        for inputs, targets in [] if fused else batches:
+            log_lik = log_lik + self._batch_log_lik(model_fn, params, inputs, targets)[1]
+        keep = torch.is_grad_enabled() and any(
+            isinstance(x, Tensor) and x.requires_grad for x, _ in batches
+        )
+        # per-tensor groups give weight and bias their own precision, so their Kronecker
+        # blocks must be separate (the folded block's log-det needs one shared delta)
+        options = {
+            "loss": self.loss,
+            "reduction": "sum",
+            "params": params,
+            "create_graph": keep,
+            "bias": "separate" if self.per_tensor else "folded",
+        }
+        if self.kron_factors is None:
+            factors, value = kfac_with_loss(self.model, batches, **options)
+            n_entries = sum(t.numel() for _, t in batches)  # regression targets: (N, C)
+            log_lik = self._log_lik_of_loss(value, n_entries)
+        else:
+            factors = self.kron_factors(self.model, batches, **options)
+        self._factors = factors
+        return log_lik
+
+    def _prepare_curvature(self) -> None:
+        """G scaled by the output Hessian, the block groups, the eigendecompositions and, per
+        group (by position), the ``a_i g_j / T`` of all its blocks (eigenvalues clamped at 0),
+        flattened and concatenated."""
+        scale = self.output_hessian_scale
+        # the blocks split off one layer share their factor tensors (the G of weight and
+        # bias): scale and decompose each distinct tensor once
+        scaled: dict[int, Tensor] = {}
+        self.curvature: dict[str, KronFactors] = {}
+        for k, f in self._factors.items():
+            if id(f.G) not in scaled:
+                scaled[id(f.G)] = f.G if scale == 1.0 else scale * f.G
+            G = scaled[id(f.G)]
+            self.curvature[k] = KronFactors(f.A, G, f.params, f.bias)
+        del self._factors
+        self.block_groups = self._check_blocks(self.curvature)
+        eigh: dict[int, tuple[Tensor, Tensor]] = {}
+        self.eigendecompositions: dict[str, tuple[Tensor, Tensor, Tensor, Tensor]] = {}
+        for k, f in self.curvature.items():
+            for factor in (f.A, f.G):
+                if id(factor) not in eigh:
+                    eigh[id(factor)] = _symmetric_eigh(factor)
+            self.eigendecompositions[k] = (*eigh[id(f.A)], *eigh[id(f.G)])
+        position = {g: i for i, g in enumerate(self.groups)}
+        per_group: dict[int, list[Tensor]] = {}
+        for key, (a, _, g, _) in self.eigendecompositions.items():
+            block = torch.outer(g.clamp_min(0), a.clamp_min(0)).reshape(-1) / self.temperature
+            per_group.setdefault(position[self.block_groups[key]], []).append(block)
+        self._kron_products = [
+            (i, blocks[0] if len(blocks) == 1 else torch.cat(blocks))
+            for i, blocks in per_group.items()
+        ]
+
+    def _check_blocks(self, factors: dict[str, KronFactors]) -> dict[str, str]:
+        """The one prior group of every Kronecker block; ValueError if a block spans several."""
+        out: dict[str, str] = {}
+        covered: set[str] = set()
+        for key, f in factors.items():
+            groups = list(dict.fromkeys(self._group_of[p] for p in f.params))
+            if len(groups) != 1:
+                raise ValueError(
+                    f"structure='kron' needs one prior precision per Kronecker block, but the "
+                    f"block of layer {key!r} (parameters {list(f.params)}) is split over the "
+                    f"groups {groups}: its log-determinant sum log(a_i g_j / T + delta) holds "
+                    f"only for a precision shared by the whole block (use per_tensor=False)"
+                )
+            out[key] = groups[0]
+            covered.update(f.params)
+        outside = [n for n in self.names if n not in covered]
+        if outside:
+            raise ValueError(
+                f"structure='kron' needs every parameter in a Kronecker block; {outside} are in "
+                f"none (use structure='full'/'diag')"
+            )
+        return out
+
+    # -- evaluation ------------------------------------------------------------------------
+
+    def _log_det(self, vector: Tensor) -> Tensor:
+        """``sum_l sum_{i,j} log(a_i g_j / T + delta_l)`` with the eigenvalues (clamped at 0
+        against round-off) of every block's A and G."""
+        # one reduction per group (not a gather over all entries: the gather's backward adds
+        # the entries' 1 / (a_i g_j / T + delta) one by one, losing float32 accuracy)
+        return torch.stack(
+            [torch.log(products + vector[i]).sum() for i, products in self._kron_products]
+        ).sum()
+
+    def group_eigenvalues(self) -> dict[str, Tensor]:
+        """The products ``a_i g_j / T`` of the eigenvalues of every Kronecker block of the
+        group (paper 000, appendix D.2)."""
+        self._require_fit()
+        groups = list(self.groups)
+        products = {groups[i]: p for i, p in self._kron_products}
+        return {g: products[g] for g in groups}
+
+    def preconditioner(self, prior_precision: PriorPrecision) -> Any:
+        """Per block ``(W_A, W_G)``: ``W_A = Q_A diag(v) Q_A^T`` with
+        ``v_i = sum_j (g_j/T) / (a_i g_j/T + delta)`` (and W_G likewise), the derivative of
+        ``sum_ij log(a_i g_j/T + delta)`` through the eigenvalues ``a_i = q_i^T A q_i``."""
+        deltas = self.precisions(prior_precision)
+        T = self.temperature
+        out = {}
+        for key, (a, qa, g, qg) in self.eigendecompositions.items():
+            a, qa, g, qg = a.detach(), qa.detach(), g.detach(), qg.detach()
+            delta = deltas[self.block_groups[key]].detach()
+            ac, gc = a.clamp_min(0), g.clamp_min(0)
+            denom = torch.outer(ac, gc) / T + delta  # (d_A, d_G)
+            v = (gc[None, :] / T / denom).sum(1) * (a >= 0)
+            w = (ac[:, None] / T / denom).sum(0) * (g >= 0)
+            out[key] = ((qa * v) @ qa.T, (qg * w) @ qg.T)
+        return out
+
+    def curvature_pairing(
+        self, weights: Any, inputs: Tensor, *, n_total: int
+    ) -> tuple[Tensor, Tensor]:
+        """``sum_blocks <W_A, aa> / (R N / B) + scale <W_G, gg>`` with one batch's factor sums
+        (:func:`symdisc.curvature.kfac_batch` of the fit's KFAC variant): A is a mean over all
+        N L rows, so the batch's ``aa`` of R = B L rows enters divided by N L."""
+        self._require_fit()
+        variant = StandardKFAC() if self.kron_factors is None else self.kron_factors
+        if not isinstance(variant, KFACVariant):
+            raise TypeError(
+                f"the batch pairing needs `kron_factors` to be a KFACVariant, got "
+                f"{type(variant).__name__}"
+            )
+        outputs, parts = kfac_batch(self.model, inputs, variant, loss=self.loss, create_graph=True)
+        scale_h = self.output_hessian_scale
+        term: Tensor | float = 0.0
+        for key, (w_a, w_g) in weights.items():
+            part = parts[key]
+            rows_total = part.rows / inputs.shape[0] * n_total  # A is normalised over N L rows
+            term = term + (w_a * part.aa).sum() / rows_total + scale_h * (w_g * part.gg).sum()
+        assert isinstance(term, Tensor)  # the model has at least one block
+        return outputs, term
+
+
+def _ruleless_layers(model: nn.Module) -> list[str]:
+    """Modules that own trainable parameters directly but have no KFAC rule."""
+    out = []
+    for name, module in model.named_modules():
+        own = [p for p in module.parameters(recurse=False) if p.requires_grad]
+        if own and kfac_rule_for(module) is None:
+            out.append(f"{name or ROOT_GROUP!s} ({type(module).__name__})")
+    return out
+
+
+def _symmetric_eigh(factor: Tensor) -> tuple[Tensor, Tensor]:
+    """``torch.linalg.eigh`` of ``(M + M^T) / 2`` in float64, cast back to ``M``'s dtype.
+
+    M: (d, d). Returns ascending eigenvalues (d,) and eigenvectors (d, d) as columns. float32
+    ``eigh`` of a KFAC factor sometimes fails to converge (seen in marglik training); float64
+    does not, and the casts keep the result differentiable in M.
+    """
+    if factor.shape[-1] == 1:  # a bias block's A = [[1]]: nothing to decompose
+        return factor.reshape(1), torch.ones_like(factor)
+    sym = 0.5 * (factor + factor.mT)
+    values, vectors = torch.linalg.eigh(sym.to(torch.float64))
+    return values.to(factor.dtype), vectors.to(factor.dtype)

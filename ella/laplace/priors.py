@@ -1,0 +1,166 @@
+"""Gaussian priors grouped per layer and path (paper 000, section 4: one prior precision per
+layer and path; paper 001, section 3.2), and the parsing of prior precisions.
+
+A prior group g holds P_g parameters with the prior ``N(0, 1/delta_g I)``. Parameters tagged by a
+relaxed layer (:func:`ella.layers.parameter_paths`) are grouped by layer and path, untagged ones
+by the module that owns them (:func:`prior_groups`). :func:`layer_paths` names the *relaxed
+layer* of every tagged parameter: the outermost relaxed layer around the module that holds it (a
+:class:`ella.layers.PathSum` and its paths are one relaxed layer), for reports per layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from ella.layers import Path, RelaxedLayer, parameter_paths
+from symdisc.runtime import check_bool, check_instance
+
+Likelihood = Literal["classification", "regression"]
+Structure = Literal["full", "kron", "diag"]
+PriorPrecision = Mapping[str, Tensor | float] | Tensor | float
+
+ROOT_GROUP = "<model>"
+"""Group name of the untagged parameters that belong directly to the model itself."""
+
+__all__ = [
+    "Likelihood",
+    "Structure",
+    "PriorPrecision",
+    "ROOT_GROUP",
+    "prior_groups",
+    "layer_paths",
+    "precision_vector",
+]
+
+
+def _trainable(model: nn.Module) -> dict[str, Tensor]:
+    """``{name: parameter}`` of the parameters that require a gradient (at least one)."""
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if not params:
+        raise ValueError("`model` must have at least one parameter that requires a gradient")
+    return params
+
+
+def prior_groups(model: nn.Module, per_tensor: bool = False) -> dict[str, list[str]]:
+    """The prior groups of ``model``: ``{group name: [parameter names]}``, one precision each.
+
+    A parameter tagged by a relaxed layer (see :func:`ella.layers.parameter_paths`) joins the
+    group of its layer *and path*, named ``"{layer}:{path}"`` (paper 000, section 4: one prior per
+    layer and path). An untagged parameter joins the group of the module that owns it, named
+    after the module (all parameters of a plain ``nn.Linear`` share one group; parameters of the
+    model itself form :data:`ROOT_GROUP`). With ``per_tensor=True`` every parameter tensor is a
+    group of its own, named after the parameter.
+
+    Only parameters that require a gradient are grouped (they are the ones the Laplace
+    approximation integrates over); groups and their members follow ``named_parameters`` order.
+
+    Raises:
+        TypeError: if ``model`` is not an ``nn.Module`` or ``per_tensor`` not a bool.
+        ValueError: if ``model`` has no trainable parameter.
+    """
+    check_instance(model, "model", nn.Module)
+    check_bool(per_tensor, "per_tensor")
+    tags = parameter_paths(model)
+    groups: dict[str, list[str]] = {}
+    for name in _trainable(model):
+        if per_tensor:
+            key = name
+        elif name in tags:
+            layer, path = tags[name]
+            key = f"{layer}:{path}" if layer else path
+        else:
+            key = name.rsplit(".", 1)[0] if "." in name else ROOT_GROUP
+        groups.setdefault(key, []).append(name)
+    return groups
+
+
+def layer_paths(model: nn.Module) -> dict[str, tuple[str, str, Path]]:
+    """``{parameter name: (relaxed layer, module, path)}`` for every tagged parameter.
+
+    ``module`` is the module whose tag the parameter carries (as in
+    :func:`ella.layers.parameter_paths`); ``relaxed layer`` is the outermost
+    :class:`ella.layers.RelaxedLayer` that contains that module (the module itself when none
+    contains it): for ``PathSum(FFC, CONV)`` at ``"0"`` the parameters of ``"0.layers.0"`` (path
+    ``"fc"``) and ``"0.layers.1"`` (path ``"conv"``) both belong to the relaxed layer ``"0"``.
+
+    Raises:
+        TypeError: if ``model`` is not an ``nn.Module``.
+    """
+    check_instance(model, "model", nn.Module)
+    outermost: list[str] = []
+    for name, module in model.named_modules():
+        if isinstance(module, RelaxedLayer) and not any(_within(name, r) for r in outermost):
+            outermost.append(name)
+    out: dict[str, tuple[str, str, Path]] = {}
+    for param, (module, path) in parameter_paths(model).items():
+        layer = next((r for r in outermost if _within(module, r)), module)
+        out[param] = (layer, module, path)
+    return out
+
+
+def _within(name: str, outer: str) -> bool:
+    """Whether the module ``name`` is the module ``outer`` or inside it."""
+    return outer == "" or name == outer or name.startswith(outer + ".")
+
+
+def precision_vector(
+    groups: Sequence[str],
+    prior_precision: PriorPrecision,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> Tensor:
+    """(n_groups,) precisions in the order of ``groups``, checked.
+
+    Args:
+        groups: the prior groups' names.
+        prior_precision: a positive float or 0-d tensor shared by all groups, or
+            ``{group: float | 0-d tensor}`` with one entry per group. Floats go straight to
+            ``dtype`` (a float32 detour would round 0.3 for float64); tensors are moved there
+            with their graph.
+        dtype, device: of the result.
+
+    Raises:
+        TypeError: for another type.
+        ValueError: for a dict whose keys are not the groups, a tensor that is not 0-d, or a
+            precision that is not positive and finite (naming the group).
+    """
+    groups = list(groups)
+    if isinstance(prior_precision, Mapping):
+        missing = [g for g in groups if g not in prior_precision]
+        unknown = [k for k in prior_precision if k not in groups]
+        if missing or unknown:
+            raise ValueError(
+                f"`prior_precision` must have one entry per prior group {groups}; "
+                f"missing {missing}, unknown {unknown}"
+            )
+        named = True
+        vector = torch.stack([_one_precision(prior_precision[g], g, dtype, device) for g in groups])
+    else:
+        named = False
+        vector = _one_precision(prior_precision, None, dtype, device).expand(len(groups))
+    values = vector.detach()
+    bad = ~(torch.isfinite(values) & (values > 0))
+    if bad.any():  # one check for all groups; the message names the first offender
+        i = int(bad.nonzero()[0, 0])
+        where = f"`prior_precision[{groups[i]!r}]`" if named else "`prior_precision`"
+        raise ValueError(f"{where} must be positive and finite, got {float(values[i])}")
+    return vector
+
+
+def _one_precision(
+    value: object, group: str | None, dtype: torch.dtype, device: torch.device
+) -> Tensor:
+    where = "`prior_precision`" if group is None else f"`prior_precision[{group!r}]`"
+    if isinstance(value, bool) or not isinstance(value, (int, float, Tensor)):
+        raise TypeError(f"{where} must be a float or a 0-d tensor, got {type(value).__name__}")
+    if isinstance(value, Tensor):
+        t = value.to(dtype=dtype, device=device)
+    else:  # straight to the model's dtype: a float32 detour would round 0.3 for float64
+        t = torch.tensor(float(value), dtype=dtype, device=device)
+    if t.ndim != 0:
+        raise ValueError(f"{where} must be a 0-d tensor, got shape {tuple(t.shape)}")
+    return t

@@ -1,0 +1,136 @@
+"""The main of the discovery scripts of paper 002, section 4 (``rescaling.py``,
+``data_dependent.py``): learn each case's symmetry with :func:`symdisc.discover.discover`, score it
+with :func:`symdisc.metrics.evaluate`, draw its figures and write results.json.
+
+Plumbing, no maths: the learning and the scores are library calls. It stays a helper of the
+scripts (not a library function of ``symdisc``) because what it adds is the scripts' part: the
+command line, the file names of the figures in the output folder and the config record of
+results.json. Only :func:`discovery_experiment` reads the command line; :func:`discovery_case`
+takes plain values.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from _cli import parser, run_config, setup
+from _results import check_targets, write_results
+from symdisc import plot
+from symdisc.discover import discover
+from symdisc.known import tangent_basis
+from symdisc.losses import ParamLoss
+from symdisc.metrics import evaluate, flow_profile
+from symdisc.objective import Weights
+from symdisc.train import TrainConfig
+
+
+def discovery_case(
+    name: str,
+    loss: ParamLoss,
+    spec: dict,
+    *,
+    config: TrainConfig,
+    seed: int,
+    device: str,
+    out: Path,
+    data_dependent: bool,
+    n_train: int,
+    n_test: int,
+) -> dict[str, float]:
+    """Learn one case's symmetry, score it on held-out samples and draw its figures.
+
+    ``spec`` holds ``d``, ``k`` and optionally ``known`` (a symmetry of :mod:`symdisc.known`
+    to score against). Writes ``<name>_generators.png``, ``<name>_training.png`` and
+    ``<name>_flow.png`` into ``out``.
+    """
+    run = discover(
+        loss,
+        d=spec["d"],
+        k=spec["k"],
+        data_dependent=data_dependent,
+        n_train=n_train,
+        n_test=n_test,
+        config=config,
+        seed=seed,
+        device=device,
+    )
+    test = run.test_samples
+    basis = None
+    if spec.get("known"):
+        basis = torch.vmap(tangent_basis(loss, spec["known"]))(test.theta, test.X)
+    action, h = run.discovery.action, run.discovery.generators().detach()
+    scores = evaluate(loss, action, h, test, known_basis=basis, seed=seed)
+    plot.save(plot.generators(h, title=name), out / f"{name}_generators.png")
+    plot.save(plot.history(run.history, title=name), out / f"{name}_training.png")
+    profile = flow_profile(loss, action, h[0], test, seed=seed)
+    plot.save(plot.flow_losses(profile, title=name), out / f"{name}_flow.png")
+    return scores
+
+
+def discovery_experiment(
+    experiment: str,
+    doc: str,
+    cases: dict,
+    targets: dict,
+    *,
+    data_dependent: bool,
+    steps: int,
+    weights: Weights | None = None,
+) -> None:
+    """The main of a discovery script: parse the flags, run every case, write results.json.
+
+    ``cases`` maps a case name to a spec with ``loss`` (a zero-argument builder of the
+    ParamLoss), ``d``, ``k`` and optionally ``known``; ``targets`` maps case names to
+    :func:`check_targets` targets. ``--quick`` trains 40 steps on 512 samples.
+    """
+    p = parser(doc.split("\n\n")[0], threads=1)
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--cases", nargs="+", default=list(cases), choices=list(cases))
+    args = p.parse_args()
+    setup(args)
+    log = logging.getLogger(experiment)
+    steps = 40 if args.quick else args.steps
+    n_train, n_test = (512, 256) if args.quick else (10_000, 2_000)
+    config = TrainConfig(steps=steps, seed=args.seed, progress=True, weights=weights or Weights())
+    args.out.mkdir(parents=True, exist_ok=True)
+    results, timings, start = {}, {}, time.perf_counter()
+    for name in args.cases:
+        spec = cases[name]
+        tic = time.perf_counter()
+        scores = discovery_case(
+            name,
+            spec["loss"](),
+            spec,
+            config=config,
+            seed=args.seed,
+            device=args.device,
+            out=args.out,
+            data_dependent=data_dependent,
+            n_train=n_train,
+            n_test=n_test,
+        )
+        scores["targets"] = check_targets(scores, targets.get(name, {}))
+        results[name] = scores
+        timings[f"{name}_s"] = time.perf_counter() - tic
+        log.info("%s: %s", name, {k: v for k, v in scores.items() if k != "targets"})
+    timings["total_s"] = time.perf_counter() - start
+    record = {
+        **run_config(args),
+        "steps": steps,
+        "n_train": n_train,
+        "n_test": n_test,
+        "data_dependent": data_dependent,
+        "cases": {
+            n: {k: v for k, v in cases[n].items() if k != "loss"}
+            | {"loss": cases[n]["loss"]().name}
+            for n in args.cases
+        },
+        "weights": config.weights.as_dict(),
+        "lr": config.lr,
+        "batch_size": config.batch_size,
+    }
+    log.info("wrote %s", write_results(args.out, experiment, record, results, timings))

@@ -1,0 +1,339 @@
+"""Known continuous symmetries of two-layer nets, as tangent vectors and as finite actions.
+
+Paper 002, section 2 and appendix B.1: a symmetry is a (possibly data-dependent) group action
+``a_X(g, theta)`` with ``L(a_X(g, theta), X) = L(theta, X)``; its infinitesimal form is the
+tangent ``t = D_g a_X|_{I, theta}(A)`` per Lie algebra element A, with ``<grad_theta L, t> = 0``
+(Theorem B.1). For a :class:`~symdisc.losses.TwoLayerLoss` (sections 4.1 and 4.2, appendix A):
+
+==========================  ==============================  ======================  ============
+symmetry                    applies to                      generator A             r
+==========================  ==============================  ======================  ============
+``"gl"``                    identity activation             (h, h)                  h^2
+``"rescaling"``             identity, relu, leaky_relu      (h,) (diagonal)         h
+``"data_dependent_gl"``     identity, leaky_relu, sigmoid,  (h, h)                  h^2
+                            tanh; no biases; k <= n
+``"softmax_shift"``         biases, cross-entropy output    () (a scalar)           1
+==========================  ==============================  ======================  ============
+
+No continuous symmetry is known here for the other kinds of loss; asking for one raises a
+TypeError naming the kind. Every per-sample function takes ONE sample, theta (P,) and X (n, k),
+and is meant to be lifted with :func:`torch.vmap`; nothing writes into its inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import singledispatch
+
+import torch
+from torch import Tensor
+
+from symdisc.curvature import Params
+from symdisc.known._checks import check_element, check_sample
+from symdisc.losses import (
+    HOMOGENEOUS,
+    INVERTIBLE,
+    ParamLoss,
+    TwoLayerLoss,
+    activation_derivative,
+    activation_fn,
+    activation_inverse,
+)
+from symdisc.runtime.checks import check_choice, check_float, check_instance
+
+__all__ = [
+    "SYMMETRIES",
+    "Ansatz",
+    "algebra_shape",
+    "exp_map",
+    "gl_ansatz",
+    "group_action",
+    "infinitesimal_action",
+    "tangent_basis",
+]
+
+SYMMETRIES: tuple[str, ...] = ("gl", "rescaling", "data_dependent_gl", "softmax_shift")
+
+Ansatz = Callable[[Tensor, Tensor, Tensor], Tensor]
+"""``(theta (P,), X, A) -> (P,)``: a tangent per algebra element A, or a finite action per g."""
+
+_Map = Callable[[Params, Tensor, Tensor], Params]
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """One symmetry on one loss: the element shape and the two maps on parameter dicts."""
+
+    loss: TwoLayerLoss
+    a_shape: tuple[int, ...]
+    tangent_map: _Map  # (params, X, A) -> tangent dict, linear in A
+    action_map: _Map  # (params, X, g) -> moved params
+
+    def tangent(self, theta: Tensor, X: Tensor, A: Tensor) -> Tensor:
+        """The tangent (P,) at theta (P,), X of element A."""
+        return self._apply(self.tangent_map, "A", theta, X, A)
+
+    def action(self, theta: Tensor, X: Tensor, g: Tensor) -> Tensor:
+        """The moved theta' (P,) of theta (P,), X by group element g."""
+        return self._apply(self.action_map, "g", theta, X, g)
+
+    def _apply(self, fn: _Map, name: str, theta: Tensor, X: Tensor, element: Tensor) -> Tensor:
+        check_sample(self.loss, theta, X)
+        check_element(name, element, self.a_shape)
+        return self.loss.flatten(fn(self.loss.unflatten(theta), X, element))
+
+
+# --------------------------------------------------------------------------------------------
+# The symmetries of a two-layer net (their conditions are checked by the dispatcher below)
+# --------------------------------------------------------------------------------------------
+
+
+def _gl(loss: TwoLayerLoss) -> _Spec:
+    def tangent(p: Params, X: Tensor, A: Tensor) -> Params:
+        d = {"W1": A @ p["W1"], "W2": -(p["W2"] @ A)}
+        if loss.bias:
+            d["b1"] = A @ p["b1"]
+            d["b2"] = torch.zeros_like(p["b2"])
+        return d
+
+    def action(p: Params, X: Tensor, g: Tensor) -> Params:
+        # W2 g^-1 by inv: the jvp of linalg.solve(left=False) gives NaN under nested vmap
+        q = {"W1": g @ p["W1"], "W2": p["W2"] @ torch.linalg.inv(g)}
+        if loss.bias:
+            q["b1"] = g @ p["b1"]
+            q["b2"] = p["b2"]
+        return q
+
+    return _Spec(loss, (loss.h, loss.h), tangent, action)
+
+
+def _rescaling(loss: TwoLayerLoss, a: float) -> _Spec:
+    def tangent(p: Params, X: Tensor, c: Tensor) -> Params:
+        d = {"W1": c[:, None] * p["W1"], "W2": -a * (p["W2"] * c[None, :])}
+        if loss.bias:
+            d["b1"] = c * p["b1"]
+            d["b2"] = torch.zeros_like(p["b2"])
+        return d
+
+    def action(p: Params, X: Tensor, c: Tensor) -> Params:
+        q = {"W1": c[:, None] * p["W1"], "W2": p["W2"] * torch.pow(c, -a)[None, :]}
+        if loss.bias:
+            q["b1"] = c * p["b1"]
+            q["b2"] = p["b2"]
+        return q
+
+    return _Spec(loss, (loss.h,), tangent, action)
+
+
+def _data_dependent_gl(loss: TwoLayerLoss) -> _Spec:
+    act = loss.activation
+    s = activation_fn(act)
+
+    def tangent(p: Params, X: Tensor, A: Tensor) -> Params:
+        H = p["W1"] @ X
+        S = s(H)
+        dW1 = ((A @ S) / activation_derivative(act, H, S)) @ torch.linalg.pinv(X)
+        return {"W1": dW1, "W2": -(p["W2"] @ A)}
+
+    def action(p: Params, X: Tensor, g: Tensor) -> Params:
+        H = p["W1"] @ X
+        W1 = p["W1"] + (activation_inverse(act, g @ s(H)) - H) @ torch.linalg.pinv(X)
+        return {"W1": W1, "W2": p["W2"] @ torch.linalg.inv(g)}
+
+    return _Spec(loss, (loss.h, loss.h), tangent, action)
+
+
+def _softmax_shift(loss: TwoLayerLoss) -> _Spec:
+    def tangent(p: Params, X: Tensor, c: Tensor) -> Params:
+        d = {name: torch.zeros_like(v) for name, v in p.items()}
+        d["b2"] = c * torch.ones_like(p["b2"])
+        return d
+
+    def action(p: Params, X: Tensor, c: Tensor) -> Params:
+        return {**p, "b2": p["b2"] + c}
+
+    return _Spec(loss, (), tangent, action)
+
+
+@singledispatch
+def _spec(loss: ParamLoss, symmetry: str, alpha: float | None) -> _Spec:
+    raise TypeError(
+        f"`loss` must be a TwoLayerLoss for {symmetry!r}: no continuous symmetry is known for "
+        f"{type(loss).__name__}"
+    )
+
+
+@_spec.register(TwoLayerLoss)
+def _two_layer_spec(loss: TwoLayerLoss, symmetry: str, alpha: float | None) -> _Spec:
+    activation = loss.activation
+    if symmetry == "gl":
+        if activation != "identity":
+            raise ValueError(
+                f"`loss` must be a two-layer net with the identity activation for 'gl', "
+                f"got activation {activation!r}"
+            )
+        return _gl(loss)
+    if symmetry == "rescaling":
+        if activation not in HOMOGENEOUS:
+            raise ValueError(
+                f"`loss` must be a two-layer net with a positively homogeneous activation "
+                f"{tuple(HOMOGENEOUS)} for 'rescaling', got activation {activation!r}"
+            )
+        return _rescaling(loss, HOMOGENEOUS[activation] if alpha is None else alpha)
+    if symmetry == "data_dependent_gl":
+        if activation not in INVERTIBLE:
+            raise ValueError(
+                f"`loss` must be a two-layer net with an invertible activation {INVERTIBLE} for "
+                f"'data_dependent_gl', got activation {activation!r}"
+            )
+        if loss.bias:
+            raise ValueError(
+                "`loss` must be a two-layer net without biases for 'data_dependent_gl', "
+                "got bias=True"
+            )
+        if loss.k > loss.n:
+            raise ValueError(
+                f"`loss` must take k <= n data points (X of shape (n, k)) for "
+                f"'data_dependent_gl', got X of shape {tuple(loss.x_shape)}"
+            )
+        return _data_dependent_gl(loss)
+    if not (loss.bias and loss.output == "cross_entropy"):
+        raise ValueError(
+            "`loss` must be a two-layer net with biases and output='cross_entropy' for "
+            f"'softmax_shift', got bias={loss.bias} and output={loss.output!r}"
+        )
+    return _softmax_shift(loss)
+
+
+def _known(loss: object, symmetry: object, alpha: object = None) -> _Spec:
+    check_instance(loss, "loss", ParamLoss)
+    check_choice(symmetry, "symmetry", SYMMETRIES)
+    if alpha is not None:
+        if symmetry != "rescaling":
+            raise TypeError(f"`alpha` applies only to 'rescaling', got it for {symmetry!r}")
+        alpha = check_float(alpha, "alpha")
+    return _spec(loss, symmetry, alpha)
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------
+
+
+def algebra_shape(loss: ParamLoss, symmetry: str) -> tuple[int, ...]:
+    """Shape of one Lie algebra element A of ``symmetry`` on ``loss``.
+
+    ``(h, h)`` for ``"gl"`` and ``"data_dependent_gl"``, ``(h,)`` (the diagonal) for
+    ``"rescaling"``, ``()`` for ``"softmax_shift"``; r = numel of this shape (paper 002, B.1).
+
+    Raises:
+        TypeError, ValueError: if the symmetry does not apply to ``loss`` (see
+            :func:`tangent_basis`).
+    """
+    return _known(loss, symmetry).a_shape
+
+
+def infinitesimal_action(loss: ParamLoss, symmetry: str, *, alpha: float | None = None) -> Ansatz:
+    """The per-sample tangent ``(theta (P,), X (n, k), A) -> t (P,)``, linear in A.
+
+    ``t = D_g a_X|_{I, theta}(A)`` (paper 002, Theorem B.1), with A of shape
+    :func:`algebra_shape`; for "gl": ``(A W1, -W2 A[, A b1, 0])``; for "rescaling" with
+    ``c = A``: ``(diag(c) W1, -alpha W2 diag(c)[, c * b1, 0])``; for "data_dependent_gl":
+    ``([(A s(H)) / s'(H)] X^+, -W2 A)`` with ``H = W1 X``; for "softmax_shift": ``db2 = A 1``.
+    Usable as the ``ansatz`` of :func:`symdisc.known.null_space`.
+
+    Raises:
+        TypeError, ValueError: if the symmetry does not apply to ``loss`` (see
+            :func:`tangent_basis`).
+    """
+    return _known(loss, symmetry, alpha).tangent
+
+
+def group_action(loss: ParamLoss, symmetry: str, *, alpha: float | None = None) -> Ansatz:
+    """The per-sample finite action ``(theta (P,), X (n, k), g) -> theta' (P,)``.
+
+    "gl": ``(g W1, W2 g^{-1}[, g b1, b2])``, g (h, h) invertible; "rescaling": ``(diag(c) W1,
+    W2 diag(c)^{-alpha}[, c * b1, b2])``, c (h,) positive; "data_dependent_gl": ``(W1 +
+    [s^{-1}(g s(H)) - H] X^+, W2 g^{-1})`` with ``H = W1 X``, defined where ``g s(H)`` lies in
+    the range of s; "softmax_shift": ``b2 + c`` for a scalar c (the additive group).
+    Loss-invariant: ``L(a_X(g, theta), X) = L(theta, X)`` (paper 002, section 2).
+
+    For "data_dependent_gl" this is the paper's ``(s^{-1}(g s(W1 X)) X^+, W2 g^{-1})`` plus the
+    part ``W1 (I - X X^+)`` of W1 that X does not see: the same loss, the same tangent and
+    ``W1' X``, and equal to it when k = n; unlike it, it fixes theta at ``g = I`` and composes,
+    ``a(g2, a(g1, theta)) = a(g2 g1, theta)``, also for k < n. Group elements are not
+    range-checked (that would need Python control flow on tensor values).
+
+    Raises:
+        TypeError, ValueError: if the symmetry does not apply to ``loss`` (see
+            :func:`tangent_basis`).
+    """
+    return _known(loss, symmetry, alpha).action
+
+
+def exp_map(symmetry: str, A: Tensor) -> Tensor:
+    """The group element ``exp(A)`` of a Lie algebra element A of ``symmetry``.
+
+    ``matrix_exp(A)`` for "gl" and "data_dependent_gl" (A (h, h)), the elementwise ``exp(A)``
+    for "rescaling" (A (h,)), and ``A`` itself for the additive "softmax_shift" (paper 002, B.1:
+    ``gamma(t) = a_X(exp(t A), theta)``, ``gamma'(0) = D_g a_X|_{I, theta}(A)``).
+    """
+    check_choice(symmetry, "symmetry", SYMMETRIES)
+    check_instance(A, "A", Tensor)
+    if symmetry in ("gl", "data_dependent_gl"):
+        return torch.linalg.matrix_exp(A)
+    if symmetry == "rescaling":
+        return torch.exp(A)
+    return A
+
+
+def tangent_basis(
+    loss: ParamLoss, symmetry: str, *, alpha: float | None = None
+) -> Callable[[Tensor, Tensor], Tensor]:
+    """The per-sample tangent basis ``(theta (P,), X (n, k)) -> T (r, P)`` of a known symmetry.
+
+    Row q of T is :func:`infinitesimal_action` at the q-th unit generator (``E_ij`` in row-major
+    order for "gl" and "data_dependent_gl", ``E_jj`` for "rescaling", ``1`` for
+    "softmax_shift"); the rows span the tangent space of the orbit at theta and satisfy
+    ``T grad_theta L(theta, X) = 0`` (paper 002, Theorem B.1). ``r`` is h^2, h^2, h and 1.
+
+    Args:
+        loss: a :class:`~symdisc.losses.TwoLayerLoss` (:func:`symdisc.losses.two_layer`).
+        symmetry: one of :data:`SYMMETRIES`.
+        alpha: "rescaling" only: the degree in ``W2 -> W2 diag(c)^{-alpha}``; default the
+            activation's degree of positive homogeneity (1 for identity, relu, leaky_relu).
+
+    Raises:
+        TypeError: if ``loss`` is not a ParamLoss, is a kind of loss without known continuous
+            symmetries (anything but a TwoLayerLoss), or ``alpha`` is given for another symmetry
+            or is not a real number.
+        ValueError: if ``symmetry`` is unknown or does not apply: "gl" needs the identity
+            activation; "rescaling" a positively homogeneous one; "data_dependent_gl" an
+            invertible one, no biases and k <= n; "softmax_shift" biases and the cross-entropy
+            output.
+    """
+    spec = _known(loss, symmetry, alpha)
+    numel = math.prod(spec.a_shape)
+
+    def basis(theta: Tensor, X: Tensor) -> Tensor:
+        E = torch.eye(numel, dtype=theta.dtype, device=theta.device).reshape(numel, *spec.a_shape)
+        return torch.vmap(lambda A: spec.tangent(theta, X, A))(E)
+
+    return basis
+
+
+def gl_ansatz(loss: TwoLayerLoss) -> Ansatz:
+    """The data-independent GL(h) ansatz ``(theta (P,), X, A (h, h)) -> T_A (P,)``, any 2-layer net.
+
+    ``T_A = (A W1, -W2 A[, A b1, 0])``, the "gl" tangent of a linear net, for every activation,
+    as the ``ansatz`` of :func:`symdisc.known.null_space`: there, only the A with
+    ``<grad L, T_A> = 0`` on all samples survive (all of gl(h) for identity, the diagonal for
+    relu and leaky_relu, none for sigmoid and tanh; paper 002, section 4.1 and appendix A).
+
+    Raises:
+        TypeError: if ``loss`` is not a TwoLayerLoss.
+    """
+    check_instance(loss, "loss", TwoLayerLoss)
+    return _gl(loss).tangent
