@@ -13,7 +13,7 @@ import torch
 from conftest import run_quick
 from ella.data import rotation_toy
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
 
 toy = pytest.importorskip("toy_rotation")

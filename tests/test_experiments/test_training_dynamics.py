@@ -15,7 +15,7 @@ from ella.dynamics import curvature_measures
 from ella.dynamics.plume import PlumeConfig, next_frame_data, plume_dataset, rotate_fields
 from ella.layers import equivariance_error
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
 
 td = pytest.importorskip("training_dynamics")

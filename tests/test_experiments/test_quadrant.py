@@ -15,7 +15,7 @@ import torch
 from ella.data import quadrant_digits
 from ella.models import quadrant_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_quadrant_digits_shapes_classes_and_placement():

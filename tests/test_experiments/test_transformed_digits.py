@@ -23,7 +23,7 @@ from ella.data import (
     transformed_digits,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytest.importorskip("sklearn")
 
 
