@@ -1,30 +1,36 @@
 """ella: relaxed-equivariance layers and Laplace marginal likelihoods (papers 000, 001, 003).
 
-Builds on :mod:`symdisc.curvature` (and on nothing else of ``symdisc``).
+Builds on :mod:`symdisc.curvature` and :mod:`symdisc.runtime` (and on nothing else of
+``symdisc``).
 
-=============  ==============================================================================
-module         contents
-=============  ==============================================================================
-``layers``     relaxed layers FC, CONV, F-FC, S-FC, S-CONV, p4 group layers, path sums, tags,
-               polyphase pooling; relaxed and strict C4 group convolutions (paper 003)
-``models``     the architecture of paper 000, table 6, with any layer family
-``testing``    ``assert_equivariant``
-``laplace``    the Laplace log marginal likelihood with per-layer, per-path priors (full, kron,
-               diag)
-``kfac``       KFAC rules of the relaxed layers (FC, CONV, F-FC, S-FC, S-CONV) and the p4 group
-               layers, registered with :func:`symdisc.curvature.register_kfac_rule` on import
-``marglik``    online marginal-likelihood training, effective numbers of parameters
-``invariance`` augmentation distributions, invariant models, augmented KFAC/GGN and invariance
-               learning by the marginal likelihood (paper 001) or Augerino
-``data``       the toy and transformed-digits data of paper 001, local MNIST IDX loaders
-``plume``      a 2-D smoke-plume simulator, its C4 data sets and the next-frame task
-``dynamics``   training on the next-frame task; sharpness and Hessian spectra (paper 003)
-``plot``       figures (matplotlib, Agg)
-=============  ==============================================================================
+=================  ==========================================================================
+module             contents
+=================  ==========================================================================
+``layers``         paper 000: relaxed layers FC, CONV, F-FC, S-FC, S-CONV, path sums, tags,
+                   polyphase pooling, p4 group layers; paper 003: relaxed C4 lifting and group
+                   convolutions; ``layers.kfac_rules``: their KFAC rules, registered with
+                   :func:`symdisc.curvature.register_kfac_rule` on import
+``laplace``        papers 000/001: the Laplace log marginal likelihood with per-layer, per-path
+                   priors, one class per structure (full, kron, diag) behind the ``Laplace``
+                   factory; post-hoc prior tuning
+``marglik``        paper 000: online marginal-likelihood training, effective numbers of
+                   parameters, the table-4 report per relaxed layer
+``invariance``     paper 001: augmentation distributions, invariant models, augmented KFAC
+                   (eq. 19), the eta-gradient (section 4.3), LILA and Augerino training
+``dynamics``       paper 003: smoke-plume simulator and C4 data sets, field networks,
+                   next-frame training, sharpness and Hessian spectra
+``models``         networks of the experiments: the table-6 network of paper 000 with any layer
+                   family, the quadrant models of table 1
+``data``           embedded and local data: toy arcs, transformed digits, quadrant canvases,
+                   MNIST IDX loaders (never imports a method module)
+``affine``         the affine generators and resampling shared by ``invariance`` and ``data``
+``plot``           figures (matplotlib, Agg)
+``testing``        ``assert_equivariant``
+=================  ==========================================================================
 """
 
 from ella import laplace, layers, marglik, models, testing
 
 __version__ = "0.1.0"
 
-__all__ = ["kfac", "laplace", "layers", "marglik", "models", "testing", "__version__"]
+__all__ = ["laplace", "layers", "marglik", "models", "testing", "__version__"]

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+import symdisc.runtime as runtime
 from ella.laplace import (
     ROOT_GROUP,
     Laplace,
@@ -52,17 +53,7 @@ from ella.laplace import (
     layer_paths,
     prior_groups,
 )
-from symdisc.runtime import (
-    NonFiniteLossError,
-    TrainingLoop,
-    check_bool,
-    check_choice,
-    check_float,
-    check_instance,
-    check_int,
-    check_train_data,
-    non_finite,
-)
+from symdisc.runtime import NonFiniteLossError
 
 __all__ = [
     "MarglikConfig",
@@ -147,18 +138,18 @@ class MarglikConfig:
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "n_hyper_steps", "marglik_every"):
-            check_int(getattr(self, name), name, minimum=1)
+            runtime.check_int(getattr(self, name), name, minimum=1)
         for name in ("burn_in", "checkpoint_every", "seed"):
-            check_int(getattr(self, name), name, minimum=0)
+            runtime.check_int(getattr(self, name), name, minimum=0)
         for name in ("lr", "lr_hyper", "sigma", "temperature", "init_prior_precision"):
-            check_float(getattr(self, name), name, positive=True)
-        check_choice(self.optimizer, "optimizer", OptimizerName)
-        check_choice(self.structure, "structure", Structure)
-        check_choice(self.likelihood, "likelihood", Likelihood)
-        check_bool(self.learn_hyper, "learn_hyper")
-        check_bool(self.progress, "progress")
+            runtime.check_float(getattr(self, name), name, positive=True)
+        runtime.check_choice(self.optimizer, "optimizer", OptimizerName)
+        runtime.check_choice(self.structure, "structure", Structure)
+        runtime.check_choice(self.likelihood, "likelihood", Likelihood)
+        runtime.check_bool(self.learn_hyper, "learn_hyper")
+        runtime.check_bool(self.progress, "progress")
         if self.checkpoint is not None:
-            check_instance(self.checkpoint, "checkpoint", (str, os.PathLike))
+            runtime.check_instance(self.checkpoint, "checkpoint", (str, os.PathLike))
         elif self.checkpoint_every:
             raise ValueError("`checkpoint` must name a file when `checkpoint_every` > 0")
 
@@ -236,9 +227,9 @@ def train_marglik(
             precisions and random state are restored to the last checkpointed state if there
             is one.
     """
-    check_instance(model, "model", nn.Module)
-    check_instance(config, "config", MarglikConfig)
-    x, y = check_train_data(train_data)
+    runtime.check_instance(model, "model", nn.Module)
+    runtime.check_instance(config, "config", MarglikConfig)
+    x, y = runtime.check_train_data(train_data)
     run = MarglikLoop(model, config, x.shape[0])
     if resume is not None:
         run.resume(resume)
@@ -356,7 +347,7 @@ class MarglikLoop:
         )
         self.gen = torch.Generator().manual_seed(config.seed)
         extra = {name: asdict(s) for name, s in (settings or {}).items()}
-        self.loop = TrainingLoop(
+        self.loop = runtime.TrainingLoop(
             config.epochs,
             unit="epoch",
             settings={"config": asdict(config), **extra},
@@ -490,23 +481,21 @@ class MarglikLoop:
         """``fit()`` with the model in ``eval()`` mode.
 
         Raises:
-            NonFiniteLossError: the NaN stop, when the weights are not finite before the fit,
-                the fit raises :class:`NonFiniteLossError`, or its log-likelihood is not
-                finite.
+            NonFiniteLossError: the NaN stop, when the weights are not finite before the fit
+                or the fit raises :class:`NonFiniteLossError` (:meth:`Laplace.fit
+                <ella.laplace.Laplace.fit>` does for a likelihood that is not finite).
         """
-        bad = non_finite(self.named)
+        bad = runtime.non_finite(self.named)
         if bad:
             self.stop(f"the weights {bad} are not finite before the Laplace fit")
         was_training = self.model.training
         self.model.eval()
         try:
-            laplace = fit()
+            return fit()
         except NonFiniteLossError as err:
             self.stop(f"the Laplace fit failed: {err}")
         finally:
             self.model.train(was_training)
-        self.loop.check_finite(laplace.log_likelihood, "the log-likelihood of the Laplace fit")
-        return laplace
 
     def neg_log_marglik(self, laplace: Laplace) -> Tensor:
         """``-log p(D | delta)`` of a fitted ``laplace`` at the current precisions (0-d, with

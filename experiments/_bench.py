@@ -1,11 +1,11 @@
 """The benchmark scripts' harness (infrastructure, no paper): console, machine load, timing,
 peers, peak memory in a fresh child process, agreement with a reference and targets on ratios,
-and the report (JSON and markdown tables).
+the report (JSON and markdown tables), and a run from its start to its report.
 
-Every benchmark ``experiments/bench_<name>.py`` writes ``OUT/bench_<name>.json`` and
-``OUT/bench_<name>.md`` through :func:`finish_benchmark`, which takes the file names from the
-script's own name. Nothing here reads the command line: a peak-memory child gets the flags of
-its parent run as a list (:func:`_cli.child_flags`).
+Every benchmark ``experiments/bench_<name>.py`` runs as a :class:`BenchmarkRun`, which writes
+``OUT/bench_<name>.json`` and ``OUT/bench_<name>.md``, the file names taken from the script's own
+name. Nothing here reads the command line: a peak-memory child gets the flags of its parent run
+as a list (:func:`_cli.child_flags`).
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ import tempfile
 import time
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import torch
 
@@ -56,25 +57,15 @@ def progress(items: Iterable[Any], total: int, desc: str) -> Iterator[Any]:
     return iter(tqdm(items, total=total, desc=desc, file=sys.stderr))
 
 
-def start_benchmark(out: Path) -> tuple[float, float]:
-    """Create ``out``; when the run starts (``time.perf_counter``) and the 1-minute load average
-    then, with a warning when the machine is busy."""
-    start = time.perf_counter()
-    load = os.getloadavg()[0]
-    if load > 0.5:
-        say(f"the machine is busy (1-min load average {load:.2f}): timings may be inflated")
-    out.mkdir(parents=True, exist_ok=True)
-    return start, load
-
-
 def bench_environment(
-    device: str, load_start: float, peers: dict[str, str | None] | None = None
+    device: str, load_start: float, peers: dict[str, str] | None = None
 ) -> dict[str, object]:
-    """:func:`environment`, the peers' versions (when given) and the 1-minute load average when
-    the run started and now: other work on the machine inflates and scatters the timings."""
+    """:func:`environment`, the peers' versions (when given, ``{module: distribution}``: see
+    :func:`versions`) and the 1-minute load average when the run started and now: other work on
+    the machine inflates and scatters the timings."""
     env = environment(device)
     if peers is not None:
-        env["peers"] = peers
+        env["peers"] = versions(peers)
     env["loadavg_1min"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]
     return env
 
@@ -136,10 +127,8 @@ def time_interleaved(
 _PEER_STATUS: dict[str, str | None] = {}
 
 
-def peer_unavailable(module: str | None) -> str | None:
+def _peer_unavailable(module: str) -> str | None:
     """None if the peer imports, else the row's error ("not installed: ..." or the exception)."""
-    if module is None:
-        return None
     if module not in _PEER_STATUS:
         try:
             importlib.import_module(module)
@@ -154,9 +143,11 @@ def peer_unavailable(module: str | None) -> str | None:
 
 
 def peers_unavailable(modules: Sequence[str]) -> str | None:
-    """The first of ``modules`` that does not import, as :func:`peer_unavailable` says it."""
+    """None if every one of ``modules`` (the peers a row needs; none for ours) imports, else the
+    row's error for the first that does not: "not installed: <module>" or the exception. Each
+    module is tried once per process."""
     for module in modules:
-        reason = peer_unavailable(module)
+        reason = _peer_unavailable(module)
         if reason is not None:
             return reason
     return None
@@ -235,6 +226,33 @@ def print_peak(device: torch.device, run: Callable[[], object], unavailable: str
     print(json.dumps({"peak_mb": probe.peak_mb(), "how": probe.how}))
 
 
+#: seconds a peak-memory child may take
+CHILD_TIMEOUT_S = 900
+
+
+class TaskMethod(Protocol):
+    """A benchmark's method: the row of one task."""
+
+    @property
+    def task(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+
+M = TypeVar("M", bound=TaskMethod)
+
+
+def child_method(methods: Iterable[M], child: str) -> M:
+    """The method a peak-memory child runs: ``child`` is its ``--child`` flag, ``TASK:METHOD``
+    (as :func:`measure_peaks` writes it)."""
+    task, name = child.split(":")
+    for method in methods:
+        if (method.task, method.name) == (task, name):
+            return method
+    raise KeyError(f"no method {name!r} for task {task!r}")
+
+
 def run_child(script: str, child: str, workload: Path, flags: Sequence[str], timeout: float) -> Row:
     """Run ``script --child CHILD --workload FILE FLAGS`` in a fresh interpreter: the JSON of its
     last line, or ``{"error": ...}``."""
@@ -256,13 +274,13 @@ def measure_peaks(
     rows: Sequence[Row],
     workload: dict,
     flags: Sequence[str],
-    timeout: float,
     *,
     side_by_side: bool,
+    timeout: float = CHILD_TIMEOUT_S,
 ) -> set[str]:
     """Peak memory of every row's method, each in a fresh child (``script --child task:method``
-    reading ``workload`` from a file, with ``flags``): sets the rows' ``peak_mb`` and returns how
-    it was taken.
+    reading ``workload`` from a file, with ``flags``, stopped after ``timeout`` seconds): sets
+    the rows' ``peak_mb`` and returns how it was taken.
 
     ``side_by_side`` (the --quick rows) runs the children in parallel as long as their threads
     do not outnumber the cores (oversubscribed torch threads slow every op by orders of
@@ -389,35 +407,91 @@ def targets_table(targets: list[dict]) -> list[str]:
 
 
 def markdown_report(
+    report: dict,
     title: str,
     paragraphs: Sequence[str],
     columns: Sequence[str],
     rows: Iterable[Sequence[object]],
-    targets: list[dict],
     notes: Sequence[str] = (),
 ) -> str:
-    """A benchmark's markdown: ``# title``, the paragraphs, the table of the rows (one sequence
-    of cells each), the targets' table, then the notes."""
+    """The markdown of a benchmark's ``report``: ``# title``, the paragraphs, the table of the
+    rows (one sequence of cells each), the table of the report's targets, then the notes."""
     lines = [f"# {title}"]
     for paragraph in paragraphs:
         lines += ["", paragraph]
-    lines += ["", *table(columns, rows), *targets_table(targets)]
+    lines += ["", *table(columns, rows), *targets_table(report["targets"])]
     for note in notes:
         lines += ["", note]
     return "\n".join(lines) + "\n"
 
 
-def finish_benchmark(
-    script: str, out: Path, report: dict, table: str, failures: list[str], what: str
-) -> int:
-    """Write ``out/<name>.json`` and ``out/<name>.md``, ``<name>`` the file name of ``script``
-    (the benchmark's ``__file__``) without ``.py``, print the table, and return the exit status:
-    1 (with ``what`` and the reasons on stderr) when ``failures`` says the answers disagree."""
-    name = Path(script).stem
-    (out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out / f"{name}.md").write_text(table)
-    print(table)
-    if failures:
-        print(f"{what}:\n  " + "\n  ".join(failures), file=sys.stderr)
-        return 1
-    return 0
+# --------------------------------------------------------------------------------------------
+# a run, from its start to its report
+# --------------------------------------------------------------------------------------------
+
+
+class BenchmarkRun:
+    """One run of the benchmark ``script`` (its ``__file__``), writing into ``out``.
+
+    Constructed when the run starts: notes the time and the 1-minute load average (with a
+    warning when the machine is busy) and creates ``out``. :meth:`phase` times the parts of the
+    run into :attr:`timings`, :meth:`report` closes the run into the report's record and
+    :meth:`finish` writes it.
+    """
+
+    def __init__(self, script: str, out: Path, device: str) -> None:
+        self.start = time.perf_counter()
+        self.load_start = os.getloadavg()[0]
+        if self.load_start > 0.5:
+            say(
+                f"the machine is busy (1-min load average {self.load_start:.2f}): timings may be "
+                "inflated"
+            )
+        out.mkdir(parents=True, exist_ok=True)
+        self.script, self.out, self.device = script, out, device
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, key: str) -> Iterator[None]:
+        """Time the ``with`` block: its seconds go to ``timings[key]``."""
+        tick = time.perf_counter()
+        yield
+        self.timings[key] = time.perf_counter() - tick
+
+    def report(
+        self,
+        *,
+        workload: dict,
+        config: dict,
+        rows: list[Row],
+        targets: list[Row],
+        peers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """The run's record, its total time (``timings["total_s"]``) taken now: ``benchmark``
+        (the script's name without ``bench_``), ``environment`` (:func:`bench_environment`, with
+        the versions of the ``peers``' distributions when given), ``workload``, ``config``,
+        ``rows``, ``targets`` and ``timings``, in this order."""
+        self.timings["total_s"] = time.perf_counter() - self.start
+        return {
+            "benchmark": Path(self.script).stem.removeprefix("bench_"),
+            "environment": bench_environment(self.device, self.load_start, peers),
+            "workload": workload,
+            "config": config,
+            "rows": rows,
+            "targets": targets,
+            "timings": self.timings,
+        }
+
+    def finish(self, report: dict, table: str, failures: Sequence[str], what: str) -> int:
+        """Write ``out/<name>.json`` (the ``report``) and ``out/<name>.md`` (its markdown
+        ``table``), ``<name>`` the script's file name without ``.py``, print the table, and
+        return the exit status: 1 (with ``what`` and the reasons on stderr) when ``failures``
+        says the answers disagree."""
+        name = Path(self.script).stem
+        (self.out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
+        (self.out / f"{name}.md").write_text(table)
+        print(table)
+        if failures:
+            print(f"{what}:\n  " + "\n  ".join(failures), file=sys.stderr)
+            return 1
+        return 0

@@ -48,7 +48,6 @@ import argparse
 import copy
 import statistics
 import sys
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -60,22 +59,20 @@ import torch
 from torch import Tensor
 
 from _bench import (
+    BenchmarkRun,
     Row,
     against_ours,
-    bench_environment,
+    child_method,
     environment_text,
-    finish_benchmark,
     fmt,
     mark_agreement,
     markdown_report,
     measure_peaks,
-    peer_unavailable,
+    peers_unavailable,
     print_peak,
     progress,
     say,
-    start_benchmark,
     timed,
-    versions,
 )
 from _cli import add_child_flags, check_device, child_flags
 from _workloads import Workload, load_workload, train_workload
@@ -99,7 +96,6 @@ PEERS = {
     "curvlinops": "curvlinops-for-pytorch",
     "hessian_eigenthings": "hessian-eigenthings",
 }
-CHILD_TIMEOUT_S = 900
 
 # PyHessian builds its gradient graph with `loss.backward(create_graph=True)`; torch warns about
 # the reference cycle on every construction. It is the peer's design, not a problem of this run.
@@ -173,7 +169,7 @@ class Method:
     name: str
     run: Callable[[Workload], Any]
     extract: Callable[[Any], Answer]
-    peer: str | None = None  # the module a peer needs; None for ours and plain torch
+    peers: tuple[str, ...] = ()  # the module a peer needs; none for ours and plain torch
 
 
 def _ours_loss(wl: Workload) -> tuple[Callable[..., Tensor], dict[str, Tensor]]:
@@ -298,7 +294,7 @@ def _ours_sharpness(wl: Workload) -> Any:
 
 def _peer(task: str, module: str, run: Callable[[Workload], Any], extract) -> Method:
     """A peer's row: named after the module it needs."""
-    return Method(task, module, run, extract, peer=module)
+    return Method(task, module, run, extract, peers=(module,))
 
 
 def _top(r: Any) -> Answer:
@@ -328,13 +324,6 @@ METHODS: tuple[Method, ...] = (
     Method("full_spectrum", "torch_func_hessian", _torch_func_full, _spectrum),
     Method("sharpness", "ours", _ours_sharpness, lambda r: Answer(None)),
 )
-
-
-def find_method(task: str, name: str) -> Method:
-    for method in METHODS:
-        if (method.task, method.name) == (task, name):
-            return method
-    raise KeyError(f"no method {name!r} for task {task!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -388,7 +377,7 @@ def time_calls(
 def bench_method(method: Method, wl: Workload, ref: Reference) -> tuple[Row, Any]:
     """Time one method and score its answer: the row, and the raw output (None on error)."""
     row: Row = {"task": method.task, "method": method.name}
-    unavailable = peer_unavailable(method.peer)
+    unavailable = peers_unavailable(method.peers)
     if unavailable is not None:
         row["error"] = unavailable
         return row, None
@@ -409,10 +398,9 @@ def bench_method(method: Method, wl: Workload, ref: Reference) -> tuple[Row, Any
 
 def child_main(args: argparse.Namespace) -> None:
     """Hidden entry point: run one method once in this fresh process and print its peak memory."""
-    task, name = args.child.split(":")
-    method = find_method(task, name)
+    method = child_method(METHODS, args.child)
     wl = load_workload(args.workload, args.quick, args.seed, args.device)
-    unavailable = peer_unavailable(method.peer)  # imports the peer before the baseline
+    unavailable = peers_unavailable(method.peers)  # imports the peer before the baseline
     print_peak(wl.device, lambda: method.run(wl), unavailable)
 
 
@@ -486,6 +474,7 @@ def markdown(report: dict[str, Any]) -> str:
             )
         )
     return markdown_report(
+        report,
         f"Curvature benchmark ({wl['model']}, N={wl['N']}, P={wl['P']})",
         [
             f"{environment_text(env)}; median of {report['config']['repeats']} warm runs; peak "
@@ -493,7 +482,6 @@ def markdown(report: dict[str, Any]) -> str:
         ],
         ("task", "method", "median s", "x ours", "rel error", "peak MB", "note"),
         rows,
-        report["targets"],
     )
 
 
@@ -521,41 +509,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child is not None:
         child_main(args)
         return 0
-    start, load_start = start_benchmark(args.out)
-    timings: dict[str, float] = {}
+    run = BenchmarkRun(__file__, args.out, args.device)
 
-    trained = train_workload(args.quick, args.seed)
-    wl = trained.build(args.device)
-    timings["train_s"] = time.perf_counter() - start
+    with run.phase("train_s"):
+        trained = train_workload(args.quick, args.seed)
+        wl = trained.build(args.device)
 
-    tick = time.perf_counter()
-    ref = compute_reference(wl)
-    timings["reference_s"] = time.perf_counter() - tick
+    with run.phase("reference_s"):
+        ref = compute_reference(wl)
     say(
         f"workload: P={wl.num_params}, final loss {trained.final_loss:.3g}, reference lambda_max "
-        f"{float(ref.top[0]):.4g}, trace {ref.trace:.4g} ({timings['reference_s']:.1f} s)"
+        f"{float(ref.top[0]):.4g}, trace {ref.trace:.4g} ({run.timings['reference_s']:.1f} s)"
     )
 
-    tick = time.perf_counter()
     rows: list[Row] = []
     raw_outputs: dict[tuple[str, str], Any] = {}
-    for method in progress(METHODS, len(METHODS), "timing"):
-        row, raw = bench_method(method, wl, ref)
-        rows.append(row)
-        raw_outputs[(method.task, method.name)] = raw
-    timings["timing_s"] = time.perf_counter() - tick
+    with run.phase("timing_s"):
+        for method in progress(METHODS, len(METHODS), "timing"):
+            row, raw = bench_method(method, wl, ref)
+            rows.append(row)
+            raw_outputs[(method.task, method.name)] = raw
 
     # peak memory, each row in a fresh process (side by side on --quick)
-    tick = time.perf_counter()
-    memory_methods = measure_peaks(
-        __file__,
-        [r for r in rows if "error" not in r],
-        trained.record(),
-        child_flags(args),
-        CHILD_TIMEOUT_S,
-        side_by_side=args.quick,
-    )
-    timings["memory_s"] = time.perf_counter() - tick
+    with run.phase("memory_s"):
+        memory_methods = measure_peaks(
+            __file__,
+            [r for r in rows if "error" not in r],
+            trained.record(),
+            child_flags(args),
+            side_by_side=args.quick,
+        )
 
     failures = mark_agreement(rows, "rel_error", BOUNDS, asserted=ASSERTED)
     targets = [evaluate_target(t, rows, args.quick) for t in TARGETS]
@@ -567,17 +550,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         fig, _ = plot_spectral_density(density, ref.eigenvalues)
         fig.savefig(args.out / "spectrum.png", dpi=120)
-    timings["total_s"] = time.perf_counter() - start
 
-    report = {
-        "benchmark": "curvature",
-        "environment": bench_environment(args.device, load_start, versions(PEERS)),
-        "workload": {
+    report = run.report(
+        workload={
             **trained.describe(),
             "reference_top5": ref.top[: SIZES.top_k].tolist(),
             "reference_trace": ref.trace,
         },
-        "config": {
+        config={
             "seed": args.seed,
             "quick": args.quick,
             "train_steps": trained.config.train_steps,
@@ -588,13 +568,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "curvlinops_check_deterministic": False,
             "agreement_bounds": BOUNDS,
         },
-        "rows": rows,
-        "targets": targets,
-        "timings": timings,
-    }
-    return finish_benchmark(
-        __file__, args.out, report, markdown(report), failures, "ours disagrees with the reference"
+        rows=rows,
+        targets=targets,
+        peers=PEERS,
     )
+    return run.finish(report, markdown(report), failures, "ours disagrees with the reference")
 
 
 if __name__ == "__main__":

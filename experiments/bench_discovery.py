@@ -49,7 +49,6 @@ import copy
 import itertools
 import statistics
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -58,14 +57,12 @@ import torch
 from torch import Tensor
 
 from _bench import (
+    BenchmarkRun,
     Row,
-    bench_environment,
     environment_text,
-    finish_benchmark,
     fmt,
     markdown_report,
     ratio_target,
-    start_benchmark,
     time_interleaved,
 )
 from _cli import check_device, parser, setup
@@ -329,6 +326,7 @@ def markdown(report: dict[str, Any]) -> str:
         for r in report["rows"]
     ]
     return markdown_report(
+        report,
         f"Discovery objective benchmark (batch {wl['batch']}, MLP action "
         f"{'-'.join(map(str, wl['hidden']))})",
         [
@@ -338,7 +336,6 @@ def markdown(report: dict[str, Any]) -> str:
         ],
         ("task", "method", "steps/s", "ratio ours/method", "objective"),
         rows,
-        report["targets"],
     )
 
 
@@ -352,70 +349,64 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     check_device(p, args)
     setup(args)
-    start, load_start = start_benchmark(args.out)
+    run = BenchmarkRun(__file__, args.out, args.device)
     config = QUICK if args.quick else FULL
     # compiling takes seconds per task and dtype: the quick run leaves the compiled row out
     methods = [m for m in METHODS if not (args.quick and m == "ours_compiled")]
     device = torch.device(args.device)
     weights = Weights()
-    timings: dict[str, float] = {}
     rows: list[Row] = []
     workload_tasks: dict[str, Any] = {}
 
     # answers first: nothing is timed unless the three formulations agree
-    tick = time.perf_counter()
     setups: dict[str, Setup] = {}
-    for name, task in TASKS.items():
-        s32 = make_setup(task, config.batch, args.seed, args.device, torch.float32)
-        s64 = make_setup(task, config.batch, args.seed, args.device, torch.float64)
-        setups[name] = s32
-        workload_tasks[name] = {
-            "loss": s32.loss.name,
-            "P": s32.loss.num_params,
-            "d": task.d,
-            "k": task.k,
-            "data_dependent": task.data_dependent,
-            "action_params": sum(p.numel() for p in s32.action.parameters()),
-        }
-        for method, rec in agreement(s32, s64, weights, methods).items():
-            rows.append({"task": name, "method": method, **rec})
-    timings["agreement_s"] = time.perf_counter() - tick
+    with run.phase("agreement_s"):
+        for name, task in TASKS.items():
+            s32 = make_setup(task, config.batch, args.seed, args.device, torch.float32)
+            s64 = make_setup(task, config.batch, args.seed, args.device, torch.float64)
+            setups[name] = s32
+            workload_tasks[name] = {
+                "loss": s32.loss.name,
+                "P": s32.loss.num_params,
+                "d": task.d,
+                "k": task.k,
+                "data_dependent": task.data_dependent,
+                "action_params": sum(p.numel() for p in s32.action.parameters()),
+            }
+            for method, rec in agreement(s32, s64, weights, methods).items():
+                rows.append({"task": name, "method": method, **rec})
     failures = check_agreement(rows)
 
     if not failures:
-        tick = time.perf_counter()
-        for task in TASKS:
-            task_rows = [r for r in rows if r["task"] == task]
-            blocks = {}
-            for row in task_rows:
-                loop = row["method"] == "loop_autograd"
-                blocks[row["method"]] = (
-                    make_step(row["method"], setups[task], weights),
-                    config.loop_steps if loop else config.steps,
-                    config.loop_warmup if loop else config.warmup,
-                )
-            runs = time_interleaved(blocks, config.repeats, device)
-            for row in task_rows:
-                wall, cpu = runs[row["method"]]["wall"], runs[row["method"]]["cpu"]
-                row["median_s"] = statistics.median(wall)
-                row["runs_s"] = wall
-                row["median_cpu_s"] = statistics.median(cpu)
-                row["steps_per_s"] = 1.0 / row["median_s"]
-                print(
-                    f"{task}/{row['method']}: {row['steps_per_s']:.3g} steps/s",
-                    file=sys.stderr,
-                )
-        timings["timing_s"] = time.perf_counter() - tick
+        with run.phase("timing_s"):
+            for task in TASKS:
+                task_rows = [r for r in rows if r["task"] == task]
+                blocks = {}
+                for row in task_rows:
+                    loop = row["method"] == "loop_autograd"
+                    blocks[row["method"]] = (
+                        make_step(row["method"], setups[task], weights),
+                        config.loop_steps if loop else config.steps,
+                        config.loop_warmup if loop else config.warmup,
+                    )
+                runs = time_interleaved(blocks, config.repeats, device)
+                for row in task_rows:
+                    wall, cpu = runs[row["method"]]["wall"], runs[row["method"]]["cpu"]
+                    row["median_s"] = statistics.median(wall)
+                    row["runs_s"] = wall
+                    row["median_cpu_s"] = statistics.median(cpu)
+                    row["steps_per_s"] = 1.0 / row["median_s"]
+                    print(
+                        f"{task}/{row['method']}: {row['steps_per_s']:.3g} steps/s",
+                        file=sys.stderr,
+                    )
         ours_rate = {r["task"]: r["steps_per_s"] for r in rows if r["method"] == "ours"}
         for row in rows:
             row["speedup_vs_ours"] = ours_rate[row["task"]] / row["steps_per_s"]
-    timings["total_s"] = time.perf_counter() - start
 
-    report = {
-        "benchmark": "discovery",
-        "environment": bench_environment(args.device, load_start),
-        "workload": {"batch": config.batch, "hidden": list(HIDDEN), "tasks": workload_tasks},
-        "config": {
+    report = run.report(
+        workload={"batch": config.batch, "hidden": list(HIDDEN), "tasks": workload_tasks},
+        config={
             "seed": args.seed,
             "quick": args.quick,
             **asdict(config),
@@ -425,17 +416,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "agreement_bounds": BOUNDS,
             "targets": {f"ours / {peer}": f">= {f:g}" for peer, f in TARGETS.items()},
         },
-        "rows": rows,
-        "targets": evaluate_targets(rows, args.quick),
-        "timings": timings,
-    }
-    return finish_benchmark(
-        __file__,
-        args.out,
-        report,
-        markdown(report),
-        failures,
-        "the formulations disagree (nothing timed)",
+        rows=rows,
+        targets=evaluate_targets(rows, args.quick),
+    )
+    return run.finish(
+        report, markdown(report), failures, "the formulations disagree (nothing timed)"
     )
 
 

@@ -84,7 +84,6 @@ import importlib
 import math
 import statistics
 import sys
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -94,11 +93,11 @@ import torch
 from torch import Tensor, nn
 
 from _bench import (
+    BenchmarkRun,
     Row,
     against_ours,
-    bench_environment,
+    child_method,
     environment_text,
-    finish_benchmark,
     fmt,
     mark_agreement,
     markdown_report,
@@ -106,9 +105,7 @@ from _bench import (
     peers_unavailable,
     print_peak,
     say,
-    start_benchmark,
     timed,
-    versions,
 )
 from _cli import add_child_flags, check_device, child_flags, parser, setup
 from _results import check_targets
@@ -120,7 +117,6 @@ PRIOR = (1.0, 2.0, 0.5, 1.5, 3.0, 0.8)  # W1, b1, W2, b2, W3, b3
 NEW_PRIOR = (0.7, 1.3, 2.2, 0.9, 0.4, 1.7)  # for kron_reeval
 AGREEMENT_NATS = 1e-3
 SELF_CHECK_NATS = 1e-6  # ours in float64 against the brute-force reference
-CHILD_TIMEOUT_S = 900
 REPEATS_MIN = 3  # timed calls per method at least (full run)
 TASKS = ("kron_marglik", "full_marglik", "kron_reeval")
 STRUCTURE = {"kron_marglik": "kron", "full_marglik": "full", "kron_reeval": "kron"}
@@ -398,13 +394,6 @@ def build_methods() -> list[Method]:
     return sorted(methods, key=lambda m: order[m.task])
 
 
-def find_method(task: str, name: str) -> Method:
-    for method in build_methods():
-        if (method.task, method.name) == (task, name):
-            return method
-    raise KeyError(f"no method {name!r} for task {task!r}")
-
-
 # --------------------------------------------------------------------------------------------
 # timing
 # --------------------------------------------------------------------------------------------
@@ -489,8 +478,7 @@ def bench_task(
 
 def child_main(args: argparse.Namespace) -> None:
     """Hidden entry point: prepare one method, run its timed part once, print the peak."""
-    task, name = args.child.split(":")
-    method = find_method(task, name)
+    method = child_method(build_methods(), args.child)
     wl = load_workload(args.workload, args.quick, args.seed, args.device)
     unavailable = peers_unavailable(method.peers)  # imports the peers before the baseline
     state = method.prepare(wl) if unavailable is None else None
@@ -565,6 +553,7 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     columns = ("task", "method", "median s", "x ours", "CPU median s", "abs error (nats)")
     return markdown_report(
+        report,
         f"Laplace marginal-likelihood benchmark ({wl['model']}, N={wl['N']}, P={wl['P']})",
         [
             f"{environment_text(env)}, laplace-torch {env['peers'].get('laplace')}; float32 "
@@ -578,7 +567,6 @@ def markdown(report: dict[str, Any]) -> str:
         ],
         (*columns, "grad error", "peak MB", "note"),
         rows,
-        report["targets"],
         [
             "x ours: the row's median over ours' (above 1: slower than ours). Targets divide "
             "ours' median by the fastest laplace-torch backend's that agrees with the reference."
@@ -607,56 +595,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         child_main(args)
         return 0
     setup(args)
-    start, load_start = start_benchmark(args.out)
-    timings: dict[str, float] = {}
+    run = BenchmarkRun(__file__, args.out, args.device)
 
-    trained = train_workload(args.quick, args.seed)
-    wl = trained.build(args.device)
-    timings["train_s"] = time.perf_counter() - start
+    with run.phase("train_s"):
+        trained = train_workload(args.quick, args.seed)
+        wl = trained.build(args.device)
 
-    tick = time.perf_counter()
-    wl64 = trained.build(args.device, torch.float64)
-    ref, self_check = compute_reference(wl64)
-    timings["reference_s"] = time.perf_counter() - tick
-    say(f"reference: {ref} ({timings['reference_s']:.1f} s); ours in float64: {self_check}")
+    with run.phase("reference_s"):
+        wl64 = trained.build(args.device, torch.float64)
+        ref, self_check = compute_reference(wl64)
+    say(f"reference: {ref} ({run.timings['reference_s']:.1f} s); ours in float64: {self_check}")
     failures = [
         f"ours in float64 is {v:.3g} off the brute-force reference ({k})"
         for k, v in self_check.items()
         if v > SELF_CHECK_NATS * max(1.0, abs(ref.kron))
     ]
 
-    tick = time.perf_counter()
-    methods = build_methods()
     rows: list[Row] = []
-    for task in TASKS:
-        rows += bench_task(task, [m for m in methods if m.task == task], wl, ref, args.quick)
-        times = [f"{r['method']} {r.get('median_s', 'error')}" for r in rows if r["task"] == task]
-        say(f"{task}: " + ", ".join(times))
-    timings["timing_s"] = time.perf_counter() - tick
+    with run.phase("timing_s"):
+        methods = build_methods()
+        for task in TASKS:
+            rows += bench_task(task, [m for m in methods if m.task == task], wl, ref, args.quick)
+            times = [
+                f"{r['method']} {r.get('median_s', 'error')}" for r in rows if r["task"] == task
+            ]
+            say(f"{task}: " + ", ".join(times))
 
     # Peak memory, each row in a fresh process, one at a time (they would disturb each other);
     # on --quick only ours' rows, side by side as far as the cores allow (a child spends most
     # of its time importing the peers)
-    tick = time.perf_counter()
-    memory_how = measure_peaks(
-        __file__,
-        [r for r in rows if "error" not in r and (r["method"] == "ours" or not args.quick)],
-        trained.record(),
-        child_flags(args),
-        CHILD_TIMEOUT_S,
-        side_by_side=args.quick,
-    )
-    timings["memory_s"] = time.perf_counter() - tick
+    with run.phase("memory_s"):
+        memory_how = measure_peaks(
+            __file__,
+            [r for r in rows if "error" not in r and (r["method"] == "ours" or not args.quick)],
+            trained.record(),
+            child_flags(args),
+            side_by_side=args.quick,
+        )
 
     agreement = {task: AGREEMENT_NATS for task in TASKS}
     failures += mark_agreement(rows, "abs_error", agreement, unit=" nats")
     targets = evaluate_targets(rows, args.quick)
-    timings["total_s"] = time.perf_counter() - start
 
-    report = {
-        "benchmark": "laplace",
-        "environment": bench_environment(args.device, load_start, versions(DISTRIBUTIONS)),
-        "workload": {
+    report = run.report(
+        workload={
             **trained.describe(),
             "likelihood": "classification (summed cross-entropy), temperature 1",
             "prior_precision": {
@@ -673,7 +655,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 **self_check,
             },
         },
-        "config": {
+        config={
             "seed": args.seed,
             "quick": args.quick,
             "dtype": "float32",
@@ -684,13 +666,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "peak_memory_rows": "ours only (--quick)" if args.quick else "all",
             "laplace_backends": {k: v[1] for k, v in discover_backends().items()},
         },
-        "rows": rows,
-        "targets": targets,
-        "timings": timings,
-    }
-    return finish_benchmark(
-        __file__, args.out, report, markdown(report), failures, "ours disagrees with the reference"
+        rows=rows,
+        targets=targets,
+        peers=DISTRIBUTIONS,
     )
+    return run.finish(report, markdown(report), failures, "ours disagrees with the reference")
 
 
 if __name__ == "__main__":

@@ -68,7 +68,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -79,14 +78,12 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from _bench import (
+    BenchmarkRun,
     Row,
-    bench_environment,
     environment_text,
-    finish_benchmark,
     fmt,
     markdown_report,
     ratio_target,
-    start_benchmark,
     time_interleaved,
 )
 from _cli import check_device, parser, setup
@@ -325,6 +322,7 @@ def markdown(report: dict[str, Any]) -> str:
             )
         )
     return markdown_report(
+        report,
         f"Relaxed layers: forward+backward (alpha {wl['alpha']}, {wl['image_size']} x "
         f"{wl['image_size']}, batch {wl['batch']})",
         [
@@ -336,7 +334,6 @@ def markdown(report: dict[str, Any]) -> str:
         ],
         ("task", "method", "params", "median ms", "peak MB"),
         rows,
-        report["targets"],
     )
 
 
@@ -355,21 +352,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     check_device(p, args)
     setup(args)
-    start, load_start = start_benchmark(args.out)
+    run = BenchmarkRun(__file__, args.out, args.device)
     config = QUICK if args.quick else FULL
     layers = list(LAYERS) if config.layers is None else [n for n in config.layers if n in LAYERS]
     device = torch.device(args.device)
     threads = torch.get_num_threads()
-    timings: dict[str, float] = {}
     rows: list[Row] = []
     shapes = ffc_shapes(config.alpha)
 
     # answers first: nothing is timed unless the two F-FC formulations agree
-    tick = time.perf_counter()
-    agreement = {
-        task: ffc_agreement(shape, config.batch, args.seed) for task, shape in shapes.items()
-    }
-    timings["agreement_s"] = time.perf_counter() - tick
+    with run.phase("agreement_s"):
+        agreement = {
+            task: ffc_agreement(shape, config.batch, args.seed) for task, shape in shapes.items()
+        }
     failures = [
         f"{task}: block_diag {what} rel. error {err:.3g} > {BOUND:g} (float64)"
         for task, errs in agreement.items()
@@ -398,50 +393,45 @@ def main(argv: Sequence[str] | None = None) -> int:
                 }
 
     # time: the networks one by one, the F-FC methods of a task interleaved
-    tick = time.perf_counter()
     groups: dict[str, list[str]] = {}
     for task, method in specs:
         groups.setdefault(task, []).append(method)
-    for task, methods in groups.items():
-        blocks, params = {}, {}
-        for method in methods:
-            spec = specs[(task, method)]
-            module, step_for = build(spec, args.device)
-            steps = config.net_steps if spec["kind"] == "network" else config.ffc_steps
-            blocks[method] = (step_for(config.batch), steps, config.warmup)
-            params[method] = n_params(module)
-        runs = time_interleaved(blocks, config.repeats, device)
-        for method in methods:
-            wall = runs[method]["wall"]
-            rows.append(
-                {
-                    "task": task,
-                    "method": method,
-                    "median_s": statistics.median(wall),
-                    "runs_s": wall,
-                    "peak_mb": None,
-                    "params": params[method],
-                }
-            )
-            print(f"{task}/{method}: {1e3 * rows[-1]['median_s']:.3g} ms", file=sys.stderr)
-        del blocks
-    timings["timing_s"] = time.perf_counter() - tick
+    with run.phase("timing_s"):
+        for task, methods in groups.items():
+            blocks, params = {}, {}
+            for method in methods:
+                spec = specs[(task, method)]
+                module, step_for = build(spec, args.device)
+                steps = config.net_steps if spec["kind"] == "network" else config.ffc_steps
+                blocks[method] = (step_for(config.batch), steps, config.warmup)
+                params[method] = n_params(module)
+            runs = time_interleaved(blocks, config.repeats, device)
+            for method in methods:
+                wall = runs[method]["wall"]
+                rows.append(
+                    {
+                        "task": task,
+                        "method": method,
+                        "median_s": statistics.median(wall),
+                        "runs_s": wall,
+                        "peak_mb": None,
+                        "params": params[method],
+                    }
+                )
+                print(f"{task}/{method}: {1e3 * rows[-1]['median_s']:.3g} ms", file=sys.stderr)
+            del blocks
 
     # peak memory, one fresh child per row
-    tick = time.perf_counter()
     sources = set()
-    for row in rows:
-        rec = measure_peak(specs[(row["task"], row["method"])], threads)
-        row["peak_mb"], row["rss_baseline_mb"] = rec["peak_mb"], rec["rss_baseline_mb"]
-        sources.add(rec["source"])
-        print(f"{row['task']}/{row['method']}: {row['peak_mb']:.1f} MB", file=sys.stderr)
-    timings["peak_memory_s"] = time.perf_counter() - tick
-    timings["total_s"] = time.perf_counter() - start
+    with run.phase("peak_memory_s"):
+        for row in rows:
+            rec = measure_peak(specs[(row["task"], row["method"])], threads)
+            row["peak_mb"], row["rss_baseline_mb"] = rec["peak_mb"], rec["rss_baseline_mb"]
+            sources.add(rec["source"])
+            print(f"{row['task']}/{row['method']}: {row['peak_mb']:.1f} MB", file=sys.stderr)
 
-    report = {
-        "benchmark": "layers",
-        "environment": bench_environment(args.device, load_start),
-        "workload": {
+    report = run.report(
+        workload={
             "alpha": config.alpha,
             "batch": config.batch,
             "image_size": IMAGE_SIZE,
@@ -454,7 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             },
             "loss": "cross_entropy (networks); y.backward(g), g ~ N(0, 1) (F-FC layer)",
         },
-        "config": {
+        config={
             "seed": args.seed,
             "quick": args.quick,
             "threads_arg": args.threads,
@@ -473,13 +463,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "ours median_s / block_diag": f"<= {TIME_TARGET:g}",
             },
         },
-        "rows": rows,
-        "targets": evaluate_targets(rows, list(shapes) if not failures else [], args.quick),
-        "timings": timings,
-    }
-    return finish_benchmark(
-        __file__,
-        args.out,
+        rows=rows,
+        targets=evaluate_targets(rows, list(shapes) if not failures else [], args.quick),
+    )
+    return run.finish(
         report,
         markdown(report),
         failures,

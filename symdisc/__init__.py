@@ -3,14 +3,17 @@
 =================  ===========================================================================
 module             contents
 =================  ===========================================================================
-``curvature``      the shared derivative layer (Jacobians, Hessian/GGN, KFAC, spectra, ...)
+``curvature``      the shared derivative layer (Jacobians, Hessian/GGN, KFAC, spectra, ...);
+                   imports only torch
+``runtime``        what every trainer shares: argument checks, ``NonFiniteLossError``,
+                   atomic checkpoints with validated resume, the training loop
 ``losses``         :class:`ParamLoss` and its typed kinds: two-layer nets, the tanh net with a
                    skip, deep MLPs, losses over chosen parameters of any ``nn.Module``
 ``sampler``        fixed sets of (theta, X, Y) samples with their loss gradients
 ``actions``        group actions a_X(g, theta): :class:`MLPAction`, :class:`LinearAction`
 ``generators``     k learnable elements of gl(d)
 ``objective``      the infinitesimal (eqs. 2-4) and exponentiated (app. B.2) objectives
-``train``          the trainer: Adam with step decay, checkpoints, resume, NaN stop
+``train``          the trainer: Adam with step decay, on the runtime loop
 ``discover``       one call from a loss to a learned symmetry
 ``known``          known symmetries by kind of loss: continuous ones and their tangent spaces,
                    permutations and sign flips, the null-space baseline, :class:`KnownAction`

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from symdisc import runtime
 from symdisc.actions import Action
 from symdisc.generators import Generators
 from symdisc.losses import ParamLoss
@@ -21,18 +22,7 @@ from symdisc.objective import (
     infinitesimal_objective,
     tangent_fields,
 )
-from symdisc.runtime import (
-    MAY_CHANGE_ON_RESUME,
-    NonFiniteLossError,
-    TrainingLoop,
-    check_bool,
-    check_choice,
-    check_float,
-    check_instance,
-    check_int,
-    is_finite,
-    non_finite,
-)
+from symdisc.runtime import NonFiniteLossError
 from symdisc.sampler import Samples
 
 __all__ = ["Discovery", "TrainConfig", "NonFiniteLossError", "train"]
@@ -91,28 +81,28 @@ class TrainConfig:
     compile: bool = False
 
     def __post_init__(self) -> None:
-        check_int(self.steps, "steps", minimum=1)
-        check_int(self.batch_size, "batch_size", minimum=1)
-        check_float(self.lr, "lr", positive=True)
-        check_float(self.decay, "decay", positive=True)
-        check_int(self.decay_every, "decay_every", minimum=1)
-        check_choice(self.objective, "objective", ObjectiveKind)
-        check_instance(self.weights, "weights", Weights)
-        check_float(self.t_scale, "t_scale", positive=True)
-        check_int(self.checkpoint_every, "checkpoint_every", minimum=0)
+        runtime.check_int(self.steps, "steps", minimum=1)
+        runtime.check_int(self.batch_size, "batch_size", minimum=1)
+        runtime.check_float(self.lr, "lr", positive=True)
+        runtime.check_float(self.decay, "decay", positive=True)
+        runtime.check_int(self.decay_every, "decay_every", minimum=1)
+        runtime.check_choice(self.objective, "objective", ObjectiveKind)
+        runtime.check_instance(self.weights, "weights", Weights)
+        runtime.check_float(self.t_scale, "t_scale", positive=True)
+        runtime.check_int(self.checkpoint_every, "checkpoint_every", minimum=0)
         if self.checkpoint is not None:
-            check_instance(self.checkpoint, "checkpoint", (str, os.PathLike))
+            runtime.check_instance(self.checkpoint, "checkpoint", (str, os.PathLike))
         elif self.checkpoint_every:
             raise ValueError("`checkpoint` must name a file when `checkpoint_every` > 0")
-        check_int(self.seed, "seed", minimum=0)
-        check_bool(self.progress, "progress")
-        check_bool(self.compile, "compile")
+        runtime.check_int(self.seed, "seed", minimum=0)
+        runtime.check_bool(self.progress, "progress")
+        runtime.check_bool(self.compile, "compile")
         if self.compile and self.objective != "infinitesimal":
             raise ValueError("`compile` supports the 'infinitesimal' objective only")
 
 
 # Besides the run's length, progress bar and checkpoint file, a resume may switch compilation.
-_MAY_CHANGE = MAY_CHANGE_ON_RESUME | {"compile"}
+_MAY_CHANGE = runtime.MAY_CHANGE_ON_RESUME | {"compile"}
 
 
 def _postfix(record: dict[str, float]) -> dict[str, str]:
@@ -149,7 +139,7 @@ def train(
     optimizer = torch.optim.Adam(params, lr=config.lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.decay_every, config.decay)
     gen = torch.Generator().manual_seed(config.seed)
-    loop = TrainingLoop(
+    loop = runtime.TrainingLoop(
         config.steps,
         unit="step",
         settings={"config": asdict(config)},
@@ -186,8 +176,8 @@ def train(
                 t_scale=config.t_scale,
                 generator=gen,
             )
-        if not is_finite(total):
-            loop.stop(f"loss terms {non_finite(terms)} are not finite")
+        if not runtime.is_finite(total):
+            loop.stop(f"loss terms {runtime.non_finite(terms)} are not finite")
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()

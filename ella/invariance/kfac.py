@@ -13,6 +13,7 @@ from symdisc.curvature import (
     KFACVariant,
     KronFactors,
     KronTerms,
+    LayerBatch,
     Loss,
     output_hessian_sqrt,
 )
@@ -40,34 +41,25 @@ class AugmentedKFAC(KFACVariant):
     def output_columns(self, outputs: Tensor, loss: Loss) -> Tensor:
         return output_hessian_sqrt(outputs, loss, "sum")  # (B, C, K): Lambda(f_hat) = S S^T
 
-    def factor_rows(
-        self,
-        term: KronTerms,
-        *,
-        inputs: Tensor,
-        n_columns: int,
-        layer: str,
-        module: nn.Module,
-    ) -> tuple[Tensor, Tensor]:
+    def factor_rows(self, term: KronTerms, batch: LayerBatch) -> tuple[Tensor, Tensor]:
         """``(abar, gbar)``: a (B S L, d_A) averaged to (B L, d_A) over the draws, g
         (K B S L, d_G) summed to (K B L, d_G)."""
-        b, s = inputs.shape[:2]
+        b, s = batch.inputs.shape[:2]
+        k = batch.n_columns
         a, g = term.a, term.g
         if a.ndim != 2 or g.ndim != 2:
             raise ValueError(
-                f"augmented KFAC needs 2-D (rows, d) a and g, but the KFAC rule of layer "
-                f"{layer!r} ({type(module).__name__}) gives a {tuple(a.shape)} and g "
-                f"{tuple(g.shape)}"
+                f"augmented KFAC needs 2-D (rows, d) a and g, but the KFAC rule of "
+                f"{batch.describe()} gives a {tuple(a.shape)} and g {tuple(g.shape)}"
             )
-        if a.shape[0] % (b * s) or g.shape[0] % (n_columns * b * s):
+        if a.shape[0] % (b * s) or g.shape[0] % (k * b * s):
             raise ValueError(
-                f"the KFAC rule of layer {layer!r} ({type(module).__name__}) gives "
-                f"{a.shape[0]} rows of a and {g.shape[0]} of g, not multiples of the "
-                f"B*S = {b * s} augmented samples: augmented KFAC needs rows ordered "
-                f"(column, sample, draw, position)"
+                f"the KFAC rule of {batch.describe()} gives {a.shape[0]} rows of a and "
+                f"{g.shape[0]} of g, not multiples of the B*S = {b * s} augmented samples: "
+                f"augmented KFAC needs rows ordered (column, sample, draw, position)"
             )
         abar = a.reshape(b, s, -1, a.shape[-1]).mean(1).reshape(-1, a.shape[-1])
-        gbar = g.reshape(n_columns, b, s, -1, g.shape[-1]).sum(2).reshape(-1, g.shape[-1])
+        gbar = g.reshape(k, b, s, -1, g.shape[-1]).sum(2).reshape(-1, g.shape[-1])
         return abar, gbar
 
 

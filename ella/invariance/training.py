@@ -19,18 +19,11 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+import symdisc.runtime as runtime
 from ella.invariance.laplace import eta_gradient, invariant_laplace
 from ella.invariance.models import DrawAverage, InvariantModel
 from ella.laplace import Laplace
 from ella.marglik import MarglikConfig, MarglikLoop, MarglikResult
-from symdisc.runtime import (
-    check_choice,
-    check_float,
-    check_instance,
-    check_int,
-    check_optional_int,
-    check_train_data,
-)
 
 __all__ = ["InvarianceMethod", "InvarianceConfig", "InvarianceResult", "train_invariant"]
 
@@ -88,15 +81,15 @@ class InvarianceConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_choice(self.method, "method", InvarianceMethod)
-        check_choice(self.eta_gradient, "eta_gradient", EtaGradient)
-        check_int(self.n_samples, "n_samples", minimum=1)
-        check_int(self.n_eta_steps, "n_eta_steps", minimum=1)
-        check_int(self.eta_burn_in, "eta_burn_in", minimum=0)
-        check_int(self.seed, "seed", minimum=0)
-        check_optional_int(self.eta_batch_size, "eta_batch_size", minimum=1)
+        runtime.check_choice(self.method, "method", InvarianceMethod)
+        runtime.check_choice(self.eta_gradient, "eta_gradient", EtaGradient)
+        runtime.check_int(self.n_samples, "n_samples", minimum=1)
+        runtime.check_int(self.n_eta_steps, "n_eta_steps", minimum=1)
+        runtime.check_int(self.eta_burn_in, "eta_burn_in", minimum=0)
+        runtime.check_int(self.seed, "seed", minimum=0)
+        runtime.check_optional_int(self.eta_batch_size, "eta_batch_size", minimum=1)
         for name in ("lr_eta", "augerino_weight", "augerino_weight_decay", "lr_eta_min"):
-            check_float(getattr(self, name), name, nonnegative=True)
+            runtime.check_float(getattr(self, name), name, nonnegative=True)
 
 
 @dataclass
@@ -148,10 +141,10 @@ def train_invariant(
         NonFiniteLossError: as in ``train_marglik``, or for a non-finite eta-gradient (eta is
             restored with the model).
     """
-    check_instance(model, "model", InvariantModel)
-    check_instance(config, "config", MarglikConfig)
-    check_instance(invariance, "invariance", InvarianceConfig)
-    x, y = check_train_data(train_data)
+    runtime.check_instance(model, "model", InvariantModel)
+    runtime.check_instance(config, "config", MarglikConfig)
+    runtime.check_instance(invariance, "invariance", InvarianceConfig)
+    x, y = runtime.check_train_data(train_data)
     if invariance.method != "none" and not model.augmentation.eta.requires_grad:
         raise ValueError(f"method {invariance.method!r} needs an augmentation with learnable eta")
     training = _METHODS[invariance.method](model, x, y, config, invariance)

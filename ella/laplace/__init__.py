@@ -15,34 +15,19 @@ module        contents
 ============  ==================================================================================
 """
 
-from ella.laplace.base import Laplace
-from ella.laplace.diag import DiagLaplace
-from ella.laplace.full import FullLaplace
-from ella.laplace.kron import KronLaplace
-from ella.laplace.priors import (
-    ROOT_GROUP,
-    Likelihood,
-    PriorPrecision,
-    Structure,
-    layer_paths,
-    precision_vector,
-    prior_groups,
-)
-from ella.laplace.tuning import TunedPrior, TuningMethod, optimize_prior_precision
+from ella.laplace import base, diag, full, kron, priors, tuning
+from ella.laplace.base import *  # noqa: F403
+from ella.laplace.diag import *  # noqa: F403
+from ella.laplace.full import *  # noqa: F403
+from ella.laplace.kron import *  # noqa: F403
+from ella.laplace.priors import *  # noqa: F403
+from ella.laplace.tuning import *  # noqa: F403
 
 __all__ = [
-    "Likelihood",
-    "Structure",
-    "PriorPrecision",
-    "ROOT_GROUP",
-    "prior_groups",
-    "layer_paths",
-    "precision_vector",
-    "Laplace",
-    "FullLaplace",
-    "DiagLaplace",
-    "KronLaplace",
-    "TuningMethod",
-    "TunedPrior",
-    "optimize_prior_precision",
+    *priors.__all__,
+    *base.__all__,
+    *full.__all__,
+    *diag.__all__,
+    *kron.__all__,
+    *tuning.__all__,
 ]

@@ -42,10 +42,21 @@ from ella.laplace.priors import (
     precision_vector,
     prior_groups,
 )
-from symdisc.curvature import KronFactors, Loss, Params, functional, loss_value
-from symdisc.runtime import check_choice, check_float, check_instance
+from symdisc.curvature import (
+    KronFactors,
+    Loss,
+    ModelFn,
+    NonFiniteCurvatureError,
+    Params,
+    functional,
+    loss_value,
+)
+from symdisc.runtime import NonFiniteLossError, check_choice, check_float, check_instance
 
 __all__ = ["Laplace"]
+
+Batch = tuple[Tensor, Tensor]
+"""``(inputs (N, ...), targets)``: one batch of data."""
 
 _STRUCTURES: dict[str, type[Laplace]] = {}
 
@@ -65,22 +76,15 @@ def _build(
     likelihood: Likelihood,
     structure: Structure,
     *,
-    sigma: float = 1.0,
-    temperature: float = 1.0,
-    per_tensor: bool = False,
     kron_factors: Callable[..., dict[str, KronFactors]] | None = None,
+    **options: Any,
 ) -> Laplace:
+    """The structure's class on the shared ``options`` and the factory options it takes."""
     check_choice(structure, "structure", Structure)
     cls = _STRUCTURES[structure]
     extras = {"kron_factors": kron_factors}
-    return cls(
-        model,
-        likelihood,
-        sigma=sigma,
-        temperature=temperature,
-        per_tensor=per_tensor,
-        **{k: v for k, v in extras.items() if k in cls.factory_options},
-    )
+    own = {k: v for k, v in extras.items() if k in cls.factory_options}
+    return cls(model, likelihood, **options, **own)
 
 
 class Laplace(metaclass=_Factory):
@@ -181,7 +185,7 @@ class Laplace(metaclass=_Factory):
         return -value / (2.0 * self.sigma**2) - norm
 
     def _batch_log_lik(
-        self, model_fn: Callable[..., Tensor], params: Params, inputs: Tensor, targets: Tensor
+        self, model_fn: ModelFn, params: Params, inputs: Tensor, targets: Tensor
     ) -> tuple[Tensor, Tensor]:
         """One batch's outputs (N, C) and 0-d log-likelihood."""
         outputs = model_fn(params, inputs)
@@ -190,7 +194,7 @@ class Laplace(metaclass=_Factory):
 
     # -- fitting ---------------------------------------------------------------------------
 
-    def fit(self, data: Iterable[tuple[Tensor, Tensor]]) -> Laplace:
+    def fit(self, data: Iterable[Batch]) -> Laplace:
         """Compute, once, everything the approximation needs at the current parameters.
 
         Args:
@@ -203,8 +207,11 @@ class Laplace(metaclass=_Factory):
             ``self``.
 
         Raises:
-            ValueError: for no data, a non-finite likelihood, wrongly shaped outputs or targets,
-                or what the structure rejects (see its class).
+            NonFiniteLossError: for a likelihood that is not finite (NaN or infinite outputs
+                or log-likelihood), as every trainer's NaN stop
+                (:class:`symdisc.runtime.NonFiniteLossError`).
+            ValueError: for no data, wrongly shaped outputs or targets, or what the structure
+                rejects (see its class).
         """
         batches = list(data)
         if not batches:
@@ -219,9 +226,16 @@ class Laplace(metaclass=_Factory):
         self.sq_norms = {
             g: sum(params[n].pow(2).sum() for n in ns) for g, ns in self.groups.items()
         }
-        log_lik = self._fit_curvature(batches, model_fn, params)
+        try:
+            log_lik = self._fit_curvature(batches, model_fn, params)
+        except NonFiniteCurvatureError as err:  # its loss is the negative log-likelihood
+            raise NonFiniteLossError(
+                f"the log-likelihood at the parameters must be finite ({err})"
+            ) from err
         if not torch.isfinite(log_lik.detach()):
-            raise ValueError(f"the log-likelihood at the parameters must be finite, got {log_lik}")
+            raise NonFiniteLossError(
+                f"the log-likelihood at the parameters must be finite, got {log_lik}"
+            )
         self._log_likelihood = log_lik
         self._prepare_evaluation()
         self._prepare_curvature()
@@ -229,12 +243,7 @@ class Laplace(metaclass=_Factory):
         return self
 
     @abstractmethod
-    def _fit_curvature(
-        self,
-        batches: list[tuple[Tensor, Tensor]],
-        model_fn: Callable[..., Tensor],
-        params: Params,
-    ) -> Tensor:
+    def _fit_curvature(self, batches: list[Batch], model_fn: ModelFn, params: Params) -> Tensor:
         """Fit the structure's curvature on ``batches`` at ``params``; return the 0-d
         log-likelihood (with its graph to the inputs)."""
 

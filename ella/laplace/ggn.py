@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ella.laplace.base import Laplace
-from symdisc.curvature import Params, drop_softmax_null, functional, ggn_rows
+from ella.laplace.base import Batch, Laplace
+from symdisc.curvature import ModelFn, Params, drop_softmax_null, functional, ggn_rows
 
 __all__: list[str] = []
 
@@ -28,12 +27,7 @@ class _ExactGGNLaplace(Laplace):
     """Base of :class:`~ella.laplace.FullLaplace` and :class:`~ella.laplace.DiagLaplace`: the
     curvature is a reduction of the GGN rows (:meth:`_reduce_rows`) summed over batches."""
 
-    def _fit_curvature(
-        self,
-        batches: list[tuple[Tensor, Tensor]],
-        model_fn: Callable[..., Tensor],
-        params: Params,
-    ) -> Tensor:
+    def _fit_curvature(self, batches: list[Batch], model_fn: ModelFn, params: Params) -> Tensor:
         log_lik = torch.zeros((), dtype=self.dtype, device=self.device)
         dense: Tensor | None = None
         for inputs, targets in batches:

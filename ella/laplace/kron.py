@@ -19,11 +19,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ella.laplace.base import Laplace
+from ella.laplace.base import Batch, Laplace
 from ella.laplace.priors import ROOT_GROUP, Likelihood, PriorPrecision
 from symdisc.curvature import (
     KFACVariant,
     KronFactors,
+    ModelFn,
     Params,
     StandardKFAC,
     kfac_batch,
@@ -74,14 +75,10 @@ class KronLaplace(Laplace):
         model: nn.Module,
         likelihood: Likelihood,
         *,
-        sigma: float = 1.0,
-        temperature: float = 1.0,
-        per_tensor: bool = False,
         kron_factors: Callable[..., dict[str, KronFactors]] | None = None,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            model, likelihood, sigma=sigma, temperature=temperature, per_tensor=per_tensor
-        )
+        super().__init__(model, likelihood, **options)
         if kron_factors is not None and not callable(kron_factors):
             raise TypeError(f"`kron_factors` must be callable, got {type(kron_factors).__name__}")
         self.kron_factors = kron_factors
@@ -95,12 +92,7 @@ class KronLaplace(Laplace):
 
     # -- fitting ---------------------------------------------------------------------------
 
-    def _fit_curvature(
-        self,
-        batches: list[tuple[Tensor, Tensor]],
-        model_fn: Callable[..., Tensor],
-        params: Params,
-    ) -> Tensor:
+    def _fit_curvature(self, batches: list[Batch], model_fn: ModelFn, params: Params) -> Tensor:
         # with the default factors the KFAC forward passes give the likelihood too (one forward
         # instead of two)
         fused = self.kron_factors is None

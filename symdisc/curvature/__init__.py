@@ -25,15 +25,16 @@ from symdisc.curvature.derivatives import (
     per_sample_jacobian,
     vector_jacobian_product,
 )
-from symdisc.curvature.functional import Params, flatten, functional, num_params, unflatten
+from symdisc.curvature.functional import ModelFn, Params, flatten, functional, num_params, unflatten
 from symdisc.curvature.ggn import GGNOperator, ggn, ggn_rows
-from symdisc.curvature.hessian import HessianOperator, hessian
+from symdisc.curvature.hessian import HessianOperator, NonFiniteCurvatureError, hessian
 from symdisc.curvature.kfac import (
     BlockSums,
     KFACRule,
     KFACVariant,
     KronFactors,
     KronTerms,
+    LayerBatch,
     StandardKFAC,
     accumulate_kfac,
     drop_softmax_null,
@@ -74,7 +75,10 @@ __all__ = [
     "KronFactors",
     "KronTerms",
     "LanczosResult",
+    "LayerBatch",
     "Loss",
+    "ModelFn",
+    "NonFiniteCurvatureError",
     "Params",
     "Reduction",
     "SharpnessResult",

@@ -47,7 +47,7 @@ class GGNOperator(ParameterOperator):
 
     Raises:
         ValueError: for an unknown loss or reduction, wrongly shaped targets or outputs, or a
-            loss that is not finite.
+            loss that is not finite (:class:`NonFiniteCurvatureError`).
     """
 
     def __init__(

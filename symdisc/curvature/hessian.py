@@ -18,13 +18,25 @@ from symdisc.curvature.functional import Params, check_params
 HVPMode = Literal["vjp", "jvp"]
 LossFn = Callable[..., Tensor]
 
-__all__ = ["HVPMode", "HessianOperator", "hessian", "check_finite_loss"]
+__all__ = ["HVPMode", "HessianOperator", "hessian", "NonFiniteCurvatureError", "check_finite_loss"]
+
+
+class NonFiniteCurvatureError(ValueError):
+    """The loss at the point where a curvature was asked for is NaN or infinite, so every
+    curvature there would be meaningless (:func:`check_finite_loss`).
+
+    A ``ValueError``, so callers that catch ``ValueError`` still do; a trainer that takes the
+    curvature of its own loss can tell it from a wrong argument and stop as for any non-finite
+    loss (``ella.laplace`` turns it into ``symdisc.runtime.NonFiniteLossError``).
+    """
 
 
 def check_finite_loss(value: Tensor) -> None:
-    """Raise a ValueError when a loss is NaN or infinite: every curvature would be meaningless."""
+    """Raise :class:`NonFiniteCurvatureError` when a loss is NaN or infinite."""
     if not bool(torch.isfinite(value).all()):
-        raise ValueError(f"the loss must be finite at the given parameters, got {value.item()}")
+        raise NonFiniteCurvatureError(
+            f"the loss must be finite at the given parameters, got {value.item()}"
+        )
 
 
 class HessianOperator(ParameterOperator):
@@ -52,7 +64,8 @@ class HessianOperator(ParameterOperator):
         chunk_size: vectors per vmapped chunk of a block product; ``None`` for the whole block.
 
     Raises:
-        ValueError: for an unknown ``mode``, a loss that is not a finite scalar, or a vector
+        ValueError: for an unknown ``mode``, a loss that is not a finite scalar
+            (:class:`NonFiniteCurvatureError` if it is not finite), or a vector
             whose shape is not (P,) or (P, k).
 
     Example:

@@ -119,7 +119,7 @@ def sharpness(
 
     Raises:
         ValueError: for negative radii, directions of the wrong shape, an unknown radius kind, or
-            a non-finite unperturbed loss.
+            a non-finite unperturbed loss (:class:`NonFiniteCurvatureError`).
     """
     params = check_params(params)
     if radius not in get_args(RadiusKind):

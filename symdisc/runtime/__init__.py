@@ -6,6 +6,7 @@ training loop with progress bar, scheduled checkpoints and the NaN stop (:mod:`.
 Imports only torch (and tqdm, for the progress bar, when one is asked for).
 """
 
+from symdisc.runtime import checks, errors, loop
 from symdisc.runtime.checkpoint import (
     MAY_CHANGE_ON_RESUME,
     checkpoint_mismatches,
@@ -13,34 +14,18 @@ from symdisc.runtime.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from symdisc.runtime.checks import (
-    check_bool,
-    check_choice,
-    check_float,
-    check_instance,
-    check_int,
-    check_optional_int,
-    check_train_data,
-)
-from symdisc.runtime.errors import NonFiniteLossError
-from symdisc.runtime.loop import TrainingLoop, Unit, is_finite, non_finite
+from symdisc.runtime.checks import *  # noqa: F403
+from symdisc.runtime.errors import *  # noqa: F403
+from symdisc.runtime.loop import *  # noqa: F403
 
+# of the checkpoint module, the loop's per-kind capture and restore stay internal
 __all__ = [
+    *checks.__all__,
+    *errors.__all__,
+    *loop.__all__,
     "MAY_CHANGE_ON_RESUME",
-    "NonFiniteLossError",
-    "TrainingLoop",
-    "Unit",
-    "check_bool",
-    "check_choice",
-    "check_float",
-    "check_instance",
-    "check_int",
-    "check_optional_int",
-    "check_train_data",
     "checkpoint_mismatches",
-    "is_finite",
     "load_checkpoint",
-    "non_finite",
     "read_checkpoint",
     "save_checkpoint",
 ]

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from ella.layers._base import parameter_paths
+from ella.layers import parameter_paths
 from ella.layers.group import (
     GroupConv,
     GroupFC,

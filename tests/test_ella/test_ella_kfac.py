@@ -37,6 +37,11 @@ def _model(layer, c_flat, seed=0):
     return nn.Sequential(layer, nn.Tanh(), nn.Flatten(), nn.Linear(c_flat, 3)).to(DTYPE)
 
 
+def _two_layer_model(first, second, c_flat):
+    """``first``, tanh, ``second``, then a linear layer from ``c_flat`` features to 3 classes."""
+    return nn.Sequential(first, nn.Tanh(), second, nn.Flatten(), nn.Linear(c_flat, 3)).to(DTYPE)
+
+
 def _data(n, shape, seed=1):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, *shape, generator=g, dtype=DTYPE), torch.randint(0, 3, (n,), generator=g)
@@ -222,9 +227,7 @@ def test_kron_laplace_sconv_needs_frozen_lengthscales():
 
 def test_kron_laplace_equals_full_block_diagonal_for_one_sample():
     torch.manual_seed(10)
-    model = nn.Sequential(
-        FC(1, 2, 2, 2), nn.Tanh(), FC(2, 1, 2, 1), nn.Flatten(), nn.Linear(1, 3)
-    ).to(DTYPE)
+    model = _two_layer_model(FC(1, 2, 2, 2), FC(2, 1, 2, 1), 1)
     x, y = _data(1, (1, 2, 2), seed=11)
     kron = Laplace(model, "classification", "kron").fit([(x, y)])
     full = Laplace(model, "classification", "full").fit([(x, y)])
@@ -267,9 +270,7 @@ def test_ffc_sfc_one_sample_one_channel_blocks_equal_exact_ggn(kind, loss):
 
 def test_ffc_bias_block_exact_and_kron_laplace_fits_ffc_sfc():
     torch.manual_seed(14)
-    model = nn.Sequential(
-        FFC(2, 3, 4, 2), nn.Tanh(), SFC(3, 2, 2, 2), nn.Flatten(), nn.Linear(8, 3)
-    ).to(DTYPE)
+    model = _two_layer_model(FFC(2, 3, 4, 2), SFC(3, 2, 2, 2), 8)
     x, y = _data(1, (2, 4, 4), seed=15)
     factors = kfac(model, [(x, y)], loss="cross_entropy", reduction="sum")
     exact = _block(model, x, y, "cross_entropy", "sum", "0", ("bias",))

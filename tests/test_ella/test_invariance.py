@@ -386,6 +386,29 @@ def test_nan_stops_training():
         train_invariant(_point_model(), (x, y), _mconfig(), InvarianceConfig(n_samples=2))
 
 
+class _NaNInEval(nn.Module):
+    """NaN outputs in ``eval()`` mode only, the mode of the Laplace fit (finite weights)."""
+
+    def forward(self, x):
+        return x if self.training else x * math.nan
+
+
+@pytest.mark.parametrize("structure, how", [("full", "full"), ("kron", "stochastic")])
+def test_non_finite_outputs_at_a_laplace_fit_stop_and_restore(tmp_path, structure, how):
+    model = _point_model()
+    model.net.append(_NaNInEval())
+    ckpt = tmp_path / "ckpt.pt"
+    cfg = _mconfig(structure=structure, burn_in=2, checkpoint_every=1, checkpoint=str(ckpt))
+    inv = InvarianceConfig(n_samples=2, eta_burn_in=0, eta_gradient=how)
+    with pytest.raises(NonFiniteLossError, match="epoch 3: the Laplace fit failed: .*finite"):
+        train_invariant(model, _toy(), cfg, inv)
+    state = torch.load(ckpt, weights_only=False)
+    assert state["epoch"] == 2
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, state["model"][name]), name
+    assert torch.equal(model.augmentation.eta, state["eta"])
+
+
 def test_config_checks():
     with pytest.raises(ValueError, match="method"):
         InvarianceConfig(method="bogus")

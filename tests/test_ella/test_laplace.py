@@ -21,6 +21,7 @@ from ella.laplace import (
 )
 from ella.layers import CONV, FC, PathSum
 from symdisc.curvature import kfac
+from symdisc.runtime import NonFiniteLossError
 
 SIGMA, TEMP = 0.7, 1.9
 
@@ -114,6 +115,19 @@ def brute_marglik(ll, logdet, flat, dvec, T):
 def some_deltas(groups, seed=5):
     g = _gen(seed)
     return {k: 0.3 + torch.rand((), generator=g, dtype=DTYPE) * 2 for k in groups}
+
+
+def assert_precision_gradient_matches_finite_differences(la):
+    """The gradient of ``la``'s log marginal likelihood in every group's precision against a
+    central difference in that precision alone."""
+    deltas = {k: v.clone().requires_grad_(True) for k, v in some_deltas(la.groups).items()}
+    grads = torch.autograd.grad(la.log_marginal_likelihood(deltas), list(deltas.values()))
+    for (k, d), grad in zip(deltas.items(), grads):
+        h = 1e-5 * d.item()
+        up = {j: (v.detach() + h if j == k else v.detach()) for j, v in deltas.items()}
+        down = {j: (v.detach() - h if j == k else v.detach()) for j, v in deltas.items()}
+        fd = (la.log_marginal_likelihood(up) - la.log_marginal_likelihood(down)) / (2 * h)
+        torch.testing.assert_close(grad, fd, rtol=1e-6, atol=1e-9)
 
 
 # -- values --------------------------------------------------------------------------------
@@ -258,14 +272,7 @@ def test_per_tensor_kron_gradient_in_precisions_matches_finite_differences():
     model = cnn(1)
     data = [batch("classification", 6, (1, 4, 4), 6)]
     la = Laplace(model, "classification", "kron", per_tensor=True).fit(data)
-    deltas = {k: v.clone().requires_grad_(True) for k, v in some_deltas(la.groups).items()}
-    grads = torch.autograd.grad(la.log_marginal_likelihood(deltas), list(deltas.values()))
-    for (k, d), grad in zip(deltas.items(), grads):
-        h = 1e-5 * d.item()
-        up = {j: (v.detach() + h if j == k else v.detach()) for j, v in deltas.items()}
-        down = {j: (v.detach() - h if j == k else v.detach()) for j, v in deltas.items()}
-        fd = (la.log_marginal_likelihood(up) - la.log_marginal_likelihood(down)) / (2 * h)
-        torch.testing.assert_close(grad, fd, rtol=1e-6, atol=1e-9)
+    assert_precision_gradient_matches_finite_differences(la)
 
 
 @pytest.mark.parametrize("likelihood", ["classification", "regression"])
@@ -314,14 +321,7 @@ def test_gradient_in_prior_precisions_matches_finite_differences(structure):
     model = mlp(1)
     data = [batch("regression", 5, (3,), 6)]
     la = Laplace(model, "regression", structure, sigma=SIGMA, temperature=TEMP).fit(data)
-    deltas = {k: v.clone().requires_grad_(True) for k, v in some_deltas(la.groups).items()}
-    grads = torch.autograd.grad(la.log_marginal_likelihood(deltas), list(deltas.values()))
-    for (k, d), grad in zip(deltas.items(), grads):
-        h = 1e-5 * d.item()
-        up = {j: (v.detach() + h if j == k else v.detach()) for j, v in deltas.items()}
-        down = {j: (v.detach() - h if j == k else v.detach()) for j, v in deltas.items()}
-        fd = (la.log_marginal_likelihood(up) - la.log_marginal_likelihood(down)) / (2 * h)
-        torch.testing.assert_close(grad, fd, rtol=1e-6, atol=1e-9)
+    assert_precision_gradient_matches_finite_differences(la)
 
 
 @pytest.mark.parametrize("structure", ["full", "diag", "kron"])
@@ -537,3 +537,21 @@ def test_errors():
         Laplace(ruleless, "classification", "kron")
     with pytest.raises(ValueError, match="at least one"):
         Laplace(model, "classification", "full").fit([])
+
+
+@pytest.mark.parametrize("likelihood", ["classification", "regression"])
+@pytest.mark.parametrize(
+    "structure, options",
+    [("full", {}), ("diag", {}), ("kron", {}), ("kron", {"kron_factors": kfac})],
+    ids=["full", "diag", "kron", "kron-separate-factors"],
+)
+def test_fit_with_non_finite_outputs_raises_non_finite_loss_error(structure, options, likelihood):
+    """Finite weights, a NaN input: the likelihood is not finite, whether the exact-GGN fit,
+    the fused KFAC forward or a separate KFAC (whose core checks the loss first) meets it."""
+    x, y = batch(likelihood, 4, (3,))
+    x[1, 0] = math.nan
+    la = Laplace(mlp(), likelihood, structure, sigma=SIGMA, **options)
+    with pytest.raises(NonFiniteLossError, match="finite"):
+        la.fit([(x, y)])
+    with pytest.raises(RuntimeError, match="fit"):
+        la.log_marginal_likelihood(1.0)

@@ -8,6 +8,7 @@ from torch import nn
 
 from conftest import DTYPE
 from ella.laplace import Laplace
+from ella.layers import CONV, FC, PathSum
 from ella.marglik import (
     MarglikConfig,
     NonFiniteLossError,
@@ -197,6 +198,32 @@ def test_nan_stops_and_keeps_checkpoint(tmp_path):
     assert not (tmp_path / "run.pt.tmp").exists()
 
 
+class NaNWhenEvaluated(nn.Module):
+    """The identity in training mode, NaN outputs in ``eval()`` mode (the mode of the Laplace
+    fit): the weights and the minibatch losses stay finite, the fit's likelihood is NaN."""
+
+    def forward(self, x):
+        return x if self.training else x * math.nan
+
+
+@pytest.mark.parametrize("structure", ["full", "kron", "diag"])
+def test_non_finite_outputs_at_a_laplace_fit_stop_and_restore(tmp_path, structure):
+    x, y = data()
+    ckpt = tmp_path / "run.pt"
+    cfg = config(
+        structure=structure, burn_in=2, checkpoint_every=1, checkpoint=str(ckpt), marglik_every=1
+    )
+    model = nn.Sequential(mlp(), NaNWhenEvaluated())
+    with pytest.raises(NonFiniteLossError, match="epoch 3: the Laplace fit failed: .*finite"):
+        train_marglik(model, (x, y), cfg)
+    state = torch.load(ckpt, weights_only=False)
+    assert state["epoch"] == 2
+    # the weights after epoch 3's steps are replaced by those of the last checkpoint
+    assert model.state_dict().keys() == state["model"].keys()
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, state["model"][name]), name
+
+
 # -- effective parameters -------------------------------------------------------------------
 
 
@@ -276,13 +303,16 @@ def test_learned_layer_report():
     assert rows[0]["prior_precision"] == 2.0
 
 
-def test_learned_layer_report_relaxed_paths():
-    from ella.layers import CONV, FC, PathSum
-
-    torch.manual_seed(0)
-    model = nn.Sequential(
+def path_sum_model(seed):
+    """PathSum(FC, CONV) on (1, 4, 4) inputs, then tanh and a linear layer to 3 classes."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
         PathSum(FC(1, 2, 4, 4), CONV(1, 2, 4, 4)), nn.Tanh(), nn.Flatten(), nn.Linear(32, 3)
     ).to(DTYPE)
+
+
+def test_learned_layer_report_relaxed_paths():
+    model = path_sum_model(0)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(12, 1, 4, 4, generator=g, dtype=DTYPE)
     y = torch.randint(0, 3, (12,), generator=g)
@@ -311,12 +341,7 @@ def test_learned_layer_report_relaxed_paths():
 def test_learned_layer_report_shares_the_trained_paths_of_a_path_sum():
     """After marginal-likelihood training of both paths of PathSum(FC, CONV), the report gives
     the PathSum one layer whose two paths split it: each share strictly between 0 and 1."""
-    from ella.layers import CONV, FC, PathSum
-
-    torch.manual_seed(2)
-    model = nn.Sequential(
-        PathSum(FC(1, 2, 4, 4), CONV(1, 2, 4, 4)), nn.Tanh(), nn.Flatten(), nn.Linear(32, 3)
-    ).to(DTYPE)
+    model = path_sum_model(2)
     g = torch.Generator().manual_seed(4)
     x = torch.randn(32, 1, 4, 4, generator=g, dtype=DTYPE)
     y = (x.flatten(1)[:, :8].sum(1) > 0).long() + (x.flatten(1)[:, 8].sign() > 0).long()

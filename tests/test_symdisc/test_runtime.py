@@ -141,17 +141,27 @@ def _tiny_loop(total, path, model, opt, sched, scale, gen, every=2, lr=0.1):
     return loop
 
 
+def _tiny_loss(model, scale, gen):
+    """The tiny run's loss on a fresh batch of inputs drawn at the current scale."""
+    x = torch.randn(5, 2, generator=gen, dtype=F64) * scale
+    return model(x).pow(2).mean()
+
+
+def _tiny_step(loss, opt, sched, scale):
+    """One optimiser and schedule step on ``loss``; then the inputs' scale grows by 10%."""
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    sched.step()
+    with torch.no_grad():
+        scale.mul_(1.1)
+
+
 def _tiny_run(loop, model, opt, sched, scale, gen):
     for step in loop:
-        x = torch.randn(5, 2, generator=gen, dtype=F64) * scale
-        loss = model(x).pow(2).mean()
+        loss = _tiny_loss(model, scale, gen)
         loop.check_finite(loss, "the loss")
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        with torch.no_grad():
-            scale.mul_(1.1)
+        _tiny_step(loss, opt, sched, scale)
         loop.values["best"] = step
         loop.end({"step": step, "loss": float(loss.detach())})
     return loop.history
@@ -231,8 +241,7 @@ def test_nan_stop_restores_the_last_checkpoint(tmp_path):
     good = {}
     for step in loop:
         poison_at_step_5(step)
-        x = torch.randn(5, 2, generator=gen, dtype=F64) * scale
-        loss = model(x).pow(2).mean()
+        loss = _tiny_loss(model, scale, gen)
         if step < 5:
             loop.check_finite(loss, "the loss")
         else:
@@ -240,12 +249,7 @@ def test_nan_stop_restores_the_last_checkpoint(tmp_path):
             with pytest.raises(NonFiniteLossError) as info:
                 loop.check_finite(loss, "the loss")
             break
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        with torch.no_grad():
-            scale.mul_(1.1)
+        _tiny_step(loss, opt, sched, scale)
         loop.end({"step": step, "loss": float(loss.detach())})
         if step == 4:
             good = _params(model), sched.state_dict(), scale.clone(), gen.get_state()

@@ -12,49 +12,12 @@ module         contents
 =============  ================================================================================
 """
 
-from symdisc.curvature.kfac import rules  # noqa: F401  (registers the nn.Linear/Conv2d rules)
-from symdisc.curvature.kfac.core import (
-    BiasHandling,
-    BlockSums,
-    FisherType,
-    KFACVariant,
-    KronFactors,
-    StandardKFAC,
-    accumulate_kfac,
-    drop_softmax_null,
-    forward_with_layer_inputs,
-    kfac,
-    kfac_batch,
-    kfac_with_loss,
-    layer_terms,
-    row_gram,
+from symdisc.curvature.kfac import (
+    core,
+    registry,
+    rules,  # noqa: F401  (registers the nn.Linear/Conv2d rules)
 )
-from symdisc.curvature.kfac.registry import (
-    KFACRule,
-    KronTerms,
-    kfac_layers,
-    kfac_rule_for,
-    register_kfac_rule,
-)
+from symdisc.curvature.kfac.core import *  # noqa: F403
+from symdisc.curvature.kfac.registry import *  # noqa: F403
 
-__all__ = [
-    "FisherType",
-    "BiasHandling",
-    "KronFactors",
-    "KronTerms",
-    "BlockSums",
-    "KFACRule",
-    "KFACVariant",
-    "StandardKFAC",
-    "kfac",
-    "kfac_with_loss",
-    "accumulate_kfac",
-    "kfac_batch",
-    "row_gram",
-    "drop_softmax_null",
-    "forward_with_layer_inputs",
-    "layer_terms",
-    "register_kfac_rule",
-    "kfac_rule_for",
-    "kfac_layers",
-]
+__all__ = [*core.__all__, *registry.__all__]

@@ -59,6 +59,7 @@ __all__ = [
     "BiasHandling",
     "KronFactors",
     "BlockSums",
+    "LayerBatch",
     "KFACVariant",
     "StandardKFAC",
     "kfac",
@@ -129,6 +130,27 @@ class BlockSums:
     bias: bool
 
 
+@dataclass(frozen=True)
+class LayerBatch:
+    """Where one block's rows come from: a layer in a batch (for :meth:`KFACVariant.factor_rows`).
+
+    Attributes:
+        inputs: the batch's model inputs (N, ...).
+        n_columns: K, the number of backpropagated output-Hessian columns.
+        layer: the layer's name.
+        module: the layer's module.
+    """
+
+    inputs: Tensor
+    n_columns: int
+    layer: str
+    module: nn.Module
+
+    def describe(self) -> str:
+        """``"layer 'name' (ModuleType)"``, for messages."""
+        return f"layer {self.layer!r} ({type(self.module).__name__})"
+
+
 def row_gram(rows: Tensor) -> tuple[Tensor, int]:
     """The outer-product sum of the rows of a :class:`KronTerms` factor, and their count.
 
@@ -173,22 +195,12 @@ class KFACVariant(ABC):
         """(N, C, K) columns whose outer products sum to (an estimate of) the Hessian of the
         summed ``loss`` in the outputs (N, C); one backward pass per column."""
 
-    def factor_rows(
-        self,
-        term: KronTerms,
-        *,
-        inputs: Tensor,
-        n_columns: int,
-        layer: str,
-        module: nn.Module,
-    ) -> tuple[Tensor, Tensor]:
+    def factor_rows(self, term: KronTerms, batch: LayerBatch) -> tuple[Tensor, Tensor]:
         """The rows ``(a, g)`` whose Gram matrices enter A and G for one block of one batch.
 
         Args:
             term: the layer rule's rows for the batch.
-            inputs: the batch's model inputs.
-            n_columns: K, the number of backpropagated output-Hessian columns.
-            layer, module: the layer's name and module (for messages).
+            batch: the batch's inputs, the number of output-Hessian columns and the layer.
 
         The default keeps the rule's rows.
         """
@@ -290,7 +302,7 @@ def kfac(
 
     Raises:
         ValueError: for unknown options, a named module that has no rule, no data, or a loss
-            that is not finite.
+            that is not finite (:class:`~symdisc.curvature.NonFiniteCurvatureError`).
         TypeError: for a missing ``loss``, an unknown keyword or a non-bool ``create_graph``.
     """
     return kfac_with_loss(model, data, **options)[0]
@@ -448,9 +460,7 @@ def _batch(
     for name, terms in layer_terms(layers, outputs, captured, columns, create_graph).items():
         for j, term in enumerate(terms):
             key = name if len(terms) == 1 else f"{name}:{j}"
-            a, g = variant.factor_rows(
-                term, inputs=inputs, n_columns=n_columns, layer=name, module=layers[name]
-            )
+            a, g = variant.factor_rows(term, LayerBatch(inputs, n_columns, name, layers[name]))
             aa, n_rows = row_gram(a)
             gg = row_gram(g)[0]
             full = tuple(f"{name}.{p}" if name else p for p in term.params)

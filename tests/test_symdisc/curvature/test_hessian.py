@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import brute_force_hessian
-from symdisc.curvature import HessianOperator, hessian
+from symdisc.curvature import HessianOperator, NonFiniteCurvatureError, hessian
 
 
 @pytest.mark.parametrize("mode", ["vjp", "jvp"])
@@ -41,7 +41,8 @@ def test_hessian_operator_errors(case):
     with pytest.raises(ValueError, match="`mode`"):
         HessianOperator(case.loss_fn, case.params, case.inputs, case.targets, mode="fd")
     nan_params = {k: torch.full_like(v, float("nan")) for k, v in case.params.items()}
-    with pytest.raises(ValueError, match="loss must be finite"):
+    assert issubclass(NonFiniteCurvatureError, ValueError)
+    with pytest.raises(NonFiniteCurvatureError, match="loss must be finite"):
         HessianOperator(case.loss_fn, nan_params, case.inputs, case.targets)
     with pytest.raises(TypeError, match="`params`"):
         HessianOperator(case.loss_fn, list(case.params.values()), case.inputs, case.targets)

@@ -7,6 +7,7 @@ from torch import nn
 from conftest import DTYPE, cnn_case, mlp_case
 from symdisc.curvature import (
     KronTerms,
+    NonFiniteCurvatureError,
     drop_softmax_null,
     functional,
     ggn,
@@ -271,7 +272,7 @@ def test_kfac_errors():
     with pytest.raises(ValueError, match="`bias` must be one of"):
         kfac(case.model, data, loss="cross_entropy", bias="split")
     bad = {k: torch.full_like(v, float("inf")) for k, v in case.params.items()}
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(NonFiniteCurvatureError, match="finite"):
         kfac(case.model, data, loss="cross_entropy", params=bad)
 
 
