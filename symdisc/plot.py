@@ -1,4 +1,7 @@
-"""Figures of curvature results, drawn without pyplot or a global backend.
+"""Figures of curvature results and of discovery, drawn without pyplot or a global backend.
+
+The figures of paper 002 (learned generators, Figs. 2-6; training curves; the loss along a learned
+flow) and spectral densities of the curvature layer; infrastructure, no equation.
 
 Figures are made with :class:`matplotlib.figure.Figure` directly, so importing this module never
 selects a backend or touches pyplot's global state; ``fig.savefig(path)`` writes a file with
@@ -14,6 +17,7 @@ from matplotlib.axes import Axes
 from torch import Tensor
 
 from symdisc.curvature.spectrum import SpectralDensity
+from symdisc.runtime.checks import check_int
 
 __all__ = [
     "plot_spectral_density",
@@ -57,8 +61,7 @@ def plot_spectral_density(
         >>> fig, ax = plot_spectral_density(slq_density(torch.diag(torch.arange(50.0)), n_steps=20))
         >>> fig.savefig("spectrum.png")
     """
-    if not isinstance(bins, int) or bins < 1:
-        raise ValueError(f"`bins` must be a positive int, got {bins!r}")
+    check_int(bins, "bins", minimum=1)
     if ax is None:
         fig = matplotlib.figure.Figure(figsize=(7.0, 4.5), layout="constrained")
         ax = fig.add_subplot()

@@ -4,16 +4,19 @@
   (the package of a module is its first two dotted components, ``ella.laplace``, or the module
   itself when it sits at the top, ``ella.marglik``; experiments/ is one package).
 * ``ella`` uses only ``symdisc.curvature`` and ``symdisc.runtime``, and only names they export.
-* ``symdisc.curvature`` and ``symdisc.runtime`` import nothing else of the project.
+* ``symdisc.curvature`` and ``symdisc.runtime`` import nothing else of the project, except that
+  the curvature layer uses the argument checks of ``symdisc.runtime.checks`` (a leaf module).
 * ``ella.data`` never imports a method module; no experiment script imports another script.
 * ``import ella`` loads none of symdisc's discovery modules.
-* Every library module opens with a docstring.
+* Every library module opens with a docstring that names the paper it implements (or says it
+  is infrastructure).
 """
 
 from __future__ import annotations
 
 import ast
 import importlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -104,12 +107,23 @@ def test_ella_uses_only_the_public_curvature_and_runtime(path):
     )
 
 
-@pytest.mark.parametrize("layer", ["symdisc/curvature", "symdisc/runtime"])
-def test_the_shared_layers_import_nothing_above_them(layer):
+@pytest.mark.parametrize(
+    "layer, allowed",
+    [
+        # the curvature layer uses nothing of the project but the argument checks, a leaf module
+        ("symdisc/curvature", ("symdisc.curvature", "symdisc.runtime.checks")),
+        ("symdisc/runtime", ("symdisc.runtime",)),
+    ],
+)
+def test_the_shared_layers_import_nothing_above_them(layer, allowed):
     for path in sorted((ROOT / layer).rglob("*.py")):
         for module, _ in _imports(path):
             if _project(module):
-                assert module.startswith(layer.replace("/", ".")), f"{path} imports {module}"
+                assert module.startswith(allowed), f"{path} imports {module}"
+
+
+def test_the_argument_checks_are_a_leaf():
+    assert not [m for m, _ in _imports(ROOT / "symdisc/runtime/checks.py") if _project(m)]
 
 
 def test_data_never_imports_a_method_module():
@@ -129,7 +143,8 @@ def test_no_script_imports_another_script(path):
     "statement, allowed",
     [
         ("import ella", ("symdisc.curvature", "symdisc.runtime")),
-        ("import symdisc.curvature", ("symdisc.curvature",)),
+        # the curvature layer's argument checks come from symdisc.runtime (torch only)
+        ("import symdisc.curvature", ("symdisc.curvature", "symdisc.runtime")),
     ],
 )
 def test_light_imports(statement, allowed):
@@ -143,5 +158,10 @@ def test_light_imports(statement, allowed):
 
 
 @pytest.mark.parametrize("path", LIBRARY, ids=lambda p: str(p.relative_to(ROOT)))
-def test_every_module_opens_with_a_docstring(path):
-    assert ast.get_docstring(ast.parse(path.read_text())), f"{path.relative_to(ROOT)} has none"
+def test_every_module_says_which_paper_it_implements(path):
+    doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+    assert doc, f"{path.relative_to(ROOT)} has no opening docstring"
+    assert re.search(r"papers? 00[0-3]|infrastructure", doc, flags=re.I), (
+        f"{path.relative_to(ROOT)}: the opening docstring names no paper (000-003) and does not "
+        f"say the module is infrastructure"
+    )

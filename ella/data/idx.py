@@ -1,4 +1,8 @@
-"""MNIST / Fashion-MNIST from local IDX files (the paper-scale data; nothing is downloaded)."""
+"""MNIST / Fashion-MNIST from local IDX files (the paper-scale data; nothing is downloaded).
+
+The data of paper 001's MNIST experiments (section 5.2, appendix B.1) and of paper 000's image
+tasks, read from files a user points to; infrastructure, no equation.
+"""
 
 from __future__ import annotations
 

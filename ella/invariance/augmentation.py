@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from ella.affine import AFFINE_NAMES, affine_matrices, affine_transform
+from symdisc.runtime import check_bool, check_int
 
 __all__ = ["Augmentation", "AffineAugmentation", "PointRotation"]
 
@@ -38,9 +39,7 @@ class Augmentation:
             value = torch.as_tensor(eta, dtype=dtype, device=device).detach().clone()
         if value.shape != (k,):
             raise ValueError(f"`eta` must have shape ({k},), got {tuple(value.shape)}")
-        if not isinstance(learnable, bool):
-            raise TypeError(f"`learnable` must be a bool, got {type(learnable).__name__}")
-        self.eta = value.requires_grad_(learnable)
+        self.eta = value.requires_grad_(check_bool(learnable, "learnable"))
 
     @property
     def k(self) -> int:
@@ -52,8 +51,7 @@ class Augmentation:
     ) -> Tensor:
         """Draws eps ~ U[-1, 1]^k, independent per example and per draw: (n, S, k), drawn on
         the CPU with ``generator`` (so the same seed gives the same draws everywhere)."""
-        if n_samples < 1:
-            raise ValueError(f"`n_samples` must be a positive int, got {n_samples}")
+        check_int(n_samples, "n_samples", minimum=1)
         eps = torch.rand(n, n_samples, self.k, generator=generator, dtype=self.eta.dtype)
         return (2.0 * eps - 1.0).to(self.eta.device)
 

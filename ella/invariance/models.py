@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from ella.invariance.augmentation import Augmentation
+from symdisc.runtime import check_instance, check_int
 
 __all__ = ["DrawAverage", "InvariantModel"]
 
@@ -42,14 +43,8 @@ class InvariantModel(DrawAverage):
 
     def __init__(self, net: nn.Module, augmentation: Augmentation, n_samples: int) -> None:
         super().__init__(net)
-        if not isinstance(augmentation, Augmentation):
-            raise TypeError(
-                f"`augmentation` must be an Augmentation, got {type(augmentation).__name__}"
-            )
-        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-            raise ValueError(f"`n_samples` must be a positive int, got {n_samples!r}")
-        self.augmentation = augmentation
-        self.n_samples = n_samples
+        self.augmentation = check_instance(augmentation, "augmentation", Augmentation)
+        self.n_samples = check_int(n_samples, "n_samples", minimum=1)
 
     def forward(  # type: ignore[override]
         self,

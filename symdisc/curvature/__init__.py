@@ -1,5 +1,9 @@
 """Derivatives and curvature of losses in a network's parameters, in pure ``torch.func``.
 
+The shared layer under papers 000 and 001 (GGN, KFAC for the Laplace marginal likelihood,
+eq. 9 and eqs. 7, 17, 19), 003 (Hessian spectra and sharpness) and 002 (the gradients and
+Jacobians of discovery). Imports only torch.
+
 Parameters are ``dict[str, Tensor]``; models and losses are pure functions of them (see
 :func:`functional`). Curvature matrices are matrix-free operators with ``@`` (and ``to_dense``
 for small models); estimators are plain functions of such an operator or of a dense matrix.

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from symdisc.curvature.functional import Params, flatten, num_params, unflatten
+from symdisc.runtime.checks import check_int, check_optional_int
 
 __all__ = [
     "CurvatureOperator",
@@ -92,8 +93,7 @@ class CurvatureOperator:
         Memory beyond the result is that of one block product, so ``block_size`` trades speed
         for memory.
         """
-        if not isinstance(block_size, int) or block_size < 1:
-            raise ValueError(f"`block_size` must be a positive int, got {block_size!r}")
+        check_int(block_size, "block_size", minimum=1)
         dim = self.shape[0]
         out = torch.empty(dim, dim, dtype=self.dtype, device=self.device)
         eye = torch.eye(dim, dtype=self.dtype, device=self.device)
@@ -116,8 +116,7 @@ class ParameterOperator(CurvatureOperator):
     def __init__(
         self, params: Params, product: Callable[[Params], Params], chunk_size: int | None
     ) -> None:
-        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-            raise ValueError(f"`chunk_size` must be a positive int or None, got {chunk_size!r}")
+        check_optional_int(chunk_size, "chunk_size", minimum=1)
         first = next(iter(params.values()))
         self.shape = (num_params(params), num_params(params))
         self.dtype, self.device = first.dtype, first.device

@@ -1,5 +1,9 @@
 """The two supervised losses of the curvature layer, with their output Hessians.
 
+The likelihoods of the Laplace approximations (paper 000, eq. 9; paper 001, eq. 7: categorical on
+softmax for classification, Gaussian for regression) and the mean squared next-frame loss of
+paper 003; ``H_n`` below is the ``Lambda`` of paper 001, eq. 17.
+
 Conventions are those of ``torch.nn.functional``:
 
 * ``"mse"``: ``sum_{n,c} (f_nc - y_nc)^2``, divided by ``N * C`` (the number of entries) for

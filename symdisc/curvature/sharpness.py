@@ -17,6 +17,7 @@ from torch import Tensor
 from symdisc.curvature._random import SeedLike, as_generator, random_probes
 from symdisc.curvature.functional import Params, check_params, flatten, num_params, unflatten
 from symdisc.curvature.hessian import check_finite_loss
+from symdisc.runtime.checks import check_choice, check_int
 
 DirectionKind = Literal["sphere", "filter"]
 RadiusKind = Literal["absolute", "relative"]
@@ -40,10 +41,8 @@ def random_directions(
             one-dimensional.
     """
     params = check_params(params)
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"`n` must be a positive int, got {n!r}")
-    if kind not in get_args(DirectionKind):
-        raise ValueError(f"`kind` must be one of {get_args(DirectionKind)}, got {kind!r}")
+    check_int(n, "n", minimum=1)
+    check_choice(kind, "kind", DirectionKind)
     first = next(iter(params.values()))
     d = random_probes(
         (n, num_params(params)), "gaussian", as_generator(generator), first.dtype, first.device

@@ -15,13 +15,14 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from symdisc.curvature._linop import SymmetricOperator, check_square
 from symdisc.curvature._random import SeedLike, as_generator, random_probes
+from symdisc.runtime.checks import check_choice, check_int
 
 Which = Literal["LA", "SA", "LM"]
 
@@ -163,12 +164,11 @@ def lanczos(
         ValueError: for k out of range, an unknown ``which``, or a non-positive ``max_iter``.
     """
     dim = check_square(A)
-    if not isinstance(k, int) or not 1 <= k <= dim:
+    if check_int(k, "k", minimum=1) > dim:
         raise ValueError(f"`k` must be an int in [1, P={dim}], got {k!r}")
-    if which not in get_args(Which):
-        raise ValueError(f"`which` must be one of {get_args(Which)}, got {which!r}")
+    check_choice(which, "which", Which)
     max_iter = min(dim, max(20 * k, 100)) if max_iter is None else max_iter
-    if not isinstance(max_iter, int) or not k <= max_iter:
+    if check_int(max_iter, "max_iter") < k:
         raise ValueError(f"`max_iter` must be an int >= k={k}, got {max_iter!r}")
     max_iter = min(max_iter, dim)
     if tol is None:
@@ -250,10 +250,9 @@ def slq_density(
         ValueError: for n_steps out of range, n_probes < 1 or sigma <= 0.
     """
     dim = check_square(A)
-    if not isinstance(n_steps, int) or not 1 <= n_steps <= dim:
+    if check_int(n_steps, "n_steps", minimum=1) > dim:
         raise ValueError(f"`n_steps` must be an int in [1, P={dim}], got {n_steps!r}")
-    if not isinstance(n_probes, int) or n_probes < 1:
-        raise ValueError(f"`n_probes` must be a positive int, got {n_probes!r}")
+    check_int(n_probes, "n_probes", minimum=1)
     if sigma is not None and not sigma > 0:
         raise ValueError(f"`sigma` must be positive, got {sigma!r}")
     gen = as_generator(generator)

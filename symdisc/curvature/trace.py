@@ -9,13 +9,13 @@ through one block product (vmapped by the curvature operators).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import get_args
 
 import torch
 from torch import Tensor
 
 from symdisc.curvature._linop import SymmetricOperator, check_square
 from symdisc.curvature._random import Distribution, SeedLike, as_generator, random_probes
+from symdisc.runtime.checks import check_choice, check_int
 
 __all__ = ["TraceEstimate", "hutchinson", "hutchpp"]
 
@@ -37,12 +37,8 @@ class TraceEstimate:
 
 def _check(A: SymmetricOperator, n: int, name: str, distribution: str, minimum: int) -> int:
     dim = check_square(A)
-    if not isinstance(n, int) or n < minimum:
-        raise ValueError(f"`{name}` must be an int >= {minimum}, got {n!r}")
-    if distribution not in get_args(Distribution):
-        raise ValueError(
-            f"`distribution` must be one of {get_args(Distribution)}, got {distribution!r}"
-        )
+    check_int(n, name, minimum=minimum)
+    check_choice(distribution, "distribution", Distribution)
     return dim
 
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -50,6 +50,7 @@ from symdisc.curvature.losses import (
     reduction_scale,
     sample_output_gradients,
 )
+from symdisc.runtime.checks import check_bool, check_choice, check_int
 
 FisherType = Literal["type2", "mc"]
 BiasHandling = Literal["folded", "separate"]
@@ -234,10 +235,8 @@ class StandardKFAC(KFACVariant):
     def __init__(
         self, fisher: FisherType = "type2", mc_samples: int = 1, generator: SeedLike = None
     ) -> None:
-        if fisher not in get_args(FisherType):
-            raise ValueError(f"`fisher` must be one of {get_args(FisherType)}, got {fisher!r}")
-        if isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 1:
-            raise ValueError(f"`mc_samples` must be a positive int, got {mc_samples!r}")
+        check_choice(fisher, "fisher", FisherType)
+        check_int(mc_samples, "mc_samples", minimum=1)
         self.fisher: FisherType = fisher
         self.mc_samples = mc_samples
         self.generator = as_generator(generator)
@@ -360,10 +359,8 @@ def accumulate_kfac(
         ValueError: as :func:`kfac`.
     """
     check_loss(loss, reduction)
-    if not isinstance(create_graph, bool):
-        raise TypeError(f"`create_graph` must be a bool, got {type(create_graph).__name__}")
-    if bias not in get_args(BiasHandling):
-        raise ValueError(f"`bias` must be one of {get_args(BiasHandling)}, got {bias!r}")
+    check_bool(create_graph, "create_graph")
+    check_choice(bias, "bias", BiasHandling)
     _check_variant(variant, model)
     layers = kfac_layers(model, modules)
     point = {n: p.detach() for n, p in model.named_parameters()}
@@ -422,8 +419,7 @@ def kfac_batch(
         TypeError, ValueError: as :func:`accumulate_kfac`.
     """
     check_loss(loss, "sum")
-    if not isinstance(create_graph, bool):
-        raise TypeError(f"`create_graph` must be a bool, got {type(create_graph).__name__}")
+    check_bool(create_graph, "create_graph")
     _check_variant(variant, model)
     layers = kfac_layers(model)
     point = {n: p.detach().requires_grad_(True) for n, p in model.named_parameters()}
