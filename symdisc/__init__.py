@@ -18,7 +18,11 @@ module             contents
 ``known``          known symmetries by kind of loss: continuous ones and their tangent spaces,
                    permutations and sign flips, the null-space baseline, :class:`KnownAction`
 ``compose``        symmetries of larger networks induced from subnetworks (Prop. 3.1)
-``metrics``        invariance error, energy outside a known space, flow drift, axioms
+``metrics``        invariance error, energy outside a known space, flow drift, axioms, field
+                   rank, coverage, and a verdict against random-direction baselines
+``dimension``      the dimension of the symmetry algebra by learning with growing k; Lie closure
+``teleport``       symmetry teleportation along a learned or known orbit (Zhao et al. 2022)
+``testing``        ``assert_loss_invariant``
 ``plot``           generator heatmaps, training curves, loss along flows, spectra
 =================  ===========================================================================
 """

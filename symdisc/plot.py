@@ -11,6 +11,7 @@ matplotlib's default (Agg) renderer, on machines without a display as well.
 from __future__ import annotations
 
 import matplotlib.figure
+import matplotlib.image
 import numpy as np
 import torch
 from matplotlib.axes import Axes
@@ -110,23 +111,75 @@ def canonical(h: Tensor) -> Tensor:
     return (flat / torch.where(peak == 0, torch.ones_like(peak), peak)).reshape(h.shape)
 
 
-def generators(h: Tensor, *, title: str = "") -> matplotlib.figure.Figure:
-    """Heatmaps of k generators (k, d, d) after :func:`canonical`, on one colour scale [-1, 1]."""
-    h = canonical(h).cpu().numpy()
-    k, d = h.shape[0], h.shape[1]
-    fig = matplotlib.figure.Figure(figsize=(2.2 * k + 0.8, 2.4))
-    axes = fig.subplots(1, k, squeeze=False)[0]
-    for j, ax in enumerate(axes):
-        im = ax.imshow(h[j], cmap="RdBu_r", vmin=-1, vmax=1)
-        if d <= 6:
-            for (r, c), value in np.ndenumerate(h[j]):
-                ax.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=8)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title(f"$h_{j + 1}$")
-    fig.colorbar(im, ax=list(axes), shrink=0.8)
-    if title:
-        fig.suptitle(title)
+def _heatmap(ax: Axes, m: np.ndarray, label: str, *, numbers: bool) -> matplotlib.image.AxesImage:
+    """One canonical generator as a heatmap with its entries written in, rows and columns from 1."""
+    d = m.shape[0]
+    im = ax.imshow(m, cmap="RdBu_r", vmin=-1, vmax=1)
+    if numbers:
+        size = 10 if d <= 3 else 8
+        for (r, c), value in np.ndenumerate(m):
+            text = "0" if abs(value) < 5e-3 else f"{value:.2f}"
+            color = "white" if abs(value) > 0.6 else "black"
+            ax.text(c, r, text, ha="center", va="center", fontsize=size, color=color)
+    ticks = np.arange(d)
+    ax.set_xticks(ticks, [str(i + 1) for i in ticks], fontsize=9)
+    ax.set_yticks(ticks, [str(i + 1) for i in ticks], fontsize=9)
+    ax.set_xlabel("column j", fontsize=9)
+    ax.set_title(label, fontsize=11)
+    return im
+
+
+def generators(
+    h: Tensor,
+    *,
+    known: Tensor | None = None,
+    title: str = "",
+    known_title: str = "known",
+) -> matplotlib.figure.Figure:
+    """Heatmaps of k generators (k, d, d) after :func:`canonical`, on one colour scale [-1, 1].
+
+    Paper 002, Figs. 2-5. Each panel is labelled ``h_j`` (learned) and, with ``known`` (r, d, d),
+    a second row shows the known generators ``A_q``, canonicalised the same way, so the two can
+    be compared entry by entry. Axes count rows i and columns j from 1; entries are written in
+    (for d <= 6), with ``0`` for entries below 0.005 in size. There is no title above the panels:
+    ``title`` (e.g. the case name) and ``known_title`` label the rows at their left, so they never
+    cover the panel labels.
+
+    Raises:
+        ValueError: if h or known is not (k, d, d), or their d differ.
+    """
+    for name, m in (("h", h), ("known", known)):
+        if m is not None and (m.ndim != 3 or m.shape[1] != m.shape[2]):
+            shape = tuple(m.shape)
+            raise ValueError(f"`{name}` must be a (k, d, d) tensor of generators, got {shape}")
+    if known is not None and known.shape[1] != h.shape[1]:
+        raise ValueError(
+            f"`known` must be generators of the same gl(d) as `h` (d = {h.shape[1]}), "
+            f"got d = {known.shape[1]}"
+        )
+    rows = [(canonical(h).cpu().double().numpy(), "h", title or "learned")]
+    if known is not None:
+        rows.append((canonical(known).cpu().double().numpy(), "A", known_title))
+    cols = max(m.shape[0] for m, _, _ in rows)
+    d = h.shape[1]
+    panel = 1.9 if d <= 3 else 2.3
+    fig = matplotlib.figure.Figure(
+        figsize=(panel * cols + 1.4, (panel + 0.5) * len(rows)), layout="constrained"
+    )
+    axes = fig.subplots(len(rows), cols, squeeze=False)
+    im = None
+    for r, (mats, symbol, row_label) in enumerate(rows):
+        for j in range(cols):
+            ax = axes[r, j]
+            if j >= mats.shape[0]:
+                ax.set_axis_off()
+                continue
+            im = _heatmap(ax, mats[j], f"${symbol}_{{{j + 1}}}$", numbers=d <= 6)
+            if j == 0:
+                ax.set_ylabel(f"{row_label}\nrow i", fontsize=10)
+    cbar = fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8)
+    cbar.set_label("entry / largest entry", fontsize=9)
+    cbar.ax.tick_params(labelsize=9)
     return fig
 
 

@@ -61,6 +61,10 @@ def sample(
 ) -> Samples:
     """N Gaussian samples ``theta ~ N(0, theta_scale^2)``, ``X ~ N(0, x_scale^2)``, ``Y ~ ...``.
 
+    A :class:`~symdisc.losses.ModuleLoss` with a ``param_scale`` (the default of
+    :func:`~symdisc.losses.module_loss`: the module's own scale per tensor) draws
+    ``theta ~ N(0, (theta_scale * param_scale)^2)`` entrywise instead.
+
     The same seed gives the same samples; use different seeds for the training and the held-out
     sets. For a :class:`~symdisc.losses.TwoLayerLoss` with ``output="cross_entropy"`` the
     columns of Y are softmax distributions of Gaussian logits; a
@@ -78,6 +82,8 @@ def sample(
         check_float(s, name, positive=True)
     g = torch.Generator().manual_seed(seed)
     theta = theta_scale * torch.randn(n, loss.num_params, generator=g, dtype=dtype)
+    if isinstance(loss, ModuleLoss) and loss.param_scale is not None:
+        theta = theta * loss.param_scale.to(dtype)
     if isinstance(loss, ModuleLoss):  # a module loss brings its own data
         X, Y = loss.data_sampler(n, g)
         X, Y = x_scale * X.to(dtype), y_scale * Y.to(dtype)

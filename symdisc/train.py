@@ -5,6 +5,7 @@ on the discovery objective (eqs. 2-4, or appendix B.2), on the shared loop of
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from symdisc import runtime
 from symdisc.actions import Action
 from symdisc.generators import Generators
 from symdisc.losses import ParamLoss
+from symdisc.metrics import RANK_RTOL, field_rank
 from symdisc.objective import (
     ObjectiveKind,
     Weights,
@@ -25,7 +27,20 @@ from symdisc.objective import (
 from symdisc.runtime import NonFiniteLossError
 from symdisc.sampler import Samples
 
-__all__ = ["Discovery", "TrainConfig", "NonFiniteLossError", "train"]
+__all__ = [
+    "Discovery",
+    "TrainConfig",
+    "NonFiniteLossError",
+    "FieldCollapseWarning",
+    "field_health",
+    "train",
+]
+
+COLLAPSE_RATIO = 0.1  # mean ||v|| below this fraction of beta: the fields have collapsed
+
+
+class FieldCollapseWarning(UserWarning):
+    """The learned fields vanish (mean ||v|| far below beta) or coincide (rank below k)."""
 
 
 class Discovery(nn.Module):
@@ -55,7 +70,9 @@ class TrainConfig:
         batch_size: samples per minibatch, drawn without replacement each epoch.
         lr: Adam's learning rate; multiplied by ``decay`` every ``decay_every`` steps.
         objective: ``"infinitesimal"`` (eqs. 2-4) or ``"exponential"`` (appendix B.2).
-        weights: the gamma weights and beta.
+        weights: the gamma weights, beta and the form of the terms (default the "fields" form:
+            scale-free invariance, per-sample field orthogonality, squared norm term; see
+            :class:`~symdisc.objective.Weights`; ``Weights.paper()`` for eq. 4 as written).
         t_scale: range of t for the exponential objective.
         checkpoint_every: steps between checkpoints (0: none).
         checkpoint: path of the checkpoint file (written atomically, read by ``resume``).
@@ -64,6 +81,8 @@ class TrainConfig:
         compile: run the objective through ``torch.compile`` (infinitesimal objective only).
             The first step then takes seconds to compile and the following ones about 1.5x less
             time on CPU (``experiments/bench_discovery.py``); worth it for long runs.
+        check_fields: at the end, warn with :class:`FieldCollapseWarning` when the fields have
+            collapsed or coincide (:func:`field_health`).
     """
 
     steps: int = 5000
@@ -79,6 +98,7 @@ class TrainConfig:
     seed: int = 0
     progress: bool = False
     compile: bool = False
+    check_fields: bool = True
 
     def __post_init__(self) -> None:
         runtime.check_int(self.steps, "steps", minimum=1)
@@ -97,12 +117,50 @@ class TrainConfig:
         runtime.check_int(self.seed, "seed", minimum=0)
         runtime.check_bool(self.progress, "progress")
         runtime.check_bool(self.compile, "compile")
+        runtime.check_bool(self.check_fields, "check_fields")
         if self.compile and self.objective != "infinitesimal":
             raise ValueError("`compile` supports the 'infinitesimal' objective only")
 
 
 # Besides the run's length, progress bar and checkpoint file, a resume may switch compilation.
-_MAY_CHANGE = runtime.MAY_CHANGE_ON_RESUME | {"compile"}
+_MAY_CHANGE = runtime.MAY_CHANGE_ON_RESUME | {"compile", "check_fields"}
+
+
+def field_health(
+    discovery: Discovery, samples: Samples, beta: float, *, max_samples: int = 1024
+) -> dict[str, float]:
+    """Whether the learned fields are alive and distinct on (up to ``max_samples`` of) ``samples``.
+
+    Returns ``v_norm_mean`` (mean ||v_j|| over samples and generators) and ``field_rank``: the
+    median over samples of the numerical rank of the k fields (singular values of the (k, P)
+    matrix above ``RANK_RTOL`` of the largest, :func:`symdisc.metrics.field_rank`), and ``k``.
+    Warns with :class:`FieldCollapseWarning` when ``v_norm_mean < COLLAPSE_RATIO * beta``
+    (the fields vanish: the norm term lost to the invariance term) or ``field_rank < k`` (some
+    fields are combinations of others: e.g. two generators the action maps to the same direction).
+    """
+    index = torch.arange(min(len(samples), max_samples), device=samples.theta.device)
+    with torch.no_grad():
+        v = discovery.fields(samples.batch(index))  # (N, k, P)
+    k = v.shape[1]
+    rank = field_rank(v, rtol=RANK_RTOL)
+    health = {"v_norm_mean": float(v.norm(dim=-1).mean()), "field_rank": rank, "k": k}
+    if health["v_norm_mean"] < COLLAPSE_RATIO * beta:
+        warnings.warn(
+            f"the learned fields have collapsed: mean ||v|| = {health['v_norm_mean']:.3g} against "
+            f"beta = {beta:g}; they carry no symmetry. Train longer, raise the norm weight "
+            f"(Weights.reg_id) or use the scale-free 'fields' form of the objective.",
+            FieldCollapseWarning,
+            stacklevel=3,
+        )
+    if health["field_rank"] < k:
+        warnings.warn(
+            f"the k = {k} learned fields span only {health['field_rank']:g} dimensions (median "
+            f"numerical rank over samples): some coincide. Train longer, use the 'fields' form "
+            f"of the objective (orthogonality of the fields) or a smaller k.",
+            FieldCollapseWarning,
+            stacklevel=3,
+        )
+    return health
 
 
 def _postfix(record: dict[str, float]) -> dict[str, str]:
@@ -116,6 +174,7 @@ def train(
     config: TrainConfig,
     *,
     resume: str | Path | None = None,
+    held_out: Samples | None = None,
 ) -> list[dict[str, float]]:
     """Minimise the discovery objective over minibatches of ``samples``.
 
@@ -126,8 +185,11 @@ def train(
     indices of the current pass not yet drawn), ``history``, ``step`` and ``config``. With
     ``resume``, all of it is restored and training continues to ``config.steps``, giving the
     same result as an uninterrupted run; the checkpoint must fit (the model's parameter names
-    and shapes, and every setting but ``steps``, ``progress``, ``compile``, ``checkpoint`` and
-    ``checkpoint_every``).
+    and shapes, and every setting but ``steps``, ``progress``, ``compile``, ``checkpoint``,
+    ``checkpoint_every`` and ``check_fields``).
+
+    With ``config.check_fields``, the fields are checked at the end by :func:`field_health` on
+    ``held_out`` (default: the training samples), which warns when they vanish or coincide.
 
     Raises:
         ValueError: for a ``resume`` checkpoint that does not fit, before anything changes.
@@ -185,4 +247,6 @@ def train(
         record = {name: float(v.detach()) for name, v in terms.items()}
         record.update(step=step, total=float(total.detach()), lr=scheduler.get_last_lr()[0])
         loop.end(record)
+    if config.check_fields:
+        field_health(discovery, held_out if held_out is not None else samples, config.weights.beta)
     return loop.history

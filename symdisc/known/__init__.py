@@ -5,6 +5,9 @@ By kind of loss (:mod:`symdisc.losses`), dispatched on its type:
 * :mod:`~symdisc.known.continuous`: the continuous symmetries of a two-layer net ("gl",
   "rescaling", "data_dependent_gl", "softmax_shift") as tangent vectors (Theorem B.1) and as
   finite actions; their tangent bases score learned fields.
+* :mod:`~symdisc.known.deep`: "gl" and "rescaling" of deep nets, at every hidden layer
+  (:func:`symdisc.losses.mlp`, and :func:`symdisc.losses.module_loss` of an ``nn.Sequential`` of
+  ``nn.Linear`` layers with ReLU, LeakyReLU or no activation), through the same functions.
 * :mod:`~symdisc.known.discrete`: permutations and sign flips of hidden units (appendix A) of
   two-layer and tanh-skip nets.
 * :mod:`~symdisc.known.baseline`: the closed-form null-space baseline (eq. 6 on every sample).

@@ -13,7 +13,8 @@ import torch
 from torch import Tensor
 
 from symdisc.known.continuous import Ansatz
-from symdisc.losses import ParamLoss, TanhSkipLoss, TwoLayerLoss
+from symdisc.known.deep import deep_net
+from symdisc.losses import MLPLoss, ModuleLoss, ParamLoss, TanhSkipLoss, TwoLayerLoss
 from symdisc.runtime.checks import check_float, check_instance
 from symdisc.sampler import Samples
 
@@ -50,6 +51,21 @@ class NullSpace:
         return self.basis.reshape(self.dim, *self.a_shape)
 
 
+def _default_a_shape(loss: ParamLoss) -> tuple[int, ...]:
+    if isinstance(loss, (TwoLayerLoss, TanhSkipLoss)):
+        return (loss.h, loss.h)
+    why = ""
+    if isinstance(loss, (MLPLoss, ModuleLoss)):
+        try:
+            return deep_net(loss).gl_shape()
+        except (TypeError, ValueError) as err:
+            why = f" ({err})"
+    raise ValueError(
+        f"`a_shape` must be given for {type(loss).__name__} (the default is (h, h) for a "
+        f"TwoLayerLoss or a TanhSkipLoss, (sum_l h_l^2,) for a deep net{why}), got None"
+    )
+
+
 def null_space(
     loss: ParamLoss,
     samples: Samples,
@@ -71,7 +87,9 @@ def null_space(
         ansatz: ``(theta (P,), X, A) -> (P,)``, linear in A, e.g. :func:`gl_ansatz` or
             :func:`infinitesimal_action`.
         a_shape: the shape of A; default ``(h, h)`` for a two-layer or a tanh-skip net (h its
-            hidden width); required for other kinds of loss.
+            hidden width), ``(sum_l h_l^2,)`` for a deep net (the deep :func:`gl_ansatz`; an
+            MLPLoss or a ModuleLoss of a supported ``nn.Sequential``, see
+            :func:`~symdisc.known.tangent_basis`); required for other kinds of loss.
         rtol: singular values ``<= rtol * largest`` count as zero; all do when the largest is
             ``<= rtol * scale`` (see :class:`NullSpace`).
 
@@ -88,12 +106,7 @@ def null_space(
         )
     check_float(rtol, "rtol", positive=True)
     if a_shape is None:
-        if not isinstance(loss, (TwoLayerLoss, TanhSkipLoss)):
-            raise ValueError(
-                f"`a_shape` must be given for {type(loss).__name__} (the default (h, h) is for "
-                f"a TwoLayerLoss or a TanhSkipLoss), got None"
-            )
-        a_shape = (loss.h, loss.h)
+        a_shape = _default_a_shape(loss)
     a_shape = tuple(int(d) for d in a_shape)
     P = loss.num_params
     if tuple(samples.theta.shape[1:]) != (P,) or tuple(samples.X.shape[1:]) != tuple(loss.x_shape):

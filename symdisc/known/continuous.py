@@ -15,6 +15,22 @@ symmetry                    applies to                      generator A         
 ``"softmax_shift"``         biases, cross-entropy output    () (a scalar)           1
 ==========================  ==============================  ======================  ============
 
+Deep nets (:mod:`symdisc.known.deep`: an :class:`~symdisc.losses.MLPLoss`, or a
+:class:`~symdisc.losses.ModuleLoss` of an ``nn.Sequential`` of ``nn.Linear`` layers with
+``nn.ReLU``, ``nn.LeakyReLU``, ``nn.Identity`` or nothing between them, with or without biases)
+have the two-layer symmetries at every hidden layer l (width h_l), between the linear layers l and
+l + 1 (paper 002, section 3); the names mean the same, applied to every hidden layer at once:
+
+==========================  ==============================  ======================  ============
+symmetry                    applies to                      generator A             r
+==========================  ==============================  ======================  ============
+``"gl"``                    identity after every hidden     (sum_l h_l^2,): A_l     sum_l h_l^2
+                            layer                           (h_l, h_l) row-major,
+                                                            concatenated
+``"rescaling"``             positively homogeneous after    (sum_l h_l,): c_l       sum_l h_l
+                            every hidden layer              concatenated
+==========================  ==============================  ======================  ============
+
 No continuous symmetry is known here for the other kinds of loss; asking for one raises a
 TypeError naming the kind. Every per-sample function takes ONE sample, theta (P,) and X (n, k),
 and is meant to be lifted with :func:`torch.vmap`; nothing writes into its inputs.
@@ -32,9 +48,12 @@ from torch import Tensor
 
 from symdisc.curvature import Params
 from symdisc.known._checks import check_element, check_sample
+from symdisc.known.deep import DeepNet, deep_net
 from symdisc.losses import (
     HOMOGENEOUS,
     INVERTIBLE,
+    MLPLoss,
+    ModuleLoss,
     ParamLoss,
     TwoLayerLoss,
     activation_derivative,
@@ -66,7 +85,7 @@ _Map = Callable[[Params, Tensor, Tensor], Params]
 class _Spec:
     """One symmetry on one loss: the element shape and the two maps on parameter dicts."""
 
-    loss: TwoLayerLoss
+    loss: ParamLoss
     a_shape: tuple[int, ...]
     tangent_map: _Map  # (params, X, A) -> tangent dict, linear in A
     action_map: _Map  # (params, X, g) -> moved params
@@ -160,8 +179,8 @@ def _softmax_shift(loss: TwoLayerLoss) -> _Spec:
 @singledispatch
 def _spec(loss: ParamLoss, symmetry: str, alpha: float | None) -> _Spec:
     raise TypeError(
-        f"`loss` must be a TwoLayerLoss for {symmetry!r}: no continuous symmetry is known for "
-        f"{type(loss).__name__}"
+        f"`loss` must be a TwoLayerLoss, an MLPLoss or a ModuleLoss for {symmetry!r}: no "
+        f"continuous symmetry is known for {type(loss).__name__}"
     )
 
 
@@ -207,6 +226,37 @@ def _two_layer_spec(loss: TwoLayerLoss, symmetry: str, alpha: float | None) -> _
     return _softmax_shift(loss)
 
 
+@_spec.register(MLPLoss)
+@_spec.register(ModuleLoss)
+def _deep_spec(loss: MLPLoss | ModuleLoss, symmetry: str, alpha: float | None) -> _Spec:
+    net = deep_net(loss)
+    if symmetry == "rescaling":
+        bad = [i for i, ok in enumerate(net.homogeneous, 1) if not ok]
+        if bad:
+            raise ValueError(
+                f"`loss` must be a deep net with positively homogeneous activations "
+                f"{tuple(HOMOGENEOUS)} for 'rescaling', got {_activations(net, bad)}"
+            )
+        tangent, action = net.rescaling_maps(1.0 if alpha is None else alpha)
+        return _Spec(loss, net.rescaling_shape(), tangent, action)
+    if symmetry == "gl":
+        bad = [i for i, ok in enumerate(net.identity, 1) if not ok]
+        if bad:
+            raise ValueError(
+                f"`loss` must be a deep net with the identity activation for 'gl', "
+                f"got {_activations(net, bad)}"
+            )
+        tangent, action = net.gl_maps()
+        return _Spec(loss, net.gl_shape(), tangent, action)
+    raise ValueError(
+        f"`symmetry` must be 'gl' or 'rescaling' for a deep net ({net.kind}), got {symmetry!r}"
+    )
+
+
+def _activations(net: DeepNet, layers: list[int]) -> str:
+    return ", ".join(f"activation {net.activations[i - 1]!r} after layer {i}" for i in layers)
+
+
 def _known(loss: object, symmetry: object, alpha: object = None) -> _Spec:
     check_instance(loss, "loss", ParamLoss)
     check_choice(symmetry, "symmetry", SYMMETRIES)
@@ -227,6 +277,8 @@ def algebra_shape(loss: ParamLoss, symmetry: str) -> tuple[int, ...]:
 
     ``(h, h)`` for ``"gl"`` and ``"data_dependent_gl"``, ``(h,)`` (the diagonal) for
     ``"rescaling"``, ``()`` for ``"softmax_shift"``; r = numel of this shape (paper 002, B.1).
+    For a deep net with hidden widths h_1 .. h_{L-1}: ``(sum_l h_l^2,)`` for ``"gl"`` (the A_l
+    flattened row-major and concatenated) and ``(sum_l h_l,)`` for ``"rescaling"``.
 
     Raises:
         TypeError, ValueError: if the symmetry does not apply to ``loss`` (see
@@ -242,6 +294,8 @@ def infinitesimal_action(loss: ParamLoss, symmetry: str, *, alpha: float | None 
     :func:`algebra_shape`; for "gl": ``(A W1, -W2 A[, A b1, 0])``; for "rescaling" with
     ``c = A``: ``(diag(c) W1, -alpha W2 diag(c)[, c * b1, 0])``; for "data_dependent_gl":
     ``([(A s(H)) / s'(H)] X^+, -W2 A)`` with ``H = W1 X``; for "softmax_shift": ``db2 = A 1``.
+    Deep nets: the sum over hidden layers l of the two-layer tangent of layers l and l + 1, e.g.
+    "gl": ``dW_l += A_l W_l``, ``db_l += A_l b_l``, ``dW_{l+1} -= W_{l+1} A_l``.
     Usable as the ``ansatz`` of :func:`symdisc.known.null_space`.
 
     Raises:
@@ -257,7 +311,11 @@ def group_action(loss: ParamLoss, symmetry: str, *, alpha: float | None = None) 
     "gl": ``(g W1, W2 g^{-1}[, g b1, b2])``, g (h, h) invertible; "rescaling": ``(diag(c) W1,
     W2 diag(c)^{-alpha}[, c * b1, b2])``, c (h,) positive; "data_dependent_gl": ``(W1 +
     [s^{-1}(g s(H)) - H] X^+, W2 g^{-1})`` with ``H = W1 X``, defined where ``g s(H)`` lies in
-    the range of s; "softmax_shift": ``b2 + c`` for a scalar c (the additive group).
+    the range of s; "softmax_shift": ``b2 + c`` for a scalar c (the additive group). Deep
+    nets: ``W_l -> g_l W_l g_{l-1}^{-1}``, ``b_l -> g_l b_l`` for "gl", with g (sum_l h_l^2,)
+    the g_l flattened row-major and concatenated (exponentiate each block A_l with
+    ``torch.linalg.matrix_exp``: :func:`exp_map` does not know the blocks); ``W_l -> diag(c_l)
+    W_l diag(c_{l-1})^{-alpha}``, ``b_l -> c_l * b_l`` for "rescaling" (``c_0 = c_L = 1``).
     Loss-invariant: ``L(a_X(g, theta), X) = L(theta, X)`` (paper 002, section 2).
 
     For "data_dependent_gl" this is the paper's ``(s^{-1}(g s(W1 X)) X^+, W2 g^{-1})`` plus the
@@ -299,20 +357,40 @@ def tangent_basis(
     "softmax_shift"); the rows span the tangent space of the orbit at theta and satisfy
     ``T grad_theta L(theta, X) = 0`` (paper 002, Theorem B.1). ``r`` is h^2, h^2, h and 1.
 
+    For a deep net (hidden widths h_1 .. h_{L-1}) the rows go hidden layer by hidden layer:
+    "rescaling" has one row per hidden unit j of layer l, ``(+ row j of W_l and b_l[j], - column
+    j of W_{l+1})`` (r = sum_l h_l); "gl" has the rows of ``E_ij`` (row-major) of each layer in
+    turn, ``(E_ij W_l, E_ij b_l, -W_{l+1} E_ij)`` (r = sum_l h_l^2). For a ModuleLoss the row is
+    laid out in the loss's flat parameter order (``loss.param_shapes``).
+
+    Example (a 2-3-3-1 ReLU net with biases; r = 3 + 3 = 6, P = 9 + 12 + 4 = 25)::
+
+        net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 3), nn.ReLU(),
+                            nn.Linear(3, 1))
+        loss = module_loss(net, loss_fn, data, list(net))
+        T = torch.vmap(tangent_basis(loss, "rescaling"))(samples.theta, samples.X)  # (N, 6, 25)
+
     Args:
-        loss: a :class:`~symdisc.losses.TwoLayerLoss` (:func:`symdisc.losses.two_layer`).
-        symmetry: one of :data:`SYMMETRIES`.
+        loss: a :class:`~symdisc.losses.TwoLayerLoss` (:func:`symdisc.losses.two_layer`), an
+            :class:`~symdisc.losses.MLPLoss` (:func:`symdisc.losses.mlp`), or a
+            :class:`~symdisc.losses.ModuleLoss` of an ``nn.Sequential`` of ``nn.Linear``
+            layers with ``nn.ReLU``, ``nn.LeakyReLU``, ``nn.Identity`` or nothing between them,
+            acting on all of their weights and biases.
+        symmetry: one of :data:`SYMMETRIES` ("gl" or "rescaling" for a deep net).
         alpha: "rescaling" only: the degree in ``W2 -> W2 diag(c)^{-alpha}``; default the
             activation's degree of positive homogeneity (1 for identity, relu, leaky_relu).
 
     Raises:
         TypeError: if ``loss`` is not a ParamLoss, is a kind of loss without known continuous
-            symmetries (anything but a TwoLayerLoss), or ``alpha`` is given for another symmetry
-            or is not a real number.
+            symmetries (a TanhSkipLoss), is a ModuleLoss of a module other than an
+            ``nn.Sequential`` of the layers above (the message names the module), or ``alpha``
+            is given for another symmetry or is not a real number.
         ValueError: if ``symmetry`` is unknown or does not apply: "gl" needs the identity
-            activation; "rescaling" a positively homogeneous one; "data_dependent_gl" an
-            invertible one, no biases and k <= n; "softmax_shift" biases and the cross-entropy
-            output.
+            activation (after every hidden layer of a deep net); "rescaling" a positively
+            homogeneous one; "data_dependent_gl" an invertible one, no biases and k <= n;
+            "softmax_shift" biases and the cross-entropy output; a deep net has only "gl" and
+            "rescaling", at least two linear layers, and a ModuleLoss must act on every weight
+            and bias of its linear layers.
     """
     spec = _known(loss, symmetry, alpha)
     numel = math.prod(spec.a_shape)
@@ -324,7 +402,7 @@ def tangent_basis(
     return basis
 
 
-def gl_ansatz(loss: TwoLayerLoss) -> Ansatz:
+def gl_ansatz(loss: TwoLayerLoss | MLPLoss | ModuleLoss) -> Ansatz:
     """The data-independent GL(h) ansatz ``(theta (P,), X, A (h, h)) -> T_A (P,)``, any 2-layer net.
 
     ``T_A = (A W1, -W2 A[, A b1, 0])``, the "gl" tangent of a linear net, for every activation,
@@ -332,8 +410,18 @@ def gl_ansatz(loss: TwoLayerLoss) -> Ansatz:
     ``<grad L, T_A> = 0`` on all samples survive (all of gl(h) for identity, the diagonal for
     relu and leaky_relu, none for sigmoid and tanh; paper 002, section 4.1 and appendix A).
 
+    For a deep net (an MLPLoss, or a ModuleLoss as in :func:`tangent_basis`), the deep "gl"
+    tangent for every activation, A of shape ``(sum_l h_l^2,)`` (see :func:`algebra_shape`;
+    the default ``a_shape`` of :func:`symdisc.known.null_space`): the null space is then the
+    per-layer diagonals (sum_l h_l) for relu and leaky_relu, everything for identity.
+
     Raises:
-        TypeError: if ``loss`` is not a TwoLayerLoss.
+        TypeError: if ``loss`` is not a TwoLayerLoss, an MLPLoss or a ModuleLoss, or is a
+            ModuleLoss of another module than in :func:`tangent_basis`.
+        ValueError: see :func:`tangent_basis` for a deep net's structure.
     """
+    if isinstance(loss, (MLPLoss, ModuleLoss)):
+        net = deep_net(loss)
+        return _Spec(loss, net.gl_shape(), *net.gl_maps()).tangent
     check_instance(loss, "loss", TwoLayerLoss)
     return _gl(loss).tangent

@@ -13,15 +13,19 @@ COMMON = {
     "v_norm_mean",
     "flow_drift_ratio",
     "identity_error",
+    "associativity_error",
+    "field_rank",
 }
+KNOWN = {"energy_outside", "coverage"}
 EXPECTED = {
     "rescaling": {
-        "linear_1x1": COMMON | {"cos_true", "energy_outside"},
-        "linear_h2": COMMON | {"energy_outside"},
-        "relu_h3": COMMON | {"energy_outside"},
-        "linear_fig5": COMMON | {"energy_outside"},
+        "linear_1x1": COMMON | KNOWN | {"cos_true"},
+        "linear_h2": COMMON | KNOWN,
+        "relu_h3": COMMON | KNOWN,
+        "linear_fig5": COMMON | KNOWN,
+        "relu_deep": COMMON | KNOWN,
     },
-    "data_dependent": {"sigmoid_3x3": COMMON, "tanh_skip": COMMON},
+    "data_dependent": {"sigmoid_3x3": COMMON, "tanh_2layer": COMMON, "tanh_skip": COMMON},
     "lift": {
         name: {"invariance_median", "invariance_p90", "identity_error"}
         for name in ("small", "wide", "deep")

@@ -1,6 +1,7 @@
 """The discovery objective, actions, trainer and metrics of symdisc (paper 002)."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -20,31 +21,51 @@ from symdisc.metrics import (
 from symdisc.objective import (
     Weights,
     exponential_objective,
+    field_orthogonality,
     infinitesimal_objective,
     tangent_fields,
 )
 from symdisc.sampler import sample
-from symdisc.train import Discovery, NonFiniteLossError, TrainConfig, train
+from symdisc.train import (
+    Discovery,
+    FieldCollapseWarning,
+    NonFiniteLossError,
+    TrainConfig,
+    field_health,
+    train,
+)
 
 F64 = torch.float64
 
 
 def loop_objective(action, h, batch, loss, weights):
-    """Eq. (4) one sample at a time with torch.autograd.grad (double-backward for the JVP)."""
+    """Eq. (4) one sample at a time with torch.autograd.grad (double-backward for the JVP), in
+    the paper's form or the fields form (scale-free invariance, squared norm term, log-volume
+    of the unit fields at each sample)."""
     eye = torch.eye(h.shape[-1], dtype=F64)
-    inv, reg, ident = [], [], []
+    paper = weights.form == "paper"
+    inv, reg, ident, vols = [], [], [], []
     for i in range(batch.theta.shape[0]):
         theta, X, Y = batch.theta[i], batch.X[i], batch.Y[i]
         t = theta.clone().requires_grad_(True)
         (grad,) = torch.autograd.grad(loss.flat(t, X, Y), t)
+        units = []
         for j in range(h.shape[0]):
             g = eye.clone().requires_grad_(True)
             out = action(g, theta, X)
             u = torch.zeros_like(out, requires_grad=True)
             (w,) = torch.autograd.grad(out, g, grad_outputs=u, create_graph=True)
             (v,) = torch.autograd.grad((w * h[j]).sum(), u, create_graph=True)
-            inv.append((grad * v).sum().abs())
-            reg.append((weights.beta - v.norm()).abs())
+            if paper:
+                inv.append((grad * v).sum().abs())
+                reg.append((weights.beta - v.norm()).abs())
+            else:
+                inv.append((grad * v).sum().abs() / (grad.norm() * v.norm()))
+                reg.append((v.norm() - weights.beta) ** 2)
+            units.append(v / v.norm())
+        U = torch.stack(units)
+        gram = U @ U.T + 1e-3 * torch.eye(len(units), dtype=F64)
+        vols.append(len(units) * math.log(1 + 1e-3) - torch.logdet(gram))
         ident.append((action(eye, theta, X) - theta).norm())
     flat = h.reshape(h.shape[0], -1)
     cos = [
@@ -56,13 +77,16 @@ def loop_objective(action, h, batch, loss, weights):
         "invariance": torch.stack(inv).mean(),
         "identity": torch.stack(ident).mean(),
         "reg_id": torch.stack(reg).mean(),
-        "orth": torch.stack(cos).sum() if cos else torch.zeros((), dtype=F64),
+        "orth": (torch.stack(cos).sum() if cos else torch.zeros((), dtype=F64))
+        if paper
+        else torch.stack(vols).mean(),
         "sparse": h.abs().sum(),
     }
     gammas = weights.as_dict()
     return sum(gammas[k] * v for k, v in terms.items()), terms
 
 
+@pytest.mark.parametrize("weights", [Weights(), Weights.paper()], ids=["fields", "paper"])
 @pytest.mark.parametrize(
     "loss_builder,d,data_dependent",
     [
@@ -71,13 +95,12 @@ def loop_objective(action, h, batch, loss, weights):
         (lambda: three_layer_tanh_skip(), 2, True),
     ],
 )
-def test_vmapped_objective_equals_per_sample_loop(loss_builder, d, data_dependent):
+def test_vmapped_objective_equals_per_sample_loop(loss_builder, d, data_dependent, weights):
     loss = loss_builder()
     torch.manual_seed(0)
     action = MLPAction(loss, d, (16, 16), data_dependent=data_dependent).double()
     gens = Generators(3, d, seed=1).double()
     batch = sample(loss, 5, seed=2, dtype=F64)
-    weights = Weights()
     total, terms = infinitesimal_objective(action, gens(), batch, weights)
     ref_total, ref_terms = loop_objective(action, gens(), batch, loss, weights)
     for name in ref_terms:
@@ -165,6 +188,7 @@ def make_discovery(loss, seed=0):
     )
 
 
+@pytest.mark.filterwarnings("ignore::symdisc.train.FieldCollapseWarning")  # a few steps only
 def test_checkpoint_resume_equals_an_uninterrupted_run(tmp_path):
     loss = two_layer("identity")
     samples = sample(loss, 300, seed=0)
@@ -188,6 +212,7 @@ def test_checkpoint_resume_equals_an_uninterrupted_run(tmp_path):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore::symdisc.train.FieldCollapseWarning")  # a few steps only
 def test_nan_stops_training_and_keeps_last_good_checkpoint(tmp_path):
     loss = two_layer("identity")
     samples = sample(loss, 200, seed=0)
@@ -269,6 +294,7 @@ def test_mlp_action_batched_tangents_equal_the_vmapped_jvp(data_dependent):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::symdisc.train.FieldCollapseWarning")  # a few steps only
 def test_compiled_training_matches_eager():
     loss = two_layer("sigmoid", m=1, h=2, n=2, k=1)
     samples = sample(loss, 256, seed=0)
@@ -280,3 +306,63 @@ def test_compiled_training_matches_eager():
         assert b["total"] == pytest.approx(a["total"], rel=1e-4)
     for a, b in zip(eager.state_dict().values(), compiled.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_short_fields_run_finds_three_distinct_fields_on_relu_h3(one_thread):
+    """The default ("fields") objective keeps k = 3 fields apart where the paper's form gave
+    three copies of one field (field_rank 1, issue 13)."""
+    loss = two_layer("relu", 2, 3, 2, 2)
+    samples = sample(loss, 2000, seed=0)
+    held = sample(loss, 300, seed=1)
+    torch.manual_seed(0)
+    disc = Discovery(MLPAction(loss, 3, (32, 32), data_dependent=False), Generators(3, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FieldCollapseWarning)  # neither vanishing nor coinciding
+        train(disc, loss, samples, TrainConfig(steps=300, batch_size=128, lr=3e-3), held_out=held)
+    health = field_health(disc, held, beta=1.0)
+    assert health["field_rank"] == 3 and 0.5 < health["v_norm_mean"] < 1.5, health
+
+
+def test_field_health_warns_on_collapsed_and_on_coinciding_fields():
+    loss, action, _ = rescaling_linear_action()
+    held = sample(loss, 50, seed=0, dtype=F64)
+    same = torch.tensor([[[1.0, 0.0], [0.0, -1.0]]] * 2, dtype=F64)  # two copies of one field
+    disc = Discovery(action, Generators(2, 2).double())
+    with torch.no_grad():
+        disc.generators.h.copy_(same)
+    with pytest.warns(FieldCollapseWarning, match="span only 1 dimensions"):
+        assert field_health(disc, held, beta=1.0)["field_rank"] == 1
+    with torch.no_grad():
+        disc.generators.h.copy_(1e-4 * torch.stack([same[0], torch.eye(2, dtype=F64)]))
+    with pytest.warns(FieldCollapseWarning, match="collapsed"):
+        health = field_health(disc, held, beta=1.0)
+    assert health["field_rank"] == 2 and health["v_norm_mean"] < 1e-3
+    with torch.no_grad():
+        disc.generators.h.copy_(torch.stack([same[0], torch.eye(2, dtype=F64)]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FieldCollapseWarning)
+        assert field_health(disc, held, beta=1.0)["field_rank"] == 2
+
+
+def test_field_orthogonality_is_zero_for_orthonormal_fields_and_grows_as_they_meet():
+    eye = torch.eye(3, 5, dtype=F64)[None]  # three orthonormal fields at one sample
+    assert abs(float(field_orthogonality(eye))) < 1e-12
+    assert abs(float(field_orthogonality(7.0 * eye))) < 1e-12  # scale-free
+    values = []
+    for a in (0.5, 0.9, 0.99, 1.0):
+        v = eye.clone()
+        v[0, 1] = a * eye[0, 0] + math.sqrt(1 - a * a) * eye[0, 1]
+        values.append(float(field_orthogonality(v)))
+    assert values == sorted(values) and values[-1] > 5
+    assert field_orthogonality(eye[:, :1]).abs() < 1e-12  # one field: nothing to keep apart
+
+
+def test_weights_forms_and_checks():
+    assert Weights().form == "fields" and Weights.paper().form == "paper"
+    assert Weights.paper(invariance=30.0).invariance == 30.0
+    with pytest.raises(ValueError, match="`form`"):
+        Weights(form="other")
+    with pytest.raises(ValueError, match="`beta`"):
+        Weights(beta=0.0)
+    with pytest.raises(TypeError, match="`orth`"):
+        Weights(orth="1")

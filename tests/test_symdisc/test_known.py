@@ -486,9 +486,13 @@ def test_null_space_errors() -> None:
     other = two_layer("relu", 2, 3, 4, 6)
     with pytest.raises(ValueError, match="`samples` must be drawn for `loss`"):
         null_space(other, s, gl_ansatz(other))
-    deep = mlp("relu", [4, 3, 2], k=5)
-    with pytest.raises(ValueError, match="`a_shape` must be given for MLPLoss"):
-        null_space(deep, sample(deep, 10, dtype=DT), lambda theta, X, A: theta)
+    other = _module_named_like_a_two_layer_net()
+    with pytest.raises(
+        ValueError, match=r"`a_shape` must be given for ModuleLoss .*nn.Sequential.*got Net"
+    ):
+        null_space(other, sample(other, 10, dtype=DT), lambda theta, X, A: theta)
+    deep = mlp("relu", [4, 3, 2], k=5)  # a deep net's default: its per-layer GL, (9,)
+    assert null_space(deep, sample(deep, 10, dtype=DT), gl_ansatz(deep)).a_shape == (9,)
 
 
 # --------------------------------------------------------------------------------------------
@@ -572,17 +576,24 @@ OTHER_KINDS = {
 }
 
 
-@pytest.mark.parametrize("kind", sorted(OTHER_KINDS))
 @pytest.mark.parametrize("symmetry", SYMMETRIES)
-def test_continuous_symmetries_of_other_kinds_of_loss_are_refused_by_type(kind, symmetry):
-    """Dispatch is on the loss's type, never on its parameter names."""
-    loss = OTHER_KINDS[kind]()
-    pattern = rf"`loss` must be a TwoLayerLoss for '{symmetry}': .* is known for {kind}"
+def test_continuous_symmetries_of_other_kinds_of_loss_are_refused_by_type(symmetry):
+    """Dispatch is on the loss's type, never on its parameter names: a module whose parameters
+    are called W1 and W2 is no two-layer net (deep nets: tests/test_symdisc/test_known_deep.py)."""
+    loss = three_layer_tanh_skip()
+    pattern = (
+        rf"`loss` must be a TwoLayerLoss, an MLPLoss or a ModuleLoss for '{symmetry}': "
+        r".* is known for TanhSkipLoss"
+    )
     for build in (tangent_basis, group_action, algebra_shape):
         with pytest.raises(TypeError, match=pattern):
             build(loss, symmetry)
-    with pytest.raises(TypeError, match=f"`loss` must be a TwoLayerLoss, got {kind}"):
+    with pytest.raises(TypeError, match="`loss` must be a TwoLayerLoss, got TanhSkipLoss"):
         gl_ansatz(loss)
+    module = _module_named_like_a_two_layer_net()
+    for build in (tangent_basis, group_action, algebra_shape):
+        with pytest.raises(TypeError, match=r"`loss.model` must be an nn.Sequential .*got Net"):
+            build(module, symmetry)
 
 
 @pytest.mark.parametrize("kind", ["MLPLoss", "ModuleLoss"])

@@ -94,3 +94,35 @@ def test_discovery_on_a_leaky_relu_sequential_finds_positive_rescaling(one_threa
     )
     assert scores["energy_outside"] <= 0.05, scores
     assert scores["invariance_median"] < 0.05, scores
+
+
+def test_module_loss_samples_theta_at_the_modules_own_scale():
+    from symdisc.sampler import sample
+
+    model = leaky_net()
+    with torch.no_grad():
+        model[0].bias.zero_()  # an all-zero tensor takes the mean scale of the others
+    loss = module_loss(model, squared_error, sampler, [model[0], model[2]])
+    rms = {n: float(p.detach().pow(2).mean().sqrt()) for n, p in model.named_parameters()}
+    fallback = (rms["0.weight"] + rms["2.weight"] + rms["2.bias"]) / 3
+    want = torch.cat(
+        [
+            torch.full((6,), rms["0.weight"]),
+            torch.full((3,), fallback),
+            torch.full((3,), rms["2.weight"]),
+            torch.full((1,), rms["2.bias"]),
+        ]
+    )
+    want = want / want.pow(2).mean().sqrt()  # relative scales, overall root mean square 1
+    torch.testing.assert_close(loss.param_scale, want)
+    theta = sample(loss, 20_000, seed=0).theta
+    # the sample std converges to the module's scale (relative standard error ~ 1 / sqrt(2 n))
+    torch.testing.assert_close(theta.std(dim=0), want, rtol=0.03, atol=0)
+    assert theta.mean(dim=0).abs().max() < 0.03
+    unit = module_loss(model, squared_error, sampler, [model[0], model[2]], theta_scale="unit")
+    assert unit.param_scale is None
+    torch.testing.assert_close(
+        sample(unit, 20_000, seed=0).theta.std(dim=0), torch.ones(13), rtol=0.03, atol=0
+    )
+    with pytest.raises(ValueError, match="`theta_scale`"):
+        module_loss(model, squared_error, sampler, [model[0]], theta_scale="init")

@@ -291,6 +291,7 @@ def test_loop_arguments():
 # -- discovery: resume rejected before any parameter changes --------------------------------
 
 
+@pytest.mark.filterwarnings("ignore::symdisc.train.FieldCollapseWarning")  # a few steps only
 def test_discovery_resume_rejects_another_model_or_config_untouched(tmp_path):
     from symdisc.actions import MLPAction
     from symdisc.generators import Generators
