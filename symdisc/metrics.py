@@ -20,6 +20,7 @@ from symdisc.runtime.checks import check_float, check_instance, check_int
 from symdisc.sampler import Samples
 
 __all__ = [
+    "REPORT_ORDER",
     "invariance_errors",
     "quantiles",
     "cos_to_tangent",
@@ -381,6 +382,20 @@ class Verdict:
         return self.report()
 
 
+REPORT_ORDER = (
+    "invariance_median",
+    "flow_drift_ratio",
+    "v_norm_mean",
+    "field_rank",
+    "coverage",
+    "energy_outside",
+    "cos_true",
+    "identity_error",
+    "associativity_error",
+)
+"""The scores a :class:`Verdict` reports, in the order of its table (those present)."""
+
+
 def verdict(
     scores: dict[str, float],
     P: int,
@@ -433,19 +448,8 @@ def verdict(
         "coverage": None if kk is None else kk / P,
         "energy_outside": None if known_dim is None else 1.0 - known_dim / P,
     }
-    order = [
-        "invariance_median",
-        "flow_drift_ratio",
-        "v_norm_mean",
-        "field_rank",
-        "coverage",
-        "energy_outside",
-        "cos_true",
-        "identity_error",
-        "associativity_error",
-    ]
     rows = []
-    for name in order:
+    for name in REPORT_ORDER:
         if name not in scores:
             continue
         value = float(scores[name])

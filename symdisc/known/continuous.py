@@ -230,24 +230,26 @@ def _two_layer_spec(loss: TwoLayerLoss, symmetry: str, alpha: float | None) -> _
 @_spec.register(ModuleLoss)
 def _deep_spec(loss: MLPLoss | ModuleLoss, symmetry: str, alpha: float | None) -> _Spec:
     net = deep_net(loss)
-    if symmetry == "rescaling":
-        bad = [i for i, ok in enumerate(net.homogeneous, 1) if not ok]
+    # symmetry -> (which hidden layers admit it, what they need, (tangent, action), algebra shape)
+    kinds = {
+        "rescaling": (
+            net.homogeneous,
+            f"positively homogeneous activations {tuple(HOMOGENEOUS)}",
+            lambda: net.rescaling_maps(1.0 if alpha is None else alpha),
+            net.rescaling_shape,
+        ),
+        "gl": (net.identity, "the identity activation", net.gl_maps, net.gl_shape),
+    }
+    if symmetry in kinds:
+        admits, needs, maps, shape = kinds[symmetry]
+        bad = [i for i, ok in enumerate(admits, 1) if not ok]
         if bad:
             raise ValueError(
-                f"`loss` must be a deep net with positively homogeneous activations "
-                f"{tuple(HOMOGENEOUS)} for 'rescaling', got {_activations(net, bad)}"
-            )
-        tangent, action = net.rescaling_maps(1.0 if alpha is None else alpha)
-        return _Spec(loss, net.rescaling_shape(), tangent, action)
-    if symmetry == "gl":
-        bad = [i for i, ok in enumerate(net.identity, 1) if not ok]
-        if bad:
-            raise ValueError(
-                f"`loss` must be a deep net with the identity activation for 'gl', "
+                f"`loss` must be a deep net with {needs} for {symmetry!r}, "
                 f"got {_activations(net, bad)}"
             )
-        tangent, action = net.gl_maps()
-        return _Spec(loss, net.gl_shape(), tangent, action)
+        tangent, action = maps()
+        return _Spec(loss, shape(), tangent, action)
     raise ValueError(
         f"`symmetry` must be 'gl' or 'rescaling' for a deep net ({net.kind}), got {symmetry!r}"
     )
