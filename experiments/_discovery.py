@@ -21,7 +21,7 @@ from _cli import parser, run_config, setup
 from _results import check_targets, write_results
 from symdisc import plot
 from symdisc.discover import discover
-from symdisc.known import tangent_basis
+from symdisc.known import tangent_basis, unit_generators
 from symdisc.losses import ParamLoss
 from symdisc.metrics import evaluate, flow_profile
 from symdisc.objective import Weights
@@ -59,12 +59,13 @@ def discovery_case(
         device=device,
     )
     test = run.test_samples
-    basis = None
+    basis = known = None
     if spec.get("known"):
         basis = torch.vmap(tangent_basis(loss, spec["known"]))(test.theta, test.X)
+        known = unit_generators(loss, spec["known"], spec["d"])
     action, h = run.discovery.action, run.discovery.generators().detach()
     scores = evaluate(loss, action, h, test, known_basis=basis, seed=seed)
-    plot.save(plot.generators(h, title=name), out / f"{name}_generators.png")
+    plot.save(plot.generators(h, known=known, title=name), out / f"{name}_generators.png")
     plot.save(plot.history(run.history, title=name), out / f"{name}_training.png")
     profile = flow_profile(loss, action, h[0], test, seed=seed)
     plot.save(plot.flow_losses(profile, title=name), out / f"{name}_flow.png")

@@ -27,6 +27,7 @@ from symdisc.known.continuous import (
     group_action,
     infinitesimal_action,
     tangent_basis,
+    unit_generators,
 )
 from symdisc.known.discrete import flip_signs, permute_hidden
 
@@ -44,4 +45,5 @@ __all__ = [
     "null_space",
     "permute_hidden",
     "tangent_basis",
+    "unit_generators",
 ]

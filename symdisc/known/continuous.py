@@ -60,7 +60,7 @@ from symdisc.losses import (
     activation_fn,
     activation_inverse,
 )
-from symdisc.runtime.checks import check_choice, check_float, check_instance
+from symdisc.runtime.checks import check_choice, check_float, check_instance, check_int
 
 __all__ = [
     "SYMMETRIES",
@@ -71,6 +71,7 @@ __all__ = [
     "group_action",
     "infinitesimal_action",
     "tangent_basis",
+    "unit_generators",
 ]
 
 SYMMETRIES: tuple[str, ...] = ("gl", "rescaling", "data_dependent_gl", "softmax_shift")
@@ -287,6 +288,40 @@ def algebra_shape(loss: ParamLoss, symmetry: str) -> tuple[int, ...]:
             :func:`tangent_basis`).
     """
     return _known(loss, symmetry).a_shape
+
+
+def unit_generators(loss: ParamLoss, symmetry: str, d: int) -> Tensor | None:
+    """The unit generators of a known matrix symmetry embedded in gl(d), for figures.
+
+    ``E_ij`` (i, j < h, row-major) for ``"gl"`` and ``"data_dependent_gl"`` on h hidden units
+    (GL(h), paper 002, section 4.1), ``E_jj`` (j < h) for ``"rescaling"`` (its diagonal
+    subgroup), as a (r, d, d) tensor to show next to learned generators (Figs. 2-5). Learned
+    generators live in the coordinates the learned action chose, so the comparison is up to a
+    change of basis of gl(d).
+
+    Returns:
+        (r, d, d) float32, or None when the symmetry is not a matrix group of one hidden layer
+        (``"softmax_shift"``, deep nets) or does not fit in gl(d) (h > d).
+
+    Raises:
+        TypeError, ValueError: as :func:`algebra_shape`, and for ``d`` < 1.
+    """
+    d = check_int(d, "d", minimum=1)
+    shape = algebra_shape(loss, symmetry)
+    if symmetry in ("gl", "data_dependent_gl") and len(shape) == 2 and shape[0] <= d:
+        pairs = [(i, j) for i in range(shape[0]) for j in range(shape[1])]
+    elif symmetry == "rescaling" and len(shape) == 1 and shape[0] <= d and not _is_deep(loss):
+        pairs = [(j, j) for j in range(shape[0])]
+    else:
+        return None
+    out = torch.zeros(len(pairs), d, d)
+    for n, (i, j) in enumerate(pairs):
+        out[n, i, j] = 1.0
+    return out
+
+
+def _is_deep(loss: ParamLoss) -> bool:
+    return isinstance(loss, (MLPLoss, ModuleLoss))
 
 
 def infinitesimal_action(loss: ParamLoss, symmetry: str, *, alpha: float | None = None) -> Ansatz:

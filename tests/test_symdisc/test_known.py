@@ -642,3 +642,16 @@ def test_argument_errors() -> None:
         )
         == 1
     )
+
+
+def test_unit_generators_embed_the_known_algebra_in_gl_d() -> None:
+    from symdisc.known import unit_generators
+
+    gl = unit_generators(two_layer("identity", 2, 2, 2, 2), "gl", 3)
+    assert gl.shape == (4, 3, 3) and torch.equal(gl.sum(0)[:2, :2], torch.ones(2, 2))
+    assert gl[:, 2].abs().sum() == 0 and gl[:, :, 2].abs().sum() == 0  # only the h x h block
+    resc = unit_generators(two_layer("relu", 2, 3, 2, 2), "rescaling", 3)
+    assert torch.equal(resc.sum(0), torch.eye(3))
+    assert unit_generators(two_layer("identity", 2, 3, 2, 2), "gl", 2) is None  # h > d
+    with pytest.raises(ValueError, match="`d`"):
+        unit_generators(two_layer("relu", 2, 3, 2, 2), "rescaling", 0)
