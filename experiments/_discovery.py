@@ -6,7 +6,8 @@ Plumbing, no maths: the learning and the scores are library calls. It stays a he
 scripts (not a library function of ``symdisc``) because what it adds is the scripts' part: the
 command line, the file names of the figures in the output folder and the config record of
 results.json. Only :func:`discovery_experiment` reads the command line; :func:`discovery_case`
-takes plain values.
+takes plain values. :func:`relu_deep` is the one user network that ``rescaling.py`` and
+``symmetry_dimension.py`` share.
 """
 
 from __future__ import annotations
@@ -16,16 +17,36 @@ import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from _cli import parser, run_config, setup
 from _results import check_targets, write_results
 from symdisc import plot
 from symdisc.discover import discover
 from symdisc.known import tangent_basis, unit_generators
-from symdisc.losses import ParamLoss
+from symdisc.losses import ModuleLoss, ParamLoss, module_loss
 from symdisc.metrics import evaluate, flow_profile
 from symdisc.objective import Weights
 from symdisc.train import TrainConfig
+
+
+def _batches(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """n samples, each a batch of 8 inputs in R^2 with scalar targets."""
+    return torch.randn(n, 8, 2, generator=generator), torch.randn(n, 8, 1, generator=generator)
+
+
+def _squared_error(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return ((out - y) ** 2).mean()
+
+
+def relu_deep() -> ModuleLoss:
+    """The ``relu_deep`` case: a user's own 2-3-3-1 ReLU ``nn.Sequential`` with biases (seed 0),
+    every parameter acted on, through ``module_loss`` with its defaults."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 1))
+    return module_loss(
+        model, _squared_error, _batches, [model[0], model[2], model[4]], name="relu_deep"
+    )
 
 
 def discovery_case(

@@ -29,30 +29,8 @@ from __future__ import annotations
 
 from functools import partial
 
-import torch
-from torch import nn
-
-from _discovery import discovery_experiment
-from symdisc.losses import ModuleLoss, module_loss, two_layer
-
-
-def _batches(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """n batches of 8 inputs in R^2 with scalar targets."""
-    return torch.randn(n, 8, 2, generator=generator), torch.randn(n, 8, 1, generator=generator)
-
-
-def _squared_error(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return ((out - y) ** 2).mean()
-
-
-def relu_deep() -> ModuleLoss:
-    """A 2-3-3-1 ReLU ``nn.Sequential`` with biases, every parameter, ``module_loss`` defaults."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 1))
-    return module_loss(
-        model, _squared_error, _batches, [model[0], model[2], model[4]], name="relu_deep"
-    )
-
+from _discovery import discovery_experiment, relu_deep
+from symdisc.losses import two_layer
 
 CASES = {
     "linear_1x1": dict(loss=partial(two_layer, "identity", 1, 1, 1, 1), d=2, k=1, known="gl"),

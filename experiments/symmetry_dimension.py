@@ -34,9 +34,9 @@ import matplotlib.figure
 import matplotlib.ticker
 import numpy as np
 import torch
-from torch import nn
 
 from _cli import parser, run_config, setup
+from _discovery import relu_deep
 from _results import write_results
 from symdisc import plot
 from symdisc.dimension import (
@@ -45,41 +45,24 @@ from symdisc.dimension import (
     estimate_dimension,
     lie_closure,
 )
-from symdisc.known import gl_ansatz, null_space
-from symdisc.losses import module_loss, two_layer
+from symdisc.known import gl_ansatz, null_space, unit_generators
+from symdisc.losses import two_layer
 from symdisc.metrics import RANK_RTOL, random_invariance
 from symdisc.sampler import sample
 from symdisc.train import TrainConfig
-
-
-def _batches(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """n samples, each a batch of 8 inputs in R^2 with scalar targets."""
-    return torch.randn(n, 8, 2, generator=generator), torch.randn(n, 8, 1, generator=generator)
-
-
-def _squared_error(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return ((out - y) ** 2).sum()
-
-
-def relu_deep():
-    """A 2-3-3-1 ReLU network with biases, all of its parameters acted on."""
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 1))
-    return module_loss(net, _squared_error, _batches, [net[0], net[2], net[4]], name="relu_deep")
-
 
 CASES = {
     "linear_h2": dict(
         loss=partial(two_layer, "identity", 2, 2, 2, 2),
         d=2,
         k_max=5,
-        known=("gl", lambda: torch.eye(4).reshape(4, 2, 2)),  # E_ij
+        known="gl",
     ),
     "relu_h3": dict(
         loss=partial(two_layer, "relu", 2, 3, 2, 2),
         d=3,
         k_max=5,
-        known=("rescaling", lambda: torch.diag_embed(torch.eye(3))),  # E_jj
+        known="rescaling",
     ),
     "relu_deep": dict(loss=relu_deep, d=3, k_max=8),
     "sigmoid_3x3": dict(loss=partial(two_layer, "sigmoid", m=1, h=3, n=3, k=1), d=3, k_max=3),
@@ -140,11 +123,14 @@ def main() -> None:
     n_train, n_test = (256, 128) if args.quick else (10_000, 2_000)
     args.out.mkdir(parents=True, exist_ok=True)
     config = TrainConfig(steps=steps, seed=args.seed)
-    cases, timings, estimates, start = {}, {}, {}, time.perf_counter()
+    cases, case_records, timings, estimates = {}, {}, {}, {}
+    start = time.perf_counter()
     for name in args.cases:
         spec = CASES[name]
         tic = time.perf_counter()
         loss = spec["loss"]()
+        case_records[name] = {"d": spec["d"], "k_max": spec["k_max"], "loss": loss.name}
+        case_records[name]["known"] = spec.get("known", "")
         reference = sample(loss, 500, seed=args.seed + 2, dtype=torch.float64)
         null_dim = null_space(loss, reference, gl_ansatz(loss)).dim
         k_max = min(spec["k_max"], 2) if args.quick else spec["k_max"]
@@ -171,8 +157,9 @@ def main() -> None:
         if est.dimension >= 1:
             h = est.extras[est.dimension].discovery.generators().detach()
             scores["lie_closure_max"] = lie_closure(h).max_distance
-            known_name, known = spec.get("known", ("", lambda: None))
-            fig = plot.generators(h, known=known(), title="learned", known_title=known_name)
+            known_name = spec.get("known", "")
+            known = unit_generators(loss, known_name, spec["d"]) if known_name else None
+            fig = plot.generators(h, known=known, title="learned", known_title=known_name)
             plot.save(fig, args.out / f"{name}_generators.png")
         scores["targets"] = {
             "dimension": {"want": f"== {null_dim}", "pass": est.dimension == null_dim}
@@ -193,11 +180,7 @@ def main() -> None:
         "invariance_threshold": INVARIANCE_THRESHOLD,
         "drift_threshold": DRIFT_THRESHOLD,
         "rank_rtol": RANK_RTOL,
-        "cases": {
-            n: {"d": CASES[n]["d"], "k_max": CASES[n]["k_max"], "loss": cases_loss}
-            | {"known": CASES[n].get("known", ("",))[0]}
-            for n, cases_loss in ((n, CASES[n]["loss"]().name) for n in args.cases)
-        },
+        "cases": case_records,
     }
     log.info("wrote %s", write_results(args.out, "symmetry_dimension", record, cases, timings))
 

@@ -39,7 +39,7 @@ import torch
 
 from _cli import check_device, parser, run_config, setup
 from _results import check_targets, write_results
-from symdisc.actions import Action, MLPAction
+from symdisc.actions import CentredAction, MLPAction
 from symdisc.discover import discover
 from symdisc.known import KnownAction
 from symdisc.losses import two_layer
@@ -48,19 +48,6 @@ from symdisc.train import TrainConfig
 
 CASES = ("plain", "known", "learned", "untrained")
 TARGETS = {"steps_ratio": ("<=", 0.8), "loss_change_at_teleport": ("<=", 1e-3)}
-
-
-class Centred(Action):
-    """``a(g, theta) - a(I, theta) + theta``: an untrained MLP action made to fix theta at g = I,
-    so that as a control it moves theta only as far as g moves (no offset jump)."""
-
-    def __init__(self, action: Action) -> None:
-        super().__init__()
-        self.inner, self.d, self.data_dependent = action, action.d, action.data_dependent
-
-    def forward(self, g: torch.Tensor, theta: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
-        eye = torch.eye(self.d, dtype=g.dtype, device=g.device)
-        return self.inner(g, theta, X) - self.inner(eye, theta, X) + theta
 
 
 def steps_to(losses: torch.Tensor, bound: float, cap: int) -> int:
@@ -124,7 +111,7 @@ def main() -> None:
             copy.deepcopy(run.discovery.action).cpu().to(f64).requires_grad_(False),
             run.discovery.generators().detach().cpu().to(f64),
         ),
-        "untrained": (Centred(untrained).to(f64).requires_grad_(False), random_h.to(f64)),
+        "untrained": (CentredAction(untrained).to(f64).requires_grad_(False), random_h.to(f64)),
     }
     settings = dict(
         steps=teleport_steps,

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from symdisc.losses import ParamLoss
 from symdisc.runtime.checks import check_bool, check_instance, check_int
 
-__all__ = ["Action", "MLPAction", "LinearAction"]
+__all__ = ["Action", "MLPAction", "LinearAction", "CentredAction"]
 
 
 class Action(nn.Module):
@@ -160,3 +160,20 @@ class LinearAction(Action):
     def forward(self, g: Tensor, theta: Tensor, X: Tensor) -> Tensor:
         moved = (g @ theta[self.index].reshape(self.d, -1)).reshape(-1)
         return theta.index_put((self.index,), moved)
+
+
+class CentredAction(Action):
+    """``a(g, theta, X) - a(I, theta, X) + theta``: any action made to fix theta at g = I.
+
+    The identity axiom of paper 002 (``a_X(I, theta) = theta``) holds exactly, whatever the
+    wrapped action; an untrained :class:`MLPAction` wrapped this way moves theta only as far as g
+    moves, with no jump at the identity (the control of ``experiments/teleport.py``).
+    """
+
+    def __init__(self, action: Action) -> None:
+        super().__init__()
+        self.inner, self.d, self.data_dependent = action, action.d, action.data_dependent
+
+    def forward(self, g: Tensor, theta: Tensor, X: Tensor) -> Tensor:
+        eye = torch.eye(self.d, dtype=g.dtype, device=g.device)
+        return self.inner(g, theta, X) - self.inner(eye, theta, X) + theta

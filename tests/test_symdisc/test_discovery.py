@@ -366,3 +366,22 @@ def test_weights_forms_and_checks():
         Weights(beta=0.0)
     with pytest.raises(TypeError, match="`orth`"):
         Weights(orth="1")
+
+
+def test_centred_action_fixes_theta_at_the_identity_and_moves_with_g():
+    from symdisc.actions import CentredAction
+    from symdisc.sampler import sample
+
+    loss = two_layer("tanh", 1, 2, 2, 1)
+    inner = MLPAction(loss, 2, (16, 16), data_dependent=False).double()
+    centred = CentredAction(inner).requires_grad_(False)
+    s = sample(loss, 4, dtype=torch.float64)
+    eye = torch.eye(2, dtype=torch.float64)
+    g = eye + 0.1 * torch.randn(2, 2, generator=torch.Generator().manual_seed(0), dtype=eye.dtype)
+    at_identity = torch.vmap(centred, in_dims=(None, 0, 0))(eye, s.theta, s.X)
+    torch.testing.assert_close(at_identity, s.theta, rtol=0, atol=1e-14)
+    assert (
+        abs(float(inner(eye, s.theta[0], s.X[0]).sub(s.theta[0]).norm())) > 1e-3
+    )  # inner does not
+    moved = torch.vmap(centred, in_dims=(None, 0, 0))(g, s.theta, s.X)
+    assert (moved - s.theta).norm(dim=1).min() > 0
