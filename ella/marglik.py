@@ -408,7 +408,7 @@ class MarglikLoop:
 
     def deltas(self) -> dict[str, float]:
         """``{group: delta_g}`` now, as floats."""
-        return {g: float(v.detach().exp()) for g, v in self.log_prec.items()}
+        return {g: float(d) for g, d in self.precisions().items()}
 
     # -- steps ---------------------------------------------------------------------------
 
