@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -65,7 +66,8 @@ def discovery_case(
     """Learn one case's symmetry, score it on held-out samples and draw its figures.
 
     ``spec`` holds ``d``, ``k`` and optionally ``known`` (a symmetry of :mod:`symdisc.known`
-    to score against). Writes ``<name>_generators.png``, ``<name>_training.png`` and
+    to score against) and ``weights`` (a :class:`Weights` that replaces ``config.weights`` for
+    this case). Writes ``<name>_generators.png``, ``<name>_training.png`` and
     ``<name>_flow.png`` into ``out``.
     """
     run = discover(
@@ -75,7 +77,7 @@ def discovery_case(
         data_dependent=data_dependent,
         n_train=n_train,
         n_test=n_test,
-        config=config,
+        config=replace(config, weights=spec["weights"]) if "weights" in spec else config,
         seed=seed,
         device=device,
     )
@@ -147,8 +149,9 @@ def discovery_experiment(
         "n_test": n_test,
         "data_dependent": data_dependent,
         "cases": {
-            n: {k: v for k, v in cases[n].items() if k != "loss"}
+            n: {k: v for k, v in cases[n].items() if k not in ("loss", "weights")}
             | {"loss": cases[n]["loss"]().name}
+            | ({"weights": cases[n]["weights"].as_dict()} if "weights" in cases[n] else {})
             for n in args.cases
         },
         "weights": config.weights.as_dict(),
