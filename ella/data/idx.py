@@ -16,6 +16,12 @@ from torch import Tensor
 
 __all__ = ["read_idx", "load_mnist"]
 
+#: where the IDX files are published (MNIST and Fashion-MNIST use the same file names)
+MNIST_SOURCES = (
+    "MNIST: https://yann.lecun.com/exdb/mnist/",
+    "Fashion-MNIST: https://github.com/zalandoresearch/fashion-mnist",
+)
+
 _IDX_TYPES = {
     0x08: np.uint8,
     0x09: np.int8,
@@ -56,13 +62,14 @@ def load_mnist(
     """MNIST or Fashion-MNIST (same file layout) from a local directory of IDX files.
 
     Looks for ``{train,t10k}-{images-idx3,labels-idx1}-ubyte`` with or without ``.gz`` in
-    ``root``. Nothing is downloaded.
+    ``root``. Nothing is downloaded: put the files of MNIST (https://yann.lecun.com/exdb/mnist/)
+    or Fashion-MNIST (https://github.com/zalandoresearch/fashion-mnist; same names) there.
 
     Returns:
         ``(images (N, 1, 28, 28) float32 in [0, 1], labels (N,) int64)``.
 
     Raises:
-        FileNotFoundError: naming the files looked for.
+        FileNotFoundError: naming the files looked for, where, and where to get them.
         ValueError: for an unknown split or inconsistent files.
     """
     if split not in ("train", "test"):
@@ -70,14 +77,21 @@ def load_mnist(
     root = Path(root)
     prefix = "train" if split == "train" else "t10k"
 
-    def find(stem: str) -> Path:
-        for name in (stem, f"{stem}.gz"):
-            if (root / name).exists():
-                return root / name
-        raise FileNotFoundError(f"neither {stem} nor {stem}.gz in {root}")
-
-    images = read_idx(find(f"{prefix}-images-idx3-ubyte"))
-    labels = read_idx(find(f"{prefix}-labels-idx1-ubyte"))
+    stems = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
+    found = {
+        stem: next((root / n for n in (stem, f"{stem}.gz") if (root / n).is_file()), None)
+        for stem in stems
+    }
+    missing = [stem for stem, path in found.items() if path is None]
+    if missing:
+        where = f"{root}" if root.is_dir() else f"{root} (the directory does not exist)"
+        raise FileNotFoundError(
+            f"missing {' and '.join(missing)} (with or without .gz) in {where}: the {split} split "
+            f"needs {stems[0]} and {stems[1]} there, from MNIST or Fashion-MNIST (same file "
+            f"names; {'; '.join(MNIST_SOURCES)}); nothing is downloaded"
+        )
+    images = read_idx(found[stems[0]])
+    labels = read_idx(found[stems[1]])
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
         raise ValueError(f"images {images.shape} and labels {labels.shape} do not match")
     x = torch.from_numpy(images.astype(np.float32) / 255.0)[:, None]

@@ -29,12 +29,12 @@ pytest.importorskip("sklearn")
 
 def test_versions_are_seeded_and_transform_as_named():
     assert VERSIONS == ("rotated", "partially_rotated", "translated", "scaled", "original")
-    x, y, xt, yt = transformed_digits("rotated", 0, n_train=100)
+    x, y, xt, yt = transformed_digits("rotated", 0, n_train=100, source="sklearn")
     assert x.shape == (100, 1, 16, 16) and xt.shape == (1697, 1, 16, 16)
     assert y.shape == (100,) and yt.shape == (1697,)
-    x2, y2, _, _ = transformed_digits("rotated", 0, n_train=100)
+    x2, y2, _, _ = transformed_digits("rotated", 0, n_train=100, source="sklearn")
     assert torch.equal(x, x2) and torch.equal(y, y2)
-    xo, yo, _, _ = transformed_digits("original", 0, n_train=100)
+    xo, yo, _, _ = transformed_digits("original", 0, n_train=100, source="sklearn")
     assert torch.equal(yo, y) and not torch.allclose(xo, x)
     # a centred disc-shaped blob is invariant to rotation and moved by translation
     blob = torch.zeros(4, 1, 16, 16)
