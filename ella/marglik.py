@@ -26,6 +26,11 @@ unbiased estimate of ``L_theta / N``,
 i.e. ``N * mean NLL / T + 1/2 sum_g delta_g ||theta_g||^2`` divided by N, so that learning rates
 do not depend on the data set size. The NLL includes its normaliser (for regression
 ``||y - f||^2 / (2 sigma^2) + C/2 log(2 pi sigma^2)`` per point), which changes no gradient.
+
+Training data (:func:`train_marglik`): a pair of tensors held in memory, or any re-iterable of
+``(x, y)`` minibatches (a ``torch.utils.data.DataLoader`` included) that is streamed, never
+collected: the MAP epochs read one pass each, every Laplace fit one more (section 6 and F.6 of
+paper 000 train on CIFAR-10 in minibatches of 128 with augmented MAP steps; ``augment``).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import copy
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NoReturn
@@ -42,6 +47,7 @@ from typing import Any, Literal, NoReturn
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, IterableDataset
 
 import symdisc.runtime as runtime
 from ella.laplace import (
@@ -53,6 +59,7 @@ from ella.laplace import (
     layer_paths,
     prior_groups,
 )
+from ella.laplace.base import Batch, iter_batches
 from symdisc.runtime import NonFiniteLossError
 
 __all__ = [
@@ -70,6 +77,10 @@ logger = logging.getLogger(__name__)
 
 OptimizerName = Literal["adam", "sgd"]
 
+TrainData = tuple[Tensor, Tensor] | Iterable[tuple[Tensor, Tensor]]
+"""What :func:`train_marglik` trains on: ``(inputs (N, ...), targets (N, ...))`` in memory, or a
+re-iterable of ``(inputs (B, ...), targets (B, ...))`` minibatches."""
+
 
 # --------------------------------------------------------------------------------------------
 # configuration
@@ -84,10 +95,12 @@ class MarglikConfig:
         epochs: passes over the training data (a resumed run continues up to this count).
         batch_size: points per minibatch; every epoch visits all N points in the order of
             ``torch.randperm(N, generator=g)`` with ``g = torch.Generator().manual_seed(seed)``
-            drawn once per epoch (the last minibatch may be smaller).
+            drawn once per epoch (the last minibatch may be smaller). Used for training data
+            held as tensors; an iterable of batches brings its own batches and order.
         optimizer: ``"adam"`` (default betas) or ``"sgd"`` (plain, no momentum) for the weights.
         lr: learning rate of the weights, cosine-annealed to 0 over all ``epochs * ceil(N /
-            batch_size)`` steps (``CosineAnnealingLR``, stepped once per minibatch).
+            batch_size)`` steps (``CosineAnnealingLR``, stepped once per minibatch; for an
+            iterable of batches ``epochs`` times its number of batches per epoch).
         lr_hyper: Adam learning rate of the log prior precisions, cosine-annealed to 0 over all
             hyperparameter steps of the run.
         n_hyper_steps: Adam steps on the log precisions per marginal-likelihood evaluation.
@@ -105,7 +118,7 @@ class MarglikConfig:
         init_prior_precision: initial delta of every group (1: unit prior variances).
         checkpoint_every: epochs between checkpoints (0: none).
         checkpoint: path of the checkpoint file (written atomically, read by ``resume``).
-        seed: seed of the minibatch order.
+        seed: seed of the minibatch order (training data held as tensors).
         progress: show a tqdm progress bar over epochs.
 
     On resume, every setting must equal the checkpoint's except ``epochs`` (the schedules keep
@@ -193,34 +206,63 @@ class MarglikResult:
 # --------------------------------------------------------------------------------------------
 
 
-def _batches(x: Tensor, y: Tensor, size: int) -> list[tuple[Tensor, Tensor]]:
-    return [(x[i : i + size], y[i : i + size]) for i in range(0, x.shape[0], size)]
-
-
 def train_marglik(
     model: nn.Module,
-    train_data: tuple[Tensor, Tensor],
+    train_data: TrainData,
     config: MarglikConfig,
     *,
     resume: str | Path | None = None,
+    augment: Callable[[Tensor], Tensor] | None = None,
 ) -> MarglikResult:
     """Train ``model`` by MAP and its prior precisions by the Laplace marginal likelihood.
 
     See the module docstring for the objectives and :class:`MarglikConfig` for the schedule.
     After every epoch the history gets one record; after a marginal-likelihood epoch a
-    :class:`~ella.laplace.Laplace` is fitted once on the whole training set (in minibatches of
-    ``batch_size``, in data order, with the model in ``eval()`` mode) and, if
-    ``config.learn_hyper``, ``n_hyper_steps`` Adam steps are taken on the log precisions. The
-    state with the lowest negative log marginal likelihood (after the steps) is kept.
+    :class:`~ella.laplace.Laplace` is fitted once on the whole training set (with the model in
+    ``eval()`` mode) and, if ``config.learn_hyper``, ``n_hyper_steps`` Adam steps are taken on
+    the log precisions. The state with the lowest negative log marginal likelihood (after the
+    steps) is kept.
+
+    Training data, two forms:
+
+    * ``(inputs (N, ...), targets (N, ...))`` tensors: moved to the model's device once;
+      minibatches of ``config.batch_size`` in a fresh seeded permutation every epoch; the
+      Laplace fit in minibatches of ``batch_size`` in data order.
+    * any re-iterable of ``(inputs (B, ...), targets (B, ...))`` batches (a list, a
+      ``torch.utils.data.DataLoader``, an object whose ``__iter__`` produces batches lazily;
+      not a one-shot iterator such as a generator): streamed, never collected; each batch is
+      checked and moved to the model's device as it is read. Every epoch's weight steps take
+      the batches in the iterable's own order (``config.batch_size`` and ``config.seed`` play no
+      part), and every Laplace fit is one more pass. N (the objective's scaling, the
+      marginal likelihood's data set) and the batches per epoch (the cosine schedule's length)
+      are, for a ``DataLoader`` over a map-style data set with its default batch sampler and
+      ``drop_last=False``, ``len(loader.sampler)`` (``len(loader.dataset)`` with
+      ``shuffle=True`` or ``False``) and ``len(loader)``, without reading any data; for any
+      other iterable they are counted in a first pass over it (which also checks every batch,
+      and advances whatever random state the iterable uses).
+
+    ``augment(inputs) -> inputs`` (e.g. :func:`ella.data.flip_shift`, paper 000, F.6) is applied
+    to the inputs of every MAP weight step (after the move to the model's device), never to
+    the Laplace fit. Its randomness is its own (not in the checkpoint).
 
     With ``resume``, the model, both optimisers and schedulers, the precisions, the minibatch
     random state, the history and the best state are restored from a checkpoint (contents:
-    :class:`MarglikLoop`) and training continues to ``config.epochs``, giving the same result
-    as an uninterrupted run.
+    :class:`MarglikLoop`) and training continues to ``config.epochs``. For tensors this gives
+    the same result as an uninterrupted run, bit for bit. For an iterable the order of the
+    batches after the resume is the iterable's: the checkpoint also holds a ``DataLoader``'s
+    own ``generator`` (``DataLoader(..., generator=g)``, which drives ``shuffle=True``), so a
+    deterministic iterable or such a loader gives the uninterrupted run again; randomness the
+    checkpoint does not hold (a loader without a generator draws its shuffling from the global
+    RNG, a sampler's own generator, the augmentation's) continues correctly but not in the
+    uninterrupted run's order.
 
     Raises:
-        TypeError, ValueError: for malformed ``train_data``; ValueError for a ``resume``
-            checkpoint that does not fit the model or the config, before anything changes.
+        TypeError, ValueError: for malformed ``train_data`` (naming it: not a pair of tensors
+            nor an iterable, a one-shot iterator, no batch, a batch that is not a pair of
+            tensors, batches of different shapes; an iterable's batch is checked when it is
+            read); a non-callable ``augment`` or one that does not return a tensor of as many
+            inputs; ValueError for a ``resume`` checkpoint that does not fit the model or the
+            config, before anything changes.
         NonFiniteLossError: when a minibatch loss, the weights before a Laplace fit, its
             log-likelihood or the marginal likelihood are NaN or infinite (the message names
             the epoch). The checkpoint file is not overwritten and the model, optimisers,
@@ -229,17 +271,25 @@ def train_marglik(
     """
     runtime.check_instance(model, "model", nn.Module)
     runtime.check_instance(config, "config", MarglikConfig)
-    x, y = runtime.check_train_data(train_data)
-    run = MarglikLoop(model, config, x.shape[0])
+    if augment is not None and not callable(augment):
+        raise TypeError(f"`augment` must be callable, got {type(augment).__name__}")
+    device = _model_device(model)
+    source = _source(train_data, config.batch_size, device)
+    run = MarglikLoop(model, config, source.n, steps_per_epoch=source.steps_per_epoch)
+    if source.generator is not None:
+        run.track(rng_loader=source.generator)
     if resume is not None:
         run.resume(resume)
 
-    def batch_loss(index: Tensor, prec: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        nll = run.nll(model(x[index]), y[index])
+    def batch_loss(batch: Batch, prec: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        inputs, targets = batch
+        if augment is not None:
+            inputs = _augmented(augment, inputs)
+        nll = run.nll(model(inputs), targets)
         return run.map_loss(nll, prec), nll
 
     for epoch in run:
-        record = run.weight_epoch(batch_loss, device=x.device)
+        record = run.weight_epoch(batch_loss, batches=source.epoch(run))
         if config.is_marglik_epoch(epoch):
             laplace = run.fit_laplace(
                 lambda: Laplace(
@@ -248,12 +298,108 @@ def train_marglik(
                     config.structure,
                     sigma=config.sigma,
                     temperature=config.temperature,
-                ).fit(_batches(x, y, config.batch_size))
+                ).fit(source.fit_batches())
             )
             record.update(run.hyper_steps(laplace))
             run.consider(record["neg_log_marglik"])
         run.end_epoch(record)
     return run.result(MarglikResult)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without any)."""
+    first = next(iter(model.parameters()), None)
+    return torch.device("cpu") if first is None else first.device
+
+
+def _augmented(augment: Callable[[Tensor], Tensor], inputs: Tensor) -> Tensor:
+    out = augment(inputs)
+    if not isinstance(out, Tensor):
+        raise TypeError(f"`augment` must return a tensor, got {type(out).__name__}")
+    if out.ndim == 0 or out.shape[0] != inputs.shape[0]:
+        raise ValueError(
+            f"`augment` must return as many inputs as it got ({inputs.shape[0]}), got shape "
+            f"{tuple(out.shape)}"
+        )
+    return out
+
+
+class _Tensors:
+    """Training data held as ``(x (N, ...), y (N, ...))`` on the model's device: index
+    minibatches of a fresh permutation per epoch, the Laplace fit's slices in data order."""
+
+    generator = None
+
+    def __init__(self, x: Tensor, y: Tensor, batch_size: int, device: torch.device) -> None:
+        self.x, self.y, self.batch_size = x.to(device), y.to(device), batch_size
+        self.n = x.shape[0]
+        self.steps_per_epoch = math.ceil(self.n / batch_size)
+
+    def epoch(self, run: MarglikLoop) -> Iterator[Batch]:
+        for index in run.index_batches(self.x.device):
+            yield self.x[index], self.y[index]
+
+    def fit_batches(self) -> Iterator[Batch]:
+        size = self.batch_size
+        for i in range(0, self.n, size):
+            yield self.x[i : i + size], self.y[i : i + size]
+
+
+class _Stream:
+    """Training data as a re-iterable of batches, streamed in its own order (see
+    :func:`train_marglik` for N and the batches per epoch)."""
+
+    def __init__(self, data: Iterable[Batch], device: torch.device) -> None:
+        self.data, self.device = data, device
+        self.generator = data.generator if isinstance(data, DataLoader) else None
+        sized = _loader_size(data)
+        if sized is None:
+            n = steps = 0
+            for x, _ in iter_batches(data, "train_data"):
+                n, steps = n + x.shape[0], steps + 1
+            sized = (n, steps)
+        self.n, self.steps_per_epoch = sized
+
+    def epoch(self, run: MarglikLoop) -> Iterator[Batch]:
+        return iter_batches(self.data, "train_data", device=self.device)
+
+    def fit_batches(self) -> Iterator[Batch]:
+        return iter_batches(self.data, "train_data", device=self.device)
+
+
+def _loader_size(data: object) -> tuple[int, int] | None:
+    """``(points, batches)`` per epoch of a DataLoader that visits ``len(sampler)`` points
+    in ``len(loader)`` batches (map-style data set, default batch sampler, no ``drop_last``);
+    None for anything else."""
+    if not isinstance(data, DataLoader) or isinstance(data.dataset, IterableDataset):
+        return None
+    if data.batch_size is None or data.drop_last:
+        return None
+    try:
+        n, steps = len(data.sampler), len(data)  # type: ignore[arg-type]
+    except TypeError:  # a sampler without a length
+        return None
+    return (n, steps) if n > 0 else None
+
+
+def _source(data: object, batch_size: int, device: torch.device) -> _Tensors | _Stream:
+    """The training data's form (:func:`train_marglik`), checked."""
+    if isinstance(data, (tuple, list)) and any(isinstance(t, Tensor) for t in data):
+        x, y = runtime.check_train_data(data)
+        return _Tensors(x, y, batch_size, device)
+    iterable = isinstance(data, Iterable) and not isinstance(data, (Tensor, str, bytes))
+    if not iterable:
+        raise TypeError(
+            f"`train_data` must be a tuple (inputs, targets) of tensors or a re-iterable of "
+            f"(inputs, targets) batches, got {type(data).__name__}"
+        )
+    if isinstance(data, Iterator):  # a generator, an iterator: one pass only
+        raise TypeError(
+            f"`train_data` must be re-iterable (a DataLoader, a list of batches, an object "
+            f"whose __iter__ starts a new pass), got a one-shot iterator "
+            f"({type(data).__name__}), which would be empty after the first epoch"
+        )
+    return _Stream(data, device)  # type: ignore[arg-type]
 
 
 def _progress_postfix(record: Mapping[str, float]) -> dict[str, str]:
@@ -283,6 +429,9 @@ class MarglikLoop:
         model: the network; its trainable parameters are the weights.
         config: the schedule.
         n: N, the number of training points.
+        steps_per_epoch: weight steps per epoch (the cosine schedule's length is ``epochs``
+            times it); default ``ceil(N / config.batch_size)``, the index minibatches of
+            :meth:`index_batches`.
         desc: label of the progress bar.
         learn_hyper: whether the hyper steps change the precisions (default
             ``config.learn_hyper``).
@@ -297,8 +446,8 @@ class MarglikLoop:
             gradient when ``learn_hyper``).
         optimizer, scheduler: the weights' optimiser and its cosine schedule (per minibatch).
         hyper_optimizer, hyper_scheduler: Adam on ``log_prec`` and its cosine schedule.
-        gen: the generator of the minibatch order.
-        steps_per_epoch: ``ceil(N / batch_size)``.
+        gen: the generator of the minibatch order of :meth:`index_batches`.
+        steps_per_epoch: weight steps per epoch.
         loop: the shared loop state.
     """
 
@@ -308,6 +457,7 @@ class MarglikLoop:
         config: MarglikConfig,
         n: int,
         *,
+        steps_per_epoch: int | None = None,
         desc: str = "marglik",
         learn_hyper: bool | None = None,
         hyper_steps: int | None = None,
@@ -337,7 +487,9 @@ class MarglikLoop:
             self.optimizer: torch.optim.Optimizer = torch.optim.Adam(params, lr=config.lr, **decay)
         else:
             self.optimizer = torch.optim.SGD(params, lr=config.lr, **decay)
-        self.steps_per_epoch = math.ceil(n / config.batch_size)
+        if steps_per_epoch is None:
+            steps_per_epoch = math.ceil(n / config.batch_size)
+        self.steps_per_epoch = runtime.check_int(steps_per_epoch, "steps_per_epoch", minimum=1)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.optimizer, T_max=config.epochs * self.steps_per_epoch, eta_min=0.0
         )
@@ -435,30 +587,48 @@ class MarglikLoop:
         )
         return nll / self.config.temperature + prior / self.n
 
+    def index_batches(self, device: torch.device | str) -> Iterator[Tensor]:
+        """The index minibatches (B,) of one epoch on ``device``: consecutive slices of
+        ``config.batch_size`` of ``torch.randperm(N, generator=gen)`` (drawn when the first one
+        is read; the last may be smaller)."""
+        n, size = self.n, self.config.batch_size
+        order = torch.randperm(n, generator=self.gen).to(device)
+        for i in range(0, n, size):
+            yield order[i : i + size]
+
     def weight_epoch(
         self,
-        batch_loss: Callable[[Tensor, dict[str, Tensor]], tuple[Tensor, Tensor]],
+        batch_loss: Callable[[Any, dict[str, Tensor]], tuple[Tensor, Tensor]],
         *,
-        device: torch.device,
+        batches: Iterable[Any] | None = None,
+        device: torch.device | str | None = None,
         leaves: Sequence[Tensor] = (),
         after_step: Callable[[], None] | None = None,
     ) -> dict[str, float]:
-        """One pass of weight steps over the minibatches of a fresh permutation;
-        ``batch_loss(index, precisions)`` gives a minibatch's ``(loss, nll)``, ``leaves`` lose
-        their gradient before each backward pass and ``after_step`` runs after each step.
-        Returns the epoch's history record.
+        """One pass of weight steps over the minibatches of ``batches``, by default
+        :meth:`index_batches` on ``device`` (a fresh permutation).
+
+        ``batch_loss(batch, precisions)`` gives a minibatch's ``(loss, nll)``; a minibatch's
+        number of points is the length of its first dimension (an index tensor (B,), or the
+        first tensor of a tuple such as ``(inputs (B, ...), targets)``), and the record's
+        means are weighted by it. ``leaves`` lose their gradient before each backward pass and
+        ``after_step`` runs after each step. Returns the epoch's history record.
 
         Raises:
+            ValueError: for neither ``batches`` nor ``device``, or no minibatch.
             NonFiniteLossError: for a non-finite minibatch loss (the NaN stop).
         """
+        if batches is None:
+            if device is None:
+                raise ValueError("`weight_epoch` needs `batches` or the `device` of the indices")
+            batches = self.index_batches(device)
         self.model.train()
-        n, size = self.n, self.config.batch_size
-        order = torch.randperm(n, generator=self.gen).to(device)
         total_loss = total_nll = 0.0
+        seen = 0
         prec = self.precisions()
-        for i in range(0, n, size):
-            index = order[i : i + size]
-            loss, nll = batch_loss(index, prec)
+        for batch in batches:
+            size = (batch if isinstance(batch, Tensor) else batch[0]).shape[0]
+            loss, nll = batch_loss(batch, prec)
             self.loop.check_finite(loss, "the minibatch loss")
             self.optimizer.zero_grad(set_to_none=True)
             for leaf in leaves:
@@ -468,12 +638,15 @@ class MarglikLoop:
             self.scheduler.step()
             if after_step is not None:
                 after_step()
-            total_loss += float(loss.detach()) * index.numel()
-            total_nll += float(nll.detach()) * index.numel()
+            total_loss += float(loss.detach()) * size
+            total_nll += float(nll.detach()) * size
+            seen += size
+        if seen == 0:
+            raise ValueError("the epoch had no minibatch")
         return {
             "epoch": self.loop.current,
-            "train_loss": total_loss / n,
-            "nll": total_nll / n,
+            "train_loss": total_loss / seen,
+            "nll": total_nll / seen,
             "lr": self.scheduler.get_last_lr()[0],
         }
 

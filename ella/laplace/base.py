@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from abc import ABCMeta, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -53,10 +53,82 @@ from symdisc.curvature import (
 )
 from symdisc.runtime import NonFiniteLossError, check_choice, check_float, check_instance
 
-__all__ = ["Laplace"]
+__all__ = ["Laplace", "iter_batches"]
 
 Batch = tuple[Tensor, Tensor]
 """``(inputs (N, ...), targets)``: one batch of data."""
+
+
+def iter_batches(
+    data: Iterable[Batch], name: str = "data", *, device: torch.device | str | None = None
+) -> Iterator[Batch]:
+    """The ``(inputs, targets)`` batches of ``data``, checked one at a time as they stream and
+    moved to ``device`` (when given); nothing is held beyond the current batch.
+
+    Every batch must be a tuple or list (a DataLoader's default collation) of two tensors
+    ``(inputs (B, ...), targets (B, ...))`` with the same non-zero B, and every batch must
+    share the first one's shapes beyond B (inputs and targets separately).
+
+    Args:
+        data: any iterable of batches (a list, a generator, a ``torch.utils.data.DataLoader``);
+            iterated once.
+        name: the argument's name in the error messages.
+        device: where to move the tensors (``Tensor.to``: differentiable, a no-op where they
+            already are).
+
+    Raises:
+        TypeError: at once for a ``data`` that is not iterable; while streaming, for a batch
+            that is not such a pair of tensors (naming ``name`` and the batch's position).
+        ValueError: while streaming, for a batch of 0-d tensors, different or zero B, or
+            shapes unlike the first batch's; after the last batch, for no batch at all.
+    """
+    if isinstance(data, (Tensor, str, bytes)):
+        raise TypeError(
+            f"`{name}` must be an iterable of (inputs, targets) batches, got {type(data).__name__}"
+        )
+    try:
+        iterator = iter(data)
+    except TypeError:
+        raise TypeError(
+            f"`{name}` must be an iterable of (inputs, targets) batches, got {type(data).__name__}"
+        ) from None
+    return _checked(iterator, name, device)
+
+
+def _checked(
+    iterator: Iterator[Any], name: str, device: torch.device | str | None
+) -> Iterator[Batch]:
+    shapes: tuple[torch.Size, torch.Size] | None = None
+    for i, batch in enumerate(iterator):
+        pair = isinstance(batch, (tuple, list)) and len(batch) == 2
+        if not (pair and all(isinstance(t, Tensor) for t in batch)):
+            what = type(batch).__name__
+            if isinstance(batch, (tuple, list)):
+                what += f" of {len(batch)} ({', '.join(type(t).__name__ for t in batch)})"
+            raise TypeError(
+                f"`{name}` must yield (inputs, targets) pairs of tensors; batch {i} is a {what}"
+            )
+        x, y = batch
+        if x.ndim == 0 or y.ndim == 0 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
+            raise ValueError(
+                f"`{name}` batch {i}: inputs and targets must share a non-empty first "
+                f"dimension, got {tuple(x.shape)} and {tuple(y.shape)}"
+            )
+        if shapes is None:
+            shapes = (x.shape[1:], y.shape[1:])
+        elif (x.shape[1:], y.shape[1:]) != shapes:
+            raise ValueError(
+                f"`{name}` batches must share their shapes beyond the first dimension: batch 0 "
+                f"has inputs (B, {', '.join(map(str, shapes[0]))}) and targets "
+                f"(B, {', '.join(map(str, shapes[1]))}), batch {i} {tuple(x.shape)} and "
+                f"{tuple(y.shape)}"
+            )
+        if device is not None:
+            x, y = x.to(device), y.to(device)
+        yield x, y
+    if shapes is None:
+        raise ValueError(f"`{name}` must yield at least one (inputs, targets) batch, got none")
+
 
 _STRUCTURES: dict[str, type[Laplace]] = {}
 
@@ -197,11 +269,21 @@ class Laplace(metaclass=_Factory):
     def fit(self, data: Iterable[Batch]) -> Laplace:
         """Compute, once, everything the approximation needs at the current parameters.
 
+        ``data`` is streamed: one pass, each batch checked (:func:`iter_batches`), moved to the
+        model's device and reduced into the log-likelihood and the curvature before the next
+        one is read; nothing is held beyond one batch and the running sums, so a DataLoader
+        over a data set larger than memory is fine. The exception: inputs that require a
+        gradient (with gradients enabled; paper 001's invariance learning differentiates the
+        marginal likelihood through the augmented inputs, :func:`ella.invariance.
+        invariant_laplace` with ``differentiable=True``) keep their graph, and that graph holds
+        every batch's activations until the result is released. Whether the inputs require a
+        gradient is read from the first batch; every batch must agree.
+
         Args:
-            data: an iterable of ``(inputs, targets)`` batches (read into a list, so one pass
-                over a DataLoader). Inputs that require a gradient keep their graph: the
-                likelihood and the curvature (and so the marginal likelihood) are differentiable
-                in them.
+            data: any iterable of ``(inputs, targets)`` batches (a list, a generator, a
+                ``torch.utils.data.DataLoader``), iterated once. Inputs that require a gradient
+                keep their graph: the likelihood and the curvature (and so the marginal
+                likelihood) are differentiable in them.
 
         Returns:
             ``self``.
@@ -210,15 +292,20 @@ class Laplace(metaclass=_Factory):
             NonFiniteLossError: for a likelihood that is not finite (NaN or infinite outputs
                 or log-likelihood), as every trainer's NaN stop
                 (:class:`symdisc.runtime.NonFiniteLossError`).
-            ValueError: for no data, wrongly shaped outputs or targets, or what the structure
+            TypeError: for a ``data`` that is not iterable or a batch that is not a pair of
+                tensors (naming ``data``).
+            ValueError: for no data, batches of different shapes, some but not all inputs
+                requiring a gradient, wrongly shaped outputs or targets, or what the structure
                 rejects (see its class).
         """
-        batches = list(data)
-        if not batches:
-            raise ValueError("`data` must yield at least one (inputs, targets) batch, got none")
         model_fn, params = functional(self.model, list(_trainable(self.model)))
         first = next(iter(params.values()))
         self.dtype, self.device = first.dtype, first.device
+        batches = iter_batches(data, "data", device=self.device)
+        head = next(batches, None)
+        if head is None:  # pragma: no cover  (iter_batches raises for no batch)
+            raise ValueError("`data` must yield at least one (inputs, targets) batch, got none")
+        keep_graph = torch.is_grad_enabled() and head[0].requires_grad
         self.names = list(params)
         self.numels = {n: p.numel() for n, p in params.items()}
         self.n_params = sum(self.numels.values())
@@ -226,8 +313,10 @@ class Laplace(metaclass=_Factory):
         self.sq_norms = {
             g: sum(params[n].pow(2).sum() for n in ns) for g, ns in self.groups.items()
         }
+        stream = _same_grad([head], batches, keep_graph)
+        del head  # held by the stream only until it is consumed
         try:
-            log_lik = self._fit_curvature(batches, model_fn, params)
+            log_lik = self._fit_curvature(stream, model_fn, params, keep_graph=keep_graph)
         except NonFiniteCurvatureError as err:  # its loss is the negative log-likelihood
             raise NonFiniteLossError(
                 f"the log-likelihood at the parameters must be finite ({err})"
@@ -243,9 +332,13 @@ class Laplace(metaclass=_Factory):
         return self
 
     @abstractmethod
-    def _fit_curvature(self, batches: list[Batch], model_fn: ModelFn, params: Params) -> Tensor:
-        """Fit the structure's curvature on ``batches`` at ``params``; return the 0-d
-        log-likelihood (with its graph to the inputs)."""
+    def _fit_curvature(
+        self, batches: Iterator[Batch], model_fn: ModelFn, params: Params, *, keep_graph: bool
+    ) -> Tensor:
+        """Fit the structure's curvature on ``batches`` (checked, on the model's device; an
+        iterator to consume once, holding nothing beyond a batch) at ``params``; return the 0-d
+        log-likelihood (with its graph to the inputs). ``keep_graph``: the inputs require a
+        gradient and the curvature must stay differentiable in them."""
 
     def _prepare_curvature(self) -> None:  # noqa: B027  (optional hook)
         """Whatever the structure derives from its fitted curvature once, after the
@@ -368,3 +461,18 @@ class Laplace(metaclass=_Factory):
             likelihood) and the 0-d term, whose sum over batches covering the data is
             ``<W, H>`` of the fitted curvature.
         """
+
+
+def _same_grad(head: list[Batch], rest: Iterator[Batch], keep_graph: bool) -> Iterator[Batch]:
+    """The one batch of ``head`` (taken out, so that nothing keeps it once it is consumed), then
+    ``rest``, with ValueError for a batch whose inputs' ``requires_grad`` differs from the
+    first batch's (when gradients are enabled)."""
+    yield head.pop()
+    for i, (x, y) in enumerate(rest, start=1):
+        if torch.is_grad_enabled() and x.requires_grad != keep_graph:
+            raise ValueError(
+                f"`data`: the inputs of all batches or of none must require a gradient; batch "
+                f"0 {'does' if keep_graph else 'does not'}, batch {i} "
+                f"{'does' if x.requires_grad else 'does not'}"
+            )
+        yield x, y

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -27,7 +28,11 @@ class _ExactGGNLaplace(Laplace):
     """Base of :class:`~ella.laplace.FullLaplace` and :class:`~ella.laplace.DiagLaplace`: the
     curvature is a reduction of the GGN rows (:meth:`_reduce_rows`) summed over batches."""
 
-    def _fit_curvature(self, batches: list[Batch], model_fn: ModelFn, params: Params) -> Tensor:
+    def _fit_curvature(
+        self, batches: Iterator[Batch], model_fn: ModelFn, params: Params, *, keep_graph: bool
+    ) -> Tensor:
+        # one batch at a time: its rows (R, P) are reduced before the next batch is read (the
+        # graph to the inputs, when they require a gradient, follows from autograd alone)
         log_lik = torch.zeros((), dtype=self.dtype, device=self.device)
         dense: Tensor | None = None
         for inputs, targets in batches:
