@@ -32,16 +32,66 @@ __all__ = [
     "PriorPrecision",
     "ROOT_GROUP",
     "prior_groups",
+    "posterior_parameters",
+    "map_parameters",
     "layer_paths",
     "precision_vector",
 ]
 
 
+def posterior_parameters(model: nn.Module) -> list[str]:
+    """Names of the parameters that carry a prior and that the Laplace approximation integrates
+    over (paper 000, section 3.2 and eq. 9), in ``named_parameters`` order.
+
+    Every parameter that requires a gradient, except those a layer keeps as point estimates: a
+    module with a ``prior_parameters()`` method (the sparse layers :class:`ella.layers.SFC` and
+    :class:`ella.layers.SCONV`) contributes only the parameters it names there, according to
+    its ``prior_on`` (anchors: u and the bias; lengthscales: omega and learnable z; weights: u
+    in its orthonormal basis, i.e. the induced weights, and the bias).
+
+    The other trainable parameters (:func:`map_parameters`) stay at their MAP: they have no
+    prior term (the MAP objective of :mod:`ella.marglik` regularises only the groups of
+    :func:`prior_groups`), no curvature block and no share in the log-determinant; the
+    marginal likelihood is then that of the posterior parameters with the point estimates
+    held fixed, as for any hyperparameter set by optimisation.
+
+    Raises:
+        TypeError: if ``model`` is not an ``nn.Module``.
+    """
+    check_instance(model, "model", nn.Module)
+    own: set[str] = set()
+    inside: set[str] = set()
+    for prefix, module in model.named_modules():
+        select = getattr(module, "prior_parameters", None)
+        if callable(select):
+            dot = f"{prefix}." if prefix else ""
+            own.update(dot + n for n, _ in module.named_parameters(recurse=False))
+            inside.update(dot + n for n in select())
+    return [
+        n for n, p in model.named_parameters() if p.requires_grad and (n not in own or n in inside)
+    ]
+
+
+def map_parameters(model: nn.Module) -> list[str]:
+    """Names of the trainable parameters outside the posterior (point estimates, no prior):
+    those that require a gradient but are not in :func:`posterior_parameters`.
+
+    Raises:
+        TypeError: if ``model`` is not an ``nn.Module``.
+    """
+    inside = set(posterior_parameters(model))
+    return [n for n, p in model.named_parameters() if p.requires_grad and n not in inside]
+
+
 def _trainable(model: nn.Module) -> dict[str, Tensor]:
-    """``{name: parameter}`` of the parameters that require a gradient (at least one)."""
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    """``{name: parameter}`` of :func:`posterior_parameters` (at least one)."""
+    named = dict(model.named_parameters())
+    params = {n: named[n] for n in posterior_parameters(model)}
     if not params:
-        raise ValueError("`model` must have at least one parameter that requires a gradient")
+        raise ValueError(
+            "`model` must have at least one parameter that requires a gradient and carries a "
+            "prior (see ella.laplace.posterior_parameters)"
+        )
     return params
 
 
@@ -55,12 +105,16 @@ def prior_groups(model: nn.Module, per_tensor: bool = False) -> dict[str, list[s
     model itself form :data:`ROOT_GROUP`). With ``per_tensor=True`` every parameter tensor is a
     group of its own, named after the parameter.
 
-    Only parameters that require a gradient are grouped (they are the ones the Laplace
-    approximation integrates over); groups and their members follow ``named_parameters`` order.
+    Only the parameters of :func:`posterior_parameters` are grouped (they require a gradient
+    and are the ones the Laplace approximation integrates over); groups and their members follow
+    ``named_parameters`` order. For the sparse layers this reflects their ``prior_on``
+    (``prior_target``): the group ``"{layer}:{path}"`` of an S-FC / S-CONV holds u and the bias
+    (``"anchors"``, ``"weights"``) or omega and the learnable z (``"lengthscales"``); its other
+    parameters are in no group and stay at their MAP (:func:`map_parameters`).
 
     Raises:
         TypeError: if ``model`` is not an ``nn.Module`` or ``per_tensor`` not a bool.
-        ValueError: if ``model`` has no trainable parameter.
+        ValueError: if ``model`` has no trainable parameter in the posterior.
     """
     check_instance(model, "model", nn.Module)
     check_bool(per_tensor, "per_tensor")

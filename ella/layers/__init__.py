@@ -28,7 +28,7 @@ from ella.layers.group import (
     group_pool,
     rotate_p4,
 )
-from ella.layers.pooling import PolyphasePool, polyphase_pool
+from ella.layers.pooling import PolyphasePool, Subsampling, polyphase_pool, subsample
 from ella.layers.relaxed import CONV, FC, FFC, SCONV, SFC, PathSum, PriorTarget, rbf_basis
 from ella.layers.relaxed_group import (
     RelaxedGroupConv,
@@ -46,6 +46,8 @@ __all__ = [
     "check_kernel_size",
     "PolyphasePool",
     "polyphase_pool",
+    "subsample",
+    "Subsampling",
     "PriorTarget",
     "FC",
     "CONV",

@@ -18,11 +18,15 @@ layer       Kronecker block (``a`` rows: mean outer product A; ``g`` rows: summe
 ``SCONV``   the CONV block projected on the basis of eq. (6) (appendix C.2): with
             ``w(c', c, s) = sum_m u(c', c, m) phi(m, s)`` the layer is linear in u with input
             ``patch (C, S S) @ phi^T -> (C M)``, so ``a = [patch @ phi^T, 1]`` (C M + 1), ``g`` as
-            for CONV; params ``("u", "bias")``.
+            for CONV; params ``("u", "bias")`` (prior on the anchors). Prior on the weights: the
+            same with the orthonormal basis Psi in place of phi (u holds theta's coordinates in
+            it). Prior on the lengthscales: the exact blocks of omega and learnable z below.
 ``FFC``     three blocks (appendix C.1; see :func:`_ffc_terms`): theta1 (expand over c', stored with
             the roles of A and G swapped), theta2 (expand over c), bias (exact). Exact for
             C = C' = 1 and one sample.
-``SFC``     as FFC with u1, u2 projected on their bases (appendix C.2).
+``SFC``     as FFC with u1, u2 projected on their bases (appendix C.2; phi, or Psi for the prior
+            on the weights), or, prior on the lengthscales, the exact blocks of omega1, omega2
+            and learnable z1, z2 below.
 ==========  =====================================================================================
 
 and the layers on p4 feature maps (B, C, 4, H, W) of :mod:`ella.layers.group` and
@@ -64,23 +68,43 @@ is read everywhere has gradients on all four components and keeps every pair. Th
 an output that is read everywhere but whose gradients vanish exactly (every channel, rotation and
 output-Hessian column) on three components of every sample would count as pooled.
 
-Not covered (no Kronecker block): the lengthscales ``omega`` (SCONV) / ``omega1``, ``omega2``
-(SFC) and learnable anchor positions ``z``. The GGN in them is not of the form ``A (x) G``;
-``Laplace(..., "kron")`` raises for a model in which they are trainable (they lie in no block),
-so freeze them (``layer.omega.requires_grad_(False)``) or use the ``full``/``diag`` structures.
+Lengthscales and anchor positions (S-CONV, S-FC with ``prior_on="lengthscales"``). The induced
+weights ``theta(c', c, q) = sum_j u(c', c, j) phi(j, q)`` depend on omega_j and z_j only through
+row j of phi, and the layer is linear in theta. For one sample n and one column lambda_k of the
+output-Hessian root, ``gtheta_nk`` (C', C, K) is the per-sample weight gradient that KFAC's
+factors are built from (CONV: ``sum_p dy_nk(:, p) (x) patch_n(p)``; F-FC: ``dy (x) z`` for
+theta1, ``dz (x) x`` for theta2), and the chain rule gives the Jacobian-vector row
+
+    g_nk(omega_j) = sum_q [sum_{c', c} gtheta_nk(c', c, q) u(c', c, j)] dphi(j, q)/domega_j
+
+(z_{j,e} likewise with dphi(j, q)/dz_{j,e} = 2 omega_j^2 (p_q - z_j)_e phi(j, q);
+dphi/domega_j = -2 omega_j |p_q - z_j|^2 phi(j, q)). The block of omega (M,) is then the exact
+GGN block ``sum_n J_n^T Lambda_n J_n = sum_{n,k} g_nk g_nk^T`` -- a full M x M matrix, written
+as a Kronecker block with ``A = [1]`` (rows ``a = 1``) and ``G = sum g g^T``, exact for any
+number of samples (no Kronecker approximation; M is at most the domain size H W). omega1,
+omega2, z1, z2 are separate blocks (their cross terms are dropped, as between any two KFAC
+blocks). No extra backward pass; S-CONV forms its per-sample filter gradients (B K C' C S S),
+S-FC never forms its own (outer products, contracted with u and the basis derivatives first:
+O(B K (C' P + C Q) M)).
+
+With the prior on the anchors or the weights, omega and learnable z are point estimates outside
+the posterior, and with the prior on the lengthscales u and the bias are
+(:meth:`~ella.layers.SFC.prior_parameters`, :func:`ella.laplace.posterior_parameters`): a rule
+emits blocks for the posterior's parameters only, which is what ``Laplace(..., "kron")`` needs.
 
 The rules receive the module, not the parameters passed as ``params=`` to
 :func:`symdisc.curvature.kfac`: the polyphase selection of a halving CONV/SCONV, the induced
-filter / basis of SCONV/SFC and the intermediate ``z`` and ``theta1`` of FFC/SFC/GroupFFC are
-recomputed from the module's *own* parameters (so is the fallback component of a group layer,
-:func:`_read_component`). This is what ``Laplace`` does (it evaluates at the module's own
-parameters); with other ``params`` those parts of the factors are taken at the module's.
+filter / basis (and its derivatives) of SCONV/SFC and the intermediate ``z`` and ``theta1`` of
+FFC/SFC/GroupFFC are recomputed from the module's *own* parameters (so is the fallback
+component of a group layer, :func:`_read_component`). This is what ``Laplace`` does (it
+evaluates at the module's own parameters); with other ``params`` those parts of the factors
+are taken at the module's.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -96,8 +120,8 @@ from ella.layers.group import (
     rotate_p4,
 )
 from ella.layers.group_paths import FoldedConv
-from ella.layers.pooling import polyphase_pool
-from ella.layers.relaxed import CONV, FC, FFC, SCONV, SFC, rbf_basis
+from ella.layers.pooling import Subsampling, polyphase_pool, subsample
+from ella.layers.relaxed import CONV, FC, FFC, SCONV, SFC, rbf_basis_derivatives
 from symdisc.curvature import KronTerms, register_kfac_rule
 
 __all__ = ["conv_patches", "p4_patches"]
@@ -130,12 +154,14 @@ def conv_patches(x: Tensor, kernel_size: int) -> Tensor:
     return F.unfold(circular_pad(x, kernel_size), kernel_size).transpose(1, 2)  # (B, H W, C S S)
 
 
-def _selected(patches: Tensor, size: int, weight: Tensor, bias: Tensor | None) -> Tensor:
+def _selected(
+    patches: Tensor, size: int, weight: Tensor, bias: Tensor | None, mode: Subsampling
+) -> Tensor:
     """The patches (B, size/2 * size/2, D) of the polyphase component the layer outputs.
 
     The pre-pool output ``patches @ weight^T + bias`` is recomputed (the bias changes the
-    l-infinity norms, so it is included) and :func:`polyphase_pool` chooses the component per
-    sample, exactly as in the forward pass.
+    l-infinity norms, so it is included) and :func:`subsample` chooses the component per
+    sample in the layer's ``mode``, exactly as in the forward pass.
     """
     b, _, d = patches.shape
     with torch.no_grad():
@@ -143,7 +169,7 @@ def _selected(patches: Tensor, size: int, weight: Tensor, bias: Tensor | None) -
         if bias is not None:
             pre = pre + bias
         pre = pre.transpose(1, 2).reshape(b, -1, size, size)
-        _, index = polyphase_pool(pre, return_index=True)  # (B,)
+        _, index = subsample(pre, mode, return_index=True)  # (B,)
     grid = patches.transpose(1, 2).reshape(b, d, size, size)
     comps = torch.stack([grid[:, :, i::2, j::2] for i in (0, 1) for j in (0, 1)], dim=1)
     h2 = size // 2
@@ -158,7 +184,7 @@ def _conv_like(
     patches = conv_patches(x, module.kernel_size)
     if module.halves:
         bias = module.bias.detach() if module.bias is not None else None
-        patches = _selected(patches, module.in_size, weight.detach(), bias)
+        patches = _selected(patches, module.in_size, weight.detach(), bias, module.subsampling)
     a = patches.reshape(-1, patches.shape[-1])
     c_out = module.out_channels
     g = torch.cat([gr.flatten(2).transpose(1, 2).reshape(-1, c_out) for gr in grads])
@@ -175,12 +201,56 @@ def _conv_rule(module: CONV, x: Tensor, grads: Sequence[Tensor]) -> list[KronTer
 def _sconv_rule(module: SCONV, x: Tensor, grads: Sequence[Tensor]) -> list[KronTerms]:
     with torch.no_grad():
         weight = module.filter()
-        phi = rbf_basis(module.points, module.z, module.omega)  # (M, S S)
+        basis = module.basis()  # (M, S S): phi, or Psi when the prior is on the weights
     a, g = _conv_like(module, x, grads, weight)
+    basis = basis.to(a.dtype)
     c = module.in_channels
-    phi = phi.to(a.dtype)
-    a_u = (a.reshape(a.shape[0], c, -1) @ phi.T).reshape(a.shape[0], -1)  # (R, C M)
-    return _linear_terms(module, "u", a_u, g)
+    if module.prior_target != "lengthscales":
+        a_u = (a.reshape(a.shape[0], c, -1) @ basis.T).reshape(a.shape[0], -1)  # (R, C M)
+        return _linear_terms(module, "u", a_u, g)
+    # per-sample, per-column gradients of the induced filter (K B, C', C, S S): small (S S)
+    b, k = x.shape[0], len(grads)
+    a_b = a.reshape(b, -1, a.shape[-1])  # (B, P, C S S)
+    g_b = g.reshape(k, b, -1, g.shape[-1])  # (K, B, P, C')
+    grad_w = torch.einsum("kbpo,bpd->kbod", g_b, a_b).flatten(0, 1)
+    grad_w = grad_w.reshape(k * b, module.out_channels, c, -1)
+    u = module.u.detach().to(a.dtype)
+    v = torch.einsum("rocq,ocj->rjq", grad_w, u)  # (K B, M, S S)
+    return _basis_terms(module, "", lambda d: torch.einsum("rjq,jeq->rje", v, d), x)
+
+
+def _basis_terms(
+    module: SCONV | SFC, domain: str, rows: Callable[[Tensor], Tensor], x: Tensor
+) -> list[KronTerms]:
+    """Exact GGN blocks of the lengthscales ``omega<domain>`` (M,) and, when they are trainable
+    parameters, the positions ``z<domain>`` (M, 2) of one basis of eq. (6) (the prior on the
+    lengthscales; the module docstring derives them).
+
+    ``rows(D)`` maps derivatives ``D`` (M, E, K) of the basis, ``D(j, e, q) = dphi(j, q) /
+    dparam(j, e)`` (:func:`~ella.layers.relaxed.rbf_basis_derivatives`; E = 1 for omega, 2 for
+    z), to the R = K_cols B rows (R, M, E)
+
+        g_r(j, e) = sum_{c', c, q} gtheta_r(c', c, q) u(c', c, j) D(j, e, q)
+
+    with ``gtheta_r`` the per-sample, per-output-Hessian-column gradient of the induced weights
+    ``theta = u @ phi`` (each layer contracts it in its cheapest order). Each block is ``a = [1]``
+    per sample (A = 1) and ``g = g_r`` flattened (G = sum_r g_r g_r^T). Only parameters that
+    require a gradient get a block.
+    """
+    omega = getattr(module, f"omega{domain}")
+    z = getattr(module, f"z{domain}")
+    points = getattr(module, f"points{domain}")
+    with torch.no_grad():
+        d_omega, d_z = rbf_basis_derivatives(points, z, omega)
+    ones = torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)
+    terms = []
+    if omega.requires_grad:
+        g_omega = rows(d_omega.to(x.dtype)[:, None, :]).flatten(1)  # (R, M)
+        terms.append(KronTerms((f"omega{domain}",), a=ones, g=g_omega, bias=False))
+    if isinstance(z, nn.Parameter) and z.requires_grad:
+        g_z = rows(d_z.to(x.dtype)).flatten(1)  # (R, 2 M), z's row-major order
+        terms.append(KronTerms((f"z{domain}",), a=ones, g=g_z, bias=False))
+    return terms
 
 
 def _ffc_terms(
@@ -264,10 +334,33 @@ def _ffc_rule(module: FFC, x: Tensor, grads: Sequence[Tensor]) -> list[KronTerms
 
 @register_kfac_rule(SFC)
 def _sfc_rule(module: SFC, x: Tensor, grads: Sequence[Tensor]) -> list[KronTerms]:
-    with torch.no_grad():
-        phi1 = rbf_basis(module.points1, module.z1, module.omega1).to(x.dtype)
-        phi2 = rbf_basis(module.points2, module.z2, module.omega2).to(x.dtype)
-    return _ffc_terms(module, x, grads, phi1, phi2)
+    with torch.no_grad():  # phi, or Psi when the prior is on the weights
+        basis1 = module.basis("1").to(x.dtype)
+        basis2 = module.basis("2").to(x.dtype)
+    if module.prior_target != "lengthscales":
+        return _ffc_terms(module, x, grads, basis1, basis2)
+    # the per-sample gradients of the induced factors are outer products, never formed:
+    # gtheta1(c', c, p) = dy(c', p) z(c', c), gtheta2(c', c, q) = dz(c', c) x(c, q)
+    theta1, theta2 = (t.detach() for t in module.factors())
+    u1, u2 = module.u1.detach().to(x.dtype), module.u2.detach().to(x.dtype)
+    b, c_out, c = x.shape[0], module.out_channels, module.in_channels
+    xf = x.reshape(b, c, -1)  # (B, C, Q)
+    z = torch.einsum("bcq,ocq->boc", xf, theta2.reshape(c_out, c, -1))  # (B, C', C)
+    dy = torch.stack([gr.reshape(b, c_out, -1) for gr in grads])  # (K, B, C', P)
+    dz = torch.einsum("kbop,ocp->kboc", dy, theta1.reshape(c_out, c, -1))  # (K, B, C', C)
+    zu = torch.einsum("boc,ocj->boj", z, u1)  # (B, C', M1)
+    dzu = torch.einsum("kboc,ocj->kbcj", dz, u2)  # (K, B, C, M2)
+
+    def rows1(
+        d: Tensor,
+    ) -> Tensor:  # sum_{c', p} dy(c', p) d(j, e, p) [sum_c z(c', c) u1(c', c, j)]
+        return torch.einsum("kbop,jep,boj->kbje", dy, d, zu).flatten(0, 1)
+
+    def rows2(d: Tensor) -> Tensor:  # sum_{c, q} [sum_c' dz(c', c) u2(c', c, j)] x(c, q) d(j, e, q)
+        xd = torch.einsum("bcq,jeq->bcje", xf, d)  # (B, C, M2, E)
+        return torch.einsum("kbcj,bcje->kbje", dzu, xd).flatten(0, 1)
+
+    return _basis_terms(module, "1", rows1, x) + _basis_terms(module, "2", rows2, x)
 
 
 # --------------------------------------------------------------------------------------------

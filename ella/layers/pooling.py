@@ -12,12 +12,19 @@ equivariant before global pooling and strictly invariant after it.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor, nn
 
 from ella.layers._base import check_feature_map
 
-__all__ = ["polyphase_pool", "PolyphasePool"]
+__all__ = ["Subsampling", "polyphase_pool", "subsample", "PolyphasePool"]
+
+#: How a halving CONV/S-CONV layer subsamples its output: ``"polyphase"`` (the component of
+#: largest norm per sample, strictly equivariant to every circular shift) or ``"stride"`` (always
+#: component (0, 0), as a stride-2 convolution: equivariant to circular shifts by even amounts).
+Subsampling = Literal["polyphase", "stride"]
 
 
 def polyphase_pool(x: Tensor, *, return_index: bool = False) -> Tensor | tuple[Tensor, Tensor]:
@@ -51,6 +58,34 @@ def polyphase_pool(x: Tensor, *, return_index: bool = False) -> Tensor | tuple[T
     b, c, h2, w2 = x.shape[0], x.shape[1], h // 2, w // 2
     out = comps.gather(1, index.view(b, 1, 1, 1, 1).expand(b, 1, c, h2, w2)).squeeze(1)
     return (out, index) if return_index else out
+
+
+def subsample(
+    x: Tensor, mode: Subsampling, *, return_index: bool = False
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Halve (B, C, H, W) -> (B, C, H/2, W/2) as ``mode`` says (:data:`Subsampling`).
+
+    ``"polyphase"`` is :func:`polyphase_pool`; ``"stride"`` keeps component 0 (``x[:, :, ::2,
+    ::2]``) of every sample, and its index is 0 for all. A network of stride layers ending in
+    one polyphase layer on a 2 x 2 map is strictly invariant to circular shifts by multiples of
+    half the input side: shift by s = 2^(L-1) on side 2^L halves to a shift by 1 on the last
+    2 x 2 map, whose polyphase choice is shift invariant.
+
+    Raises:
+        ValueError: for an unknown ``mode`` (and as :func:`polyphase_pool` for odd sizes).
+    """
+    if mode == "polyphase":
+        return polyphase_pool(x, return_index=return_index)
+    if mode != "stride":
+        raise ValueError(f"`mode` must be one of ('polyphase', 'stride'), got {mode!r}")
+    check_feature_map(x, "subsample")
+    h, w = x.shape[-2:]
+    if h % 2 or w % 2:
+        raise ValueError(f"subsampling needs even H and W, got H={h}, W={w}")
+    out = x[:, :, ::2, ::2]
+    if return_index:
+        return out, torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+    return out
 
 
 class PolyphasePool(nn.Module):

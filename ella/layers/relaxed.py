@@ -25,6 +25,40 @@ section 3.2 is centred at 0); only ``omega^2`` enters, so the basis precision is
 without a softplus, and ``omega = 0`` is the flat basis. The induced weights are recomputed in
 every forward pass from (u, z, omega); nothing is cached.
 
+Where the prior sits in a sparse layer (section 3.2; ``prior_on``, recorded as
+``prior_target``; :meth:`SFC.prior_parameters` names the parameters that carry the Laplace prior
+and form the posterior, every other trainable parameter stays at its MAP, see
+:func:`ella.laplace.posterior_parameters`):
+
+==================  ============================================================================
+``prior_on``        prior N(0, sigma^2 I) and Laplace posterior over (table 2 row)
+==================  ============================================================================
+``"anchors"``       the anchor values u (u1, u2) and the bias (rows "u", the default); omega and
+                    learnable z are point estimates
+``"lengthscales"``  the lengthscales omega (omega1, omega2) and, when ``learn_positions``, the
+                    positions z (z1, z2) (rows "omega"); u and the bias are point estimates
+``"weights"``       the induced weights theta (S-FC: the factors theta1, theta2; S-CONV: the
+                    filter) and the bias; omega and learnable z are point estimates. u is then
+                    stored in an orthonormal basis of the span of eq. (6)'s basis
+                    (:func:`orthonormal_basis`): ``theta = Psi^T u`` with ``Psi Psi^T = I``, so
+                    ``||theta||^2 = ||u||^2`` and the prior on theta *is* the isotropic prior on
+                    u, exactly (the same functions as with phi; only u's coordinates differ)
+==================  ============================================================================
+
+Reading of the paper (section 3.2, appendix C.2). It places the prior on *one* tensor per
+layer and path -- N(u | 0, sigma^2 I) or N(omega | 0, sigma^2 I) -- and says nothing of the others;
+the Gaussian integral of eq. (9) needs a proper prior on every parameter it integrates over, so
+the others are point estimates: trained at the MAP of the likelihood alone (no prior term, so
+no weight decay), held fixed in the Laplace approximation. With the prior on omega the paper
+counts the anchor positions among the learnable parameters of the basis (section 3.1, "C'CP +
+2P"); they share omega's group and its N(0, sigma^2) (for S-CONV, centred filter coordinates:
+sigma -> 0 pulls the anchors to the filter's centre; omega -> 0 alone already gives a constant
+basis, i.e. strict equivariance, eq. 8). The prior on theta for a layer whose weights are a
+function theta(u, omega, z) is taken as the prior on theta restricted to the span that u moves
+it in (a linear map for fixed omega, z), which the orthonormal coordinates make exact: the
+Jacobian of the output in u is then the CONV / F-FC Jacobian projected on Psi (appendix C.2
+with Psi for phi), and no Jacobian through omega or z is needed.
+
 ``PathSum`` adds paths with equal shapes (FC+CONV, F-FC+CONV, S-FC+S-CONV, eq. 4).
 """
 
@@ -45,12 +79,23 @@ from ella.layers._base import (
     check_shape,
     circular_conv,
 )
-from ella.layers.pooling import polyphase_pool
+from ella.layers.pooling import Subsampling, subsample
 from symdisc.runtime import check_choice, check_int
 
 PriorTarget = Literal["weights", "anchors", "lengthscales"]
 
-__all__ = ["PriorTarget", "FC", "CONV", "FFC", "SFC", "SCONV", "PathSum", "rbf_basis"]
+__all__ = [
+    "PriorTarget",
+    "FC",
+    "CONV",
+    "FFC",
+    "SFC",
+    "SCONV",
+    "PathSum",
+    "rbf_basis",
+    "rbf_basis_derivatives",
+    "orthonormal_basis",
+]
 
 
 # --------------------------------------------------------------------------------------------
@@ -152,6 +197,36 @@ def rbf_basis(points: Tensor, anchors: Tensor, omega: Tensor) -> Tensor:
     return torch.exp(-omega.pow(2)[:, None] * d2)
 
 
+def rbf_basis_derivatives(points: Tensor, anchors: Tensor, omega: Tensor) -> tuple[Tensor, Tensor]:
+    """Derivatives of :func:`rbf_basis` in its own lengthscale and position (anchor j only
+    enters row j of phi): with ``d(j, k) = points_k - anchors_j``,
+
+        d phi(j, k) / d omega_j = -2 omega_j |d(j, k)|^2 phi(j, k),
+        d phi(j, k) / d anchors(j, e) = 2 omega_j^2 d(j, k)_e phi(j, k).
+
+    Shapes: points (K, 2), anchors (M, 2), omega (M,) -> (M, K) and (M, 2, K).
+    """
+    diff = points[None, :, :] - anchors[:, None, :]  # (M, K, 2)
+    d2 = diff.pow(2).sum(-1)
+    phi = torch.exp(-omega.pow(2)[:, None] * d2)
+    d_omega = -2.0 * omega[:, None] * d2 * phi
+    d_anchors = 2.0 * omega.pow(2)[:, None, None] * diff.transpose(1, 2) * phi[:, None, :]
+    return d_omega, d_anchors
+
+
+def orthonormal_basis(phi: Tensor) -> Tensor:
+    """Orthonormal rows spanning the rows of ``phi`` (M, K), M <= K: ``Psi = L^{-1} phi`` with
+    the Cholesky factor ``L L^T = phi phi^T`` (M, M), so ``Psi Psi^T = I`` and ``phi^T u =
+    Psi^T (L^T u)``: the same span, isometric coordinates. Differentiable in phi.
+
+    Raises:
+        torch.linalg.LinAlgError: when ``phi phi^T`` is singular in the dtype (e.g. all
+            lengthscales 0: every row the same constant).
+    """
+    chol = torch.linalg.cholesky(phi @ phi.T)
+    return torch.linalg.solve_triangular(chol, phi, upper=False)
+
+
 def _check_anchors(value: object, name: str, n: int) -> int:
     m = check_int(value, name, minimum=1)
     if m > n:
@@ -161,14 +236,18 @@ def _check_anchors(value: object, name: str, n: int) -> int:
 
 class _Convolution(_Shaped):
     """Shared by CONV and SCONV: an odd S x S filter (:meth:`filter`) applied with circular
-    padding (eq. 3), then :func:`~ella.layers.pooling.polyphase_pool` when the layer halves the
-    resolution, so it stays strictly equivariant to circular translations."""
+    padding (eq. 3), then, when the layer halves the resolution,
+    :func:`~ella.layers.pooling.subsample` with ``subsampling``: ``"polyphase"`` (default;
+    :func:`~ella.layers.pooling.polyphase_pool`, strictly equivariant to every circular shift)
+    or ``"stride"`` (component (0, 0), equivariant to shifts by even amounts)."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, in_size: int, out_size: int, kernel_size: int
-    ) -> None:
+        self, in_channels: int, out_channels: int, in_size: int, out_size: int, kernel_size: int,
+        subsampling: Subsampling = "polyphase",
+    ) -> None:  # fmt: skip
         super().__init__(in_channels, out_channels, in_size, out_size)
         self.kernel_size = check_kernel_size(kernel_size)
+        self.subsampling: Subsampling = check_choice(subsampling, "subsampling", Subsampling)
 
     def filter(self) -> Tensor:
         """The filter (C', C, S, S)."""
@@ -177,7 +256,39 @@ class _Convolution(_Shaped):
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
         y = circular_conv(x, self.filter(), self.bias)
-        return polyphase_pool(y) if self.halves else y  # type: ignore[return-value]
+        return subsample(y, self.subsampling) if self.halves else y  # type: ignore[return-value]
+
+
+class _Sparse:
+    """What S-FC and S-CONV share: the basis of their anchor values and where the prior sits
+    (module docstring). ``_domains`` are the suffixes of the anchor sets ("" or "1", "2")."""
+
+    prior_target: PriorTarget
+    _domains: tuple[str, ...]
+
+    def basis(self, domain: str = "") -> Tensor:
+        """The basis (M, K) that maps the anchor values u<domain> to the induced weights,
+        ``theta = u @ basis``: eq. (6)'s ``phi = rbf_basis(points, z, omega)``, or its
+        :func:`orthonormal_basis` ``Psi`` when the prior is on the weights."""
+        phi = rbf_basis(
+            getattr(self, f"points{domain}"),
+            getattr(self, f"z{domain}"),
+            getattr(self, f"omega{domain}"),
+        )
+        return orthonormal_basis(phi) if self.prior_target == "weights" else phi
+
+    def prior_parameters(self) -> tuple[str, ...]:
+        """Names (inside this layer) of the parameters that carry the Laplace prior of section
+        3.2 and are integrated over by the Laplace approximation, in registration order:
+        ``"lengthscales"``: omega<d> and the learnable z<d>; otherwise the anchor values u<d>
+        and the bias (for ``"weights"`` u holds the coordinates of theta, see
+        :meth:`basis`). The layer's other parameters are point estimates (their MAP)."""
+        if self.prior_target == "lengthscales":
+            keep = {f"{p}{d}" for d in self._domains for p in ("omega", "z")}
+        else:
+            keep = {f"u{d}" for d in self._domains} | {"bias"}
+        own = self.named_parameters(recurse=False)  # type: ignore[attr-defined]
+        return tuple(n for n, _ in own if n in keep)
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,14 +324,15 @@ class FC(_Shaped):
 class CONV(_Convolution):
     """Convolution with circular padding, eq. (3): weight (C', C, S, S), bias (C',), tagged
     "conv"; followed by :func:`~ella.layers.pooling.polyphase_pool` when it halves the
-    resolution, so it stays strictly equivariant to circular translations.
+    resolution, so it stays strictly equivariant to circular translations (or, with
+    ``subsampling="stride"``, by component (0, 0): equivariant to even shifts only).
     """
 
     def __init__(
         self, in_channels: int, out_channels: int, in_size: int, out_size: int, *,
-        kernel_size: int = 3, bias: bool = True,
+        kernel_size: int = 3, bias: bool = True, subsampling: Subsampling = "polyphase",
     ) -> None:  # fmt: skip
-        super().__init__(in_channels, out_channels, in_size, out_size, kernel_size)
+        super().__init__(in_channels, out_channels, in_size, out_size, kernel_size, subsampling)
         k = self.kernel_size
         fan_in = in_channels * k * k
         self.init_parameter("weight", (out_channels, in_channels, k, k), fan_in, "conv")
@@ -275,7 +387,7 @@ class FFC(_Shaped):
         return y
 
 
-class SFC(FFC):
+class SFC(_Sparse, FFC):
     """Sparsified factored fully connected layer (S-FC), eq. (7).
 
     theta1 (C', C, H', W') is induced by M1 anchors on the output domain (x', y') and theta2
@@ -291,11 +403,14 @@ class SFC(FFC):
     Args:
         n_anchors: ``(M1, M2)``; default the App. F.4 counts above.
         learn_positions: make the anchor positions parameters.
-        prior_on: which tensor the Laplace prior of section 3.2 is meant to regularise
-            ("weights": the induced theta1, theta2; "anchors": u1, u2; "lengthscales": omega1,
-            omega2). Inert until the ELLA images issue: it is checked and recorded as
-            ``prior_target``, and neither this layer nor :mod:`ella.laplace` reads it yet.
+        prior_on: where the Laplace prior of section 3.2 sits and what the Laplace posterior
+            is over (recorded as ``prior_target``; :meth:`prior_parameters`; module docstring):
+            "anchors" (u1, u2, bias; default), "lengthscales" (omega1, omega2 and learnable z1,
+            z2) or "weights" (the induced theta1, theta2 and the bias; u1, u2 then hold
+            theta's coordinates in :func:`orthonormal_basis` of each basis).
     """
+
+    _domains = ("1", "2")
 
     def __init__(
         self, in_channels: int, out_channels: int, in_size: int, out_size: int, *,
@@ -322,15 +437,14 @@ class SFC(FFC):
 
     def factors(self) -> tuple[Tensor, Tensor]:
         """Induced ``(theta1, theta2)`` of eq. (7), shapes (C', C, H', W') and (C', C, H, W)."""
-        phi1 = rbf_basis(self.points1, self.z1, self.omega1)  # (M1, H'W')
-        phi2 = rbf_basis(self.points2, self.z2, self.omega2)  # (M2, HW)
+        phi1, phi2 = self.basis("1"), self.basis("2")  # (M1, H'W'), (M2, HW)
         c_out, c_in = self.out_channels, self.in_channels
         theta1 = (self.u1 @ phi1).view(c_out, c_in, self.out_size, self.out_size)
         theta2 = (self.u2 @ phi2).view(c_out, c_in, self.in_size, self.in_size)
         return theta1, theta2
 
 
-class SCONV(_Convolution):
+class SCONV(_Sparse, _Convolution):
     """Sparsified convolution (S-CONV), eq. (6): the S x S filter is induced by M anchors,
     ``theta(c', c, p) = sum_j u(c', c, j) exp(-omega_j^2 |p - z_j|^2)`` over relative
     coordinates p in [-(S-1)/2, (S-1)/2]^2, then applied like :class:`CONV` (circular padding,
@@ -343,17 +457,21 @@ class SCONV(_Convolution):
     Args:
         n_anchors: M; default ceil(S^2 / 2).
         learn_positions: make the anchor positions parameters.
-        prior_on: as in :class:`SFC` ("weights": the induced filter; "anchors": u;
-            "lengthscales": omega); inert until the ELLA images issue (recorded as
-            ``prior_target``, read by nothing yet).
+        prior_on: as in :class:`SFC`: "anchors" (u, bias; default), "lengthscales" (omega and
+            learnable z) or "weights" (the induced filter and the bias; u then holds the
+            filter's coordinates in :func:`orthonormal_basis` of the basis).
+        subsampling: as in :class:`CONV`.
     """
+
+    _domains = ("",)
 
     def __init__(
         self, in_channels: int, out_channels: int, in_size: int, out_size: int, *,
         kernel_size: int = 3, bias: bool = True, n_anchors: int | None = None,
         learn_positions: bool = False, prior_on: PriorTarget = "anchors",
+        subsampling: Subsampling = "polyphase",
     ) -> None:  # fmt: skip
-        super().__init__(in_channels, out_channels, in_size, out_size, kernel_size)
+        super().__init__(in_channels, out_channels, in_size, out_size, kernel_size, subsampling)
         self.prior_target = check_choice(prior_on, "prior_on", PriorTarget)
         k = self.kernel_size
         n = k * k
@@ -365,7 +483,7 @@ class SCONV(_Convolution):
 
     def filter(self) -> Tensor:
         """The induced filter (C', C, S, S), recomputed from (u, z, omega) on every call."""
-        phi = rbf_basis(self.points, self.z, self.omega)  # (M, S*S)
+        phi = self.basis()  # (M, S*S)
         s = self.kernel_size
         return (self.u @ phi).view(self.out_channels, self.in_channels, s, s)
 

@@ -95,9 +95,12 @@ def _manual_patches(x, s):
     )
 
 
-def _manual_selection(pre):
-    """Row-major flat positions of the polyphase component with the largest max-abs entry."""
+def _manual_selection(pre, subsampling="polyphase"):
+    """Row-major flat positions of the polyphase component with the largest max-abs entry
+    (component 0 for stride subsampling)."""
     _, h, w = pre.shape
+    if subsampling == "stride":
+        return [i * w + j for i in range(0, h, 2) for j in range(0, w, 2)], 0
     best, best_k = -1.0, None
     for k in range(4):
         comp = pre[:, k // 2 :: 2, k % 2 :: 2]
@@ -127,7 +130,8 @@ def _reference(model, x, y, loss, reduction):
             patches = _manual_patches(xn, s)  # (H W, C S S)
             if layer.halves:
                 pre = (patches @ weight.reshape(weight.shape[0], -1).T + layer.bias).T
-                pos, k = _manual_selection(pre.reshape(-1, layer.in_size, layer.in_size).detach())
+                pre = pre.reshape(-1, layer.in_size, layer.in_size).detach()
+                pos, k = _manual_selection(pre, layer.subsampling)
                 patches, _ = patches[pos], picks.append(k)
             a = patches.detach()
             if isinstance(layer, SCONV):
@@ -153,10 +157,12 @@ def _reference(model, x, y, loss, reduction):
         lambda: (FC(2, 3, 4, 2), 3 * 4),
         lambda: (CONV(2, 3, 4, 4), 3 * 16),
         lambda: (CONV(2, 3, 4, 2), 3 * 4),
+        lambda: (CONV(2, 3, 4, 2, subsampling="stride"), 3 * 4),
         lambda: (SCONV(2, 3, 4, 4), 3 * 16),
         lambda: (SCONV(2, 3, 4, 2, n_anchors=4), 3 * 4),
+        lambda: (SCONV(2, 3, 4, 2, n_anchors=4, subsampling="stride"), 3 * 4),
     ],
-    ids=["FC", "CONV", "CONV-halving", "SCONV", "SCONV-halving"],
+    ids=["FC", "CONV", "CONV-halving", "CONV-stride", "SCONV", "SCONV-halving", "SCONV-stride"],
 )
 def test_factors_equal_per_sample_computation(build, reduction):
     torch.manual_seed(2)
@@ -167,8 +173,8 @@ def test_factors_equal_per_sample_computation(build, reduction):
     A, G, picks = _reference(model, x, y, "cross_entropy", reduction)
     torch.testing.assert_close(factors["0"].A, A, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(factors["0"].G, G, rtol=1e-10, atol=1e-12)
-    if picks:  # the data exercise more than one polyphase component
-        assert len(set(picks)) > 1, picks
+    if picks and getattr(model[0], "subsampling", None) == "polyphase":
+        assert len(set(picks)) > 1, picks  # the data exercise more than one component
 
 
 def test_sequential_model_gets_factors_for_every_relaxed_layer():
@@ -214,14 +220,15 @@ def test_kron_laplace_fits_fc_conv_model():
     assert set(la.curvature) == {"0", "2", "5"}
 
 
-def test_kron_laplace_sconv_needs_frozen_lengthscales():
+def test_kron_laplace_sconv_keeps_lengthscales_as_point_estimates():
+    """Prior on the anchors (default): the posterior is over u and the bias; the trainable omega
+    is a point estimate in no block and no group (tests/test_ella/test_priors.py: the rest)."""
     torch.manual_seed(8)
     model = nn.Sequential(SCONV(1, 2, 4, 2), nn.Tanh(), nn.Flatten(), nn.Linear(8, 3)).to(DTYPE)
     x, y = _data(4, (1, 4, 4), seed=9)
-    with pytest.raises(ValueError, match="omega"):
-        Laplace(model, "classification", "kron").fit([(x, y)])
-    model[0].omega.requires_grad_(False)
+    assert model[0].omega.requires_grad
     la = Laplace(model, "classification", "kron").fit([(x, y)])
+    assert la.groups["0:conv"] == ["0.u", "0.bias"] and "0.omega" not in la.names
     assert torch.isfinite(la.log_marginal_likelihood(2.0))
 
 
@@ -651,8 +658,8 @@ def test_group_factors_equal_explicitly_rotated_patches(case):
             factors[name].A, a_all.T @ a_all / a_all.shape[0], rtol=1e-10, atol=1e-12
         )
         torch.testing.assert_close(factors[name].G, G, rtol=1e-10, atol=1e-12)
-    if picks:  # the data exercise more than one polyphase component
-        assert len(set(picks)) > 1, picks
+    if picks and getattr(model[0], "subsampling", None) == "polyphase":
+        assert len(set(picks)) > 1, picks  # the data exercise more than one component
 
 
 def _dense_log_det(la, delta):

@@ -70,6 +70,10 @@ def test_learnable_positions_are_tagged_and_prior_target_recorded():
     assert sconv.paths["z"] == "conv"
     assert (sfc.prior_target, sconv.prior_target) == ("lengthscales", "weights")
     assert SFC(2, 3, 4, 4).prior_target == "anchors" and FC(2, 3, 4, 4).prior_target == "weights"
+    # where the prior sits (tests/test_ella/test_priors.py: groups, blocks, marginal likelihood)
+    assert sfc.prior_parameters() == ("z1", "omega1", "z2", "omega2")
+    assert sconv.prior_parameters() == ("u", "bias")
+    assert SFC(2, 3, 4, 4).prior_parameters() == ("u1", "u2", "bias")
     # fixed positions are buffers, not parameters
     assert "z" not in dict(SCONV(2, 3, 4, 4).named_parameters())
     with pytest.raises(ValueError, match="prior_on"):
