@@ -13,7 +13,7 @@ and bias ``1``, each with its own precision.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -92,31 +92,43 @@ class KronLaplace(Laplace):
 
     # -- fitting ---------------------------------------------------------------------------
 
-    def _fit_curvature(self, batches: list[Batch], model_fn: ModelFn, params: Params) -> Tensor:
+    def _fit_curvature(
+        self, batches: Iterator[Batch], model_fn: ModelFn, params: Params, *, keep_graph: bool
+    ) -> Tensor:
         # with the default factors the KFAC forward passes give the likelihood too (one forward
-        # instead of two)
+        # instead of two); with other factors each batch's likelihood is taken as the factor
+        # function reads the batch, so that the data are still read once
         fused = self.kron_factors is None
-        log_lik = torch.zeros((), dtype=self.dtype, device=self.device)
-        for inputs, targets in [] if fused else batches:
-            log_lik = log_lik + self._batch_log_lik(model_fn, params, inputs, targets)[1]
-        keep = torch.is_grad_enabled() and any(
-            isinstance(x, Tensor) and x.requires_grad for x, _ in batches
-        )
+        grad_mode = torch.is_grad_enabled()
+        totals: dict[str, Any] = {
+            "log_lik": torch.zeros((), dtype=self.dtype, device=self.device),
+            "entries": 0,  # regression targets: (N, C)
+        }
+
+        def tap() -> Iterator[Batch]:
+            for inputs, targets in batches:
+                if not fused:
+                    with torch.set_grad_enabled(grad_mode):
+                        part = self._batch_log_lik(model_fn, params, inputs, targets)[1]
+                    totals["log_lik"] = totals["log_lik"] + part
+                totals["entries"] += targets.numel()
+                yield inputs, targets
+
         # per-tensor groups give weight and bias their own precision, so their Kronecker
         # blocks must be separate (the folded block's log-det needs one shared delta)
         options = {
             "loss": self.loss,
             "reduction": "sum",
             "params": params,
-            "create_graph": keep,
+            "create_graph": keep_graph,
             "bias": "separate" if self.per_tensor else "folded",
         }
-        if self.kron_factors is None:
-            factors, value = kfac_with_loss(self.model, batches, **options)
-            n_entries = sum(t.numel() for _, t in batches)  # regression targets: (N, C)
-            log_lik = self._log_lik_of_loss(value, n_entries)
+        if fused:
+            factors, value = kfac_with_loss(self.model, tap(), **options)
+            log_lik = self._log_lik_of_loss(value, totals["entries"])
         else:
-            factors = self.kron_factors(self.model, batches, **options)
+            factors = self.kron_factors(self.model, tap(), **options)
+            log_lik = totals["log_lik"]
         self._factors = factors
         return log_lik
 
@@ -246,15 +258,47 @@ def _ruleless_layers(model: nn.Module) -> list[str]:
     return out
 
 
+def _diagonal_blocks(matrix: Tensor) -> list[int]:
+    """Sizes of the contiguous diagonal blocks of ``matrix`` (d, d): the finest split such that
+    every entry outside the blocks is exactly zero (``[d]`` for a matrix without zero blocks).
+
+    The block ends are the i with ``max_{r <= i} last(r) = i`` and ``max_{c <= i} last'(c) =
+    i``, ``last(r)`` the column of the last nonzero entry of row r (r itself if none) and
+    ``last'`` the same for columns.
+    """
+    d = matrix.shape[-1]
+    nonzero = matrix.detach() != 0
+    index = torch.arange(d, device=matrix.device)
+    last_row = torch.where(nonzero, index, -1).amax(dim=1).clamp_min(index)
+    last_col = torch.where(nonzero, index[:, None], -1).amax(dim=0).clamp_min(index)
+    reach = torch.maximum(last_row, last_col).cummax(dim=0).values
+    ends = (index[reach == index] + 1).tolist()
+    return [b - a for a, b in zip([0, *ends[:-1]], ends)]
+
+
 def _symmetric_eigh(factor: Tensor) -> tuple[Tensor, Tensor]:
     """``torch.linalg.eigh`` of ``(M + M^T) / 2`` in float64, cast back to ``M``'s dtype.
 
     M: (d, d). Returns ascending eigenvalues (d,) and eigenvectors (d, d) as columns. float32
     ``eigh`` of a KFAC factor sometimes fails to converge (seen in marglik training); float64
     does not, and the casts keep the result differentiable in M.
+
+    A factor that is block diagonal (the expanded-input factors of F-FC and S-FC, ``e_c (x)
+    x(c, :)``, are C blocks of H W) is decomposed block by block (:func:`_diagonal_blocks`):
+    the same eigenpairs at a C^2-th of the cost (a 2048 x 2048 factor of 8 blocks took 3.3 s
+    whole on one core).
     """
     if factor.shape[-1] == 1:  # a bias block's A = [[1]]: nothing to decompose
         return factor.reshape(1), torch.ones_like(factor)
-    sym = 0.5 * (factor + factor.mT)
-    values, vectors = torch.linalg.eigh(sym.to(torch.float64))
+    sym = (0.5 * (factor + factor.mT)).to(torch.float64)
+    sizes = _diagonal_blocks(sym)
+    if len(sizes) == 1:
+        values, vectors = torch.linalg.eigh(sym)
+    else:
+        parts, start = [], 0
+        for size in sizes:
+            parts.append(torch.linalg.eigh(sym[start : start + size, start : start + size]))
+            start += size
+        values, order = torch.cat([v for v, _ in parts]).sort()
+        vectors = torch.block_diag(*[u for _, u in parts])[:, order]
     return values.to(factor.dtype), vectors.to(factor.dtype)

@@ -555,3 +555,28 @@ def test_fit_with_non_finite_outputs_raises_non_finite_loss_error(structure, opt
         la.fit([(x, y)])
     with pytest.raises(RuntimeError, match="fit"):
         la.log_marginal_likelihood(1.0)
+
+
+def _spd(n, seed):
+    a = torch.randn(n, n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return a @ a.T + torch.eye(n, dtype=torch.float64)
+
+
+def test_block_diagonal_factor_is_decomposed_per_block_with_the_same_eigenpairs():
+    """The expanded-input factors of F-FC are block diagonal; their eigh goes block by block."""
+    blocks = [
+        _spd(3, 0),
+        _spd(1, 1),
+        _spd(4, 2),
+        torch.zeros(2, 2, dtype=torch.float64),
+        _spd(2, 3),
+    ]
+    M = torch.block_diag(*blocks)
+    assert kron_module._diagonal_blocks(M) == [3, 1, 4, 1, 1, 2]
+    dense = _spd(5, 4)
+    dense[0, 4] = dense[4, 0] = 0.0  # a zero entry is not a block boundary
+    assert kron_module._diagonal_blocks(dense) == [5]
+    values, vectors = kron_module._symmetric_eigh(M)
+    torch.testing.assert_close(values, torch.linalg.eigvalsh(M), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(vectors @ torch.diag(values) @ vectors.T, M, rtol=0, atol=1e-12)
+    torch.testing.assert_close(vectors.T @ vectors, torch.eye(12, dtype=torch.float64))
