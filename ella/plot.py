@@ -1,6 +1,6 @@
 """Figures of the ella experiments, drawn without pyplot or a global backend (infrastructure: no
-equation; the figures of paper 001, Figs. 1-4, and of paper 003, Figs. 5-13: every function names
-the figure it draws).
+equation; the figures of paper 001, Figs. 1-4, of paper 003, Figs. 5-13, and paper 000's
+learned-paths chart, Fig. 3: every function names the figure it draws).
 
 Figures are made with :class:`matplotlib.figure.Figure` directly (``fig.savefig`` renders with
 Agg), so importing this module never selects a backend or touches pyplot's global state.
@@ -328,3 +328,79 @@ def top_eigenvalue_distributions(
 
 
 __all__ += ["rmse_curves", "sharpness_bars", "spectral_densities", "top_eigenvalue_distributions"]
+
+
+#: default bar colours of the learned-paths chart by path tag (others: the tab10 cycle)
+PATH_COLORS = {"fc": "tab:orange", "conv": "tab:blue", "gconv": "tab:green"}
+
+
+def learned_paths(
+    reports: Mapping[str, Sequence[Mapping[str, object]]] | Sequence[Mapping[str, object]],
+    *,
+    value: str = "path_share",
+    error: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    ylabel: str | None = None,
+) -> matplotlib.figure.Figure:
+    """The learned-paths bar chart (paper 000, figure 3 and table 4's analogue): per relaxed
+    layer, one bar per path with the path's share of the layer.
+
+    Args:
+        reports: one report, a list of rows of :func:`ella.marglik.learned_layer_report` (or
+            any rows with ``layer``, ``path`` and ``value``; e.g. averaged over seeds), drawn in
+            one panel; or ``{title: report}``, one panel per entry. Rows whose ``path`` is
+            None (untagged groups, such as the plain 1 x 1 layers of ``neyshabur``) are left
+            out. Layers are drawn in their order of first appearance and numbered from 1
+            (``layer 1``, ...); paths in their order of first appearance, missing bars are 0.
+        value: the row entry the bars show: ``"path_share"`` (default; the paper's 'relative
+            effective number of parameters' ``(gamma_g / P_g) / sum_h gamma_h / P_h``, summing
+            to 1 per layer) or ``"relative_effective_parameters"`` (gamma_g / P_g).
+        error: a row entry drawn as error bars (e.g. ``"path_share_std"``); None: none.
+        labels: legend names by path tag (default: the tag in capitals, ``fc`` -> ``FC``).
+        ylabel: the y-axis label (default: from ``value``).
+
+    Returns:
+        The figure (save it with :func:`save`); its axes hold the bars in the order panel,
+        path, layer (``ax.containers[k]`` is path k's bars).
+
+    Raises:
+        ValueError: for an empty report (no row with a path) or a row without ``value``.
+    """
+    panels = dict(reports) if isinstance(reports, Mapping) else {"": reports}
+    fig = matplotlib.figure.Figure(figsize=(4.5 * len(panels), 3.4), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
+    names = {"path_share": "path share", "relative_effective_parameters": r"$\gamma_g / P_g$"}
+    cycle = matplotlib.colormaps["tab10"]
+    for ax, (title, report) in zip(axes, panels.items()):
+        rows = [r for r in report if r.get("path") is not None]
+        if not rows:
+            raise ValueError(f"`reports` panel {title!r} has no row with a path")
+        if any(value not in r for r in rows):
+            raise ValueError(f"every row must have `value` {value!r}")
+        layers = list(dict.fromkeys(str(r["layer"]) for r in rows))
+        paths = list(dict.fromkeys(str(r["path"]) for r in rows))
+        xs = np.arange(len(layers))
+        width = 0.8 / len(paths)
+        for k, path in enumerate(paths):
+            sel = {str(r["layer"]): r for r in rows if r["path"] == path}
+            heights = [float(sel[lay][value]) if lay in sel else 0.0 for lay in layers]
+            yerr = None
+            if error is not None:
+                yerr = [float(sel[lay].get(error, 0.0)) if lay in sel else 0.0 for lay in layers]
+            ax.bar(
+                xs + (k - (len(paths) - 1) / 2) * width,
+                heights,
+                width,
+                yerr=yerr,
+                label=(labels or {}).get(path, path.upper()),
+                color=PATH_COLORS.get(path, cycle(k)),
+            )
+        ax.set_xticks(xs, [f"layer {i + 1}" for i in range(len(layers))], fontsize=7)
+        if title:
+            ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel(ylabel or names.get(value, value))
+    return fig
+
+
+__all__ += ["learned_paths"]

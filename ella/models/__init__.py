@@ -2,14 +2,24 @@
 relaxed layer family (:mod:`~ella.models.neyshabur`), and the FC, CONV and F-FC+CONV models of
 paper 000's quadrant experiment (table 1, :mod:`~ella.models.quadrant`)."""
 
-from ella.models.neyshabur import GROUP_LAYERS, LAYERS, LayerSpec, count_parameters, neyshabur
+from ella.models.neyshabur import (
+    GROUP_LAYERS,
+    INITS,
+    LAYERS,
+    LayerSpec,
+    count_parameters,
+    he_rescale,
+    neyshabur,
+)
 from ella.models.quadrant import QUADRANT_MODELS, QuadrantModel, quadrant_model
 
 __all__ = [
     "LayerSpec",
     "LAYERS",
     "GROUP_LAYERS",
+    "INITS",
     "neyshabur",
+    "he_rescale",
     "count_parameters",
     "QUADRANT_MODELS",
     "QuadrantModel",

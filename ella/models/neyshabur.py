@@ -1,7 +1,9 @@
 """The CIFAR-10 architecture of paper 000 (App. F.1, table 6, after Neyshabur 2020), with any
 relaxed layer in place of its eight 3 x 3 convolutions.
 
-Layers (alpha = ``alpha``, resolutions for ``image_size`` = 32; they scale with image_size / 32):
+Layers (alpha = ``alpha``, resolutions for ``image_size`` = 32; they scale with image_size / 32;
+images smaller than 32 x 32, such as MNIST's 28 x 28, are zero-padded to 32 x 32 first, see
+below):
 
 ====  ==========================  ==================
 #     input                       output
@@ -52,6 +54,17 @@ be 133.8 M) and per-channel biases in F-FC and S-FC (with C'H'W' ones F-FC would
 S-FC 0.9 M). The lengthscales do not move any row (2,237 in all); whether they count is a
 convention.
 
+Images smaller than 32 x 32 (``image_size`` < 32, e.g. MNIST's 28 x 28, table 3 of the paper)
+are zero-padded to 32 x 32 by a first child ``pad`` (``nn.ZeroPad2d``: ``(32 - N) // 2`` pixels
+before, the rest after, on both axes), and the network above runs unchanged. Why padding and not
+a resolution rule for 28: every halving layer needs an even size (polyphase pooling, App. F.2),
+and 28 -> 14 -> 7 cannot halve three more times, so a 28-pixel network would need a different
+layer list than table 6; padding keeps the table's layers, resolutions and parameter counts (a
+28 x 28 network has exactly the parameters of the 32 x 32 one), and it is what LeNet-style MNIST
+networks do. The pad value is 0 in the model's input space, i.e. the mean pixel of standardised
+images (F.5), not the background; circular shifts of the padded 32 x 32 canvas stay exact
+symmetries of CONV networks. Sizes above 32 must be multiples of 32.
+
 The group networks (:data:`GROUP_LAYERS`: "gconv", "pointwise_gconv", "gffc", "ffc+conv+gconv")
 lift the image to p4 feature maps (constant over the rotations), use group layers 1-8 and take
 the maximum over the rotations before layer 9. "gconv" has 1,025,380 parameters and
@@ -60,26 +73,34 @@ the maximum over the rotations before layer 9. "gconv" has 1,025,380 parameters 
 
 from __future__ import annotations
 
+import math
+import re
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ella.layers import CONV, FC, FFC, SCONV, SFC, GroupPool, PathSum, PriorTarget
 from ella.layers import group_paths as gp
 from symdisc.runtime import check_choice, check_int
 
-__all__ = ["LayerSpec", "LAYERS", "GROUP_LAYERS", "neyshabur", "count_parameters"]
+__all__ = [
+    "LayerSpec", "LAYERS", "GROUP_LAYERS", "INITS", "neyshabur", "he_rescale", "count_parameters",
+]  # fmt: skip
+
+#: the initialisations of :func:`neyshabur` (its ``init`` argument)
+INITS = ("default", "he")
 
 
 @dataclass(frozen=True)
 class LayerSpec:
     """What a layer builder gets: the shapes of one of layers 1-8, and options.
 
-    ``prior_on`` is passed to the sparse layers, which record it as ``prior_target``; it is inert
-    until the ELLA images issue (see :class:`~ella.layers.SFC`).
+    ``prior_on`` is passed to the sparse layers (S-FC, S-CONV): it decides where the Laplace
+    prior sits and what the posterior is over (table 2's rows "u": ``"anchors"``, "omega":
+    ``"lengthscales"``; see :class:`~ella.layers.SFC` and :func:`ella.laplace.prior_groups`).
     """
 
     in_channels: int
@@ -124,7 +145,7 @@ GROUP_LAYERS = frozenset({"gconv", "pointwise_gconv", "gffc", "ffc+conv+gconv"})
 
 def neyshabur(
     layer: str, alpha: int = 10, in_channels: int = 3, n_classes: int = 10, image_size: int = 32,
-    *, prior_on: PriorTarget = "anchors",
+    *, prior_on: PriorTarget = "anchors", init: str = "default",
 ) -> nn.Sequential:  # fmt: skip
     """The architecture of table 6 with ``layer`` for layers 1-8: (B, Cin, N, N) -> (B, n_classes).
 
@@ -135,19 +156,30 @@ def neyshabur(
         alpha: the width multiplier a.
         in_channels: Cin.
         n_classes: outputs of layer 10.
-        image_size: N, divisible by 32 (resolutions N, N/2, N/2, N/4, N/4, N/8, N/16, N/32).
-        prior_on: passed to sparse layers (their ``prior_target``); inert until the ELLA images
-            issue (recorded, read by nothing yet).
+        image_size: N, at most 32 (zero-padded to 32, module docstring) or a multiple of 32
+            (resolutions N, N/2, N/2, N/4, N/4, N/8, N/16, N/32).
+        prior_on: passed to the sparse layers (their ``prior_target``): "anchors" (prior and
+            posterior over u, table 2 rows "u"), "lengthscales" (over omega, rows "omega") or
+            "weights" (over the induced weights); other layers ignore it.
+        init: "default": every layer's own initialisation, ``U(+-1/sqrt(fan_in))`` (the
+            ``nn.Conv2d`` scale); without normalisation each ReLU layer then shrinks the second
+            moment of the features ~6 x (CONV; F-FC's product of two such factors ~18 x), so
+            the deep networks at small alpha barely train in a few epochs. "he": after
+            construction, :func:`he_rescale` sets the weights of layers 1-9 to He's
+            variance-preserving scale for ReLU networks (each layer's gain 2 on the features
+            it gets from Gaussian images, split evenly over its paths).
 
     Returns:
         ``nn.Sequential`` with children ``layer1``, ``relu1``, ..., ``layer8``, ``relu8``,
         ``conv9``, ``relu9``, ``conv10``, ``flatten`` (group networks: ``lift`` first and
-        ``rotation_pool`` after ``relu8``); slicing it gives the feature maps. For
-        ``image_size`` > 32 layer 8 ends at (N/32) x (N/32), and a global average pool ``pool``
-        (strictly invariant, no parameters) comes before ``conv9``.
+        ``rotation_pool`` after ``relu8``; ``image_size`` < 32: ``pad`` before everything);
+        slicing it gives the feature maps. For ``image_size`` > 32 layer 8 ends at
+        (N/32) x (N/32), and a global average pool ``pool`` (strictly invariant, no
+        parameters) comes before ``conv9``.
 
     Raises:
-        ValueError: unknown ``layer``, non-positive sizes, ``image_size`` not divisible by 32.
+        ValueError: unknown ``layer`` or ``init``, non-positive sizes, ``image_size`` above 32
+            and not divisible by 32.
         TypeError: non-int sizes.
     """
     check_choice(layer, "layer", sorted(LAYERS))
@@ -155,11 +187,16 @@ def neyshabur(
     check_int(in_channels, "in_channels", minimum=1)
     check_int(n_classes, "n_classes", minimum=1)
     n = check_int(image_size, "image_size", minimum=1)
-    if n % 32:
-        raise ValueError(f"`image_size` must be divisible by 32, got {image_size}")
+    check_choice(init, "init", INITS)
+    if n > 32 and n % 32:
+        raise ValueError(f"`image_size` must be at most 32 or divisible by 32, got {image_size}")
+    children: dict[str, nn.Module] = {}
+    if n < 32:  # zero-pad to 32 x 32 (module docstring: why not a 28-pixel resolution rule)
+        before = (32 - n) // 2
+        children["pad"] = nn.ZeroPad2d((before, 32 - n - before, before, 32 - n - before))
+        n = 32
     channels = [in_channels, a, 2 * a, 2 * a, 4 * a, 4 * a, 8 * a, 8 * a, 16 * a]
     sizes = [n, n, n // 2, n // 2, n // 4, n // 4, n // 8, n // 16, n // 32]
-    children: dict[str, nn.Module] = {}
     group = layer in GROUP_LAYERS
     if group:
         children["lift"] = gp.Lift()
@@ -175,7 +212,86 @@ def neyshabur(
     children["relu9"] = nn.ReLU()
     children["conv10"] = nn.Conv2d(64 * a, n_classes, 1)
     children["flatten"] = nn.Flatten(1)
-    return nn.Sequential(OrderedDict(children))
+    model = nn.Sequential(OrderedDict(children))
+    if init == "he":
+        he_rescale(model)
+    return model
+
+
+#: parameters that a path's output (bias aside) is not linear in: biases, RBF lengthscales and
+#: anchor positions of the sparse layers
+_NOT_WEIGHT_LIKE = re.compile(r"^(bias|omega\d*|z\d*)$")
+
+
+def _paths(layer: nn.Module) -> list[nn.Module]:
+    """The paths of one of layers 1-8: a path sum's summands, or the layer itself."""
+    if isinstance(layer, PathSum):
+        return list(layer.layers)
+    if isinstance(layer, gp.GroupPathSum):
+        return list(layer.branches)
+    return [layer]
+
+
+@torch.no_grad()
+def _rescale_path(path: nn.Module, x: Tensor, gain: float) -> float:
+    """Scale the weight-like parameters of ``path`` so that ``E|path(x)|^2 = gain E|x|^2``
+    with its biases set to 0; return the factor s applied to the output. The output is
+    multilinear in the d weight-like tensors (FC, CONV, GCONV weights: d = 1; F-FC's theta1,
+    theta2 or S-FC's u1, u2: d = 2; S-CONV's u: d = 1), so each is scaled by s^(1/d)."""
+    params = dict(path.named_parameters())
+    biases = {n: p.clone() for n, p in params.items() if n.rsplit(".", 1)[-1] == "bias"}
+    weights = [p for n, p in params.items() if not _NOT_WEIGHT_LIKE.match(n.rsplit(".", 1)[-1])]
+    for name in biases:
+        params[name].zero_()
+    measured = float(path(x).square().mean() / x.square().mean())
+    scale = math.sqrt(gain / measured)
+    for p in weights:
+        p.mul_(scale ** (1.0 / len(weights)))
+    for name, value in biases.items():
+        params[name].copy_(value)
+    return scale
+
+
+@torch.no_grad()
+def he_rescale(model: nn.Sequential, n_probe: int = 16, seed: int = 0) -> nn.Sequential:
+    """Rescale the weights of a :func:`neyshabur` network in place to He's variance-preserving
+    scale for ReLU networks (He et al. 2015) and return it.
+
+    He's condition ``Var(w) = 2 / fan_in`` is ``E|y|^2 = 2 E|x|^2`` for a layer y = W x with
+    i.i.d. weights and x the output of the previous ReLU: a gain of 2 that the next ReLU halves.
+    Layers 1-8 are not all plain ``W x`` with i.i.d. weights (F-FC and S-FC weights are
+    products of two factors, S-CONV and S-FC weights are smooth RBF combinations of anchor
+    values, so the non-zero mean of ReLU features adds up coherently; halving layers pool by
+    polyphase), so the gain is measured on the features the layer actually gets at
+    initialisation rather than read off a fan-in: a probe of ``n_probe`` Gaussian images
+    ``N(0, I)`` of the network's input shape (standardised images, F.5; drawn from its own
+    ``torch.Generator`` seeded with ``seed``, the global random state is not touched) is passed
+    through the network layer by layer, and before each of layers 1-8 and ``conv9`` (all
+    followed by ReLU) every path of the layer, its biases set to 0, gets gain ``2 / P`` on that
+    layer's input, P the number of paths (independent paths add their second moments: the
+    layer's gain is 2 and no path is favoured at initialisation). A path is rescaled through
+    its weight-like parameters (all but biases, lengthscales omega and anchor positions z);
+    ``conv10`` (the logits) and every bias, omega and z keep their values. For a CONV layer on
+    a zero-mean input this is ``Var(w) = 2 / (C S^2)``, CONV's own fan-in, up to the probe's
+    sampling error.
+    """
+    gen = torch.Generator().manual_seed(check_int(seed, "seed"))
+    check_int(n_probe, "n_probe", minimum=1)
+    first = model.layer1
+    param = next(first.parameters())
+    shape = (n_probe, first.in_channels, first.in_size, first.in_size)
+    h = torch.randn(shape, generator=gen).to(param.device, param.dtype)
+    for name, child in model.named_children():
+        if name == "pad":
+            continue  # the probe already has the padded size
+        if name.startswith("layer") or name == "conv9":
+            paths = _paths(child) if name != "conv9" else [child]
+            for path in paths:
+                _rescale_path(path, h, 2.0 / len(paths))
+        if name == "conv9":
+            break
+        h = child(h)
+    return model
 
 
 def count_parameters(
