@@ -68,6 +68,11 @@ __all__ = [
     "MarglikResult",
     "NonFiniteLossError",
     "train_marglik",
+    "TrainData",
+    "TensorSource",
+    "StreamSource",
+    "as_source",
+    "model_device",
     "effective_parameters",
     "relative_effective_parameters",
     "learned_layer_report",
@@ -273,8 +278,8 @@ def train_marglik(
     runtime.check_instance(config, "config", MarglikConfig)
     if augment is not None and not callable(augment):
         raise TypeError(f"`augment` must be callable, got {type(augment).__name__}")
-    device = _model_device(model)
-    source = _source(train_data, config.batch_size, device)
+    device = model_device(model)
+    source = as_source(train_data, config.batch_size, device)
     run = MarglikLoop(model, config, source.n, steps_per_epoch=source.steps_per_epoch)
     if source.generator is not None:
         run.track(rng_loader=source.generator)
@@ -306,7 +311,7 @@ def train_marglik(
     return run.result(MarglikResult)
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter (CPU for a model without any)."""
     first = next(iter(model.parameters()), None)
     return torch.device("cpu") if first is None else first.device
@@ -324,9 +329,15 @@ def _augmented(augment: Callable[[Tensor], Tensor], inputs: Tensor) -> Tensor:
     return out
 
 
-class _Tensors:
-    """Training data held as ``(x (N, ...), y (N, ...))`` on the model's device: index
-    minibatches of a fresh permutation per epoch, the Laplace fit's slices in data order."""
+class TensorSource:
+    """Training data held as ``(x (N, ...), y (N, ...))`` on the model's device (one of the
+    two forms of :func:`as_source`).
+
+    Attributes:
+        n: N, the number of training points.
+        steps_per_epoch: ``ceil(N / batch_size)`` weight steps per epoch.
+        generator: None (the minibatch order is the :class:`MarglikLoop`'s ``gen``).
+    """
 
     generator = None
 
@@ -336,18 +347,28 @@ class _Tensors:
         self.steps_per_epoch = math.ceil(self.n / batch_size)
 
     def epoch(self, run: MarglikLoop) -> Iterator[Batch]:
+        """One epoch's ``(x (B, ...), y (B, ...))`` minibatches: :meth:`MarglikLoop.
+        index_batches` of ``run`` (a fresh seeded permutation)."""
         for index in run.index_batches(self.x.device):
             yield self.x[index], self.y[index]
 
     def fit_batches(self) -> Iterator[Batch]:
+        """One pass in data order, in slices of ``batch_size`` (for a Laplace fit)."""
         size = self.batch_size
         for i in range(0, self.n, size):
             yield self.x[i : i + size], self.y[i : i + size]
 
 
-class _Stream:
-    """Training data as a re-iterable of batches, streamed in its own order (see
-    :func:`train_marglik` for N and the batches per epoch)."""
+class StreamSource:
+    """Training data as a re-iterable of ``(x, y)`` batches, streamed in its own order, each
+    batch checked and moved to ``device`` as it is read (:func:`ella.laplace.base.
+    iter_batches`); nothing is held. One of the two forms of :func:`as_source`.
+
+    Attributes:
+        n, steps_per_epoch: N and the batches per epoch (:func:`train_marglik` says how they
+            are found: a DataLoader's lengths, or a first counting pass).
+        generator: a ``DataLoader``'s own ``generator`` (to checkpoint), else None.
+    """
 
     def __init__(self, data: Iterable[Batch], device: torch.device) -> None:
         self.data, self.device = data, device
@@ -361,9 +382,11 @@ class _Stream:
         self.n, self.steps_per_epoch = sized
 
     def epoch(self, run: MarglikLoop) -> Iterator[Batch]:
+        """One pass over the batches (``run`` plays no part: the order is the iterable's)."""
         return iter_batches(self.data, "train_data", device=self.device)
 
     def fit_batches(self) -> Iterator[Batch]:
+        """One more pass over the batches (for a Laplace fit)."""
         return iter_batches(self.data, "train_data", device=self.device)
 
 
@@ -382,11 +405,19 @@ def _loader_size(data: object) -> tuple[int, int] | None:
     return (n, steps) if n > 0 else None
 
 
-def _source(data: object, batch_size: int, device: torch.device) -> _Tensors | _Stream:
-    """The training data's form (:func:`train_marglik`), checked."""
+def as_source(data: object, batch_size: int, device: torch.device) -> TensorSource | StreamSource:
+    """The training data of :func:`train_marglik` (and :func:`ella.invariance.train_invariant`)
+    in one of its two forms, checked: a :class:`TensorSource` for a pair of tensors (minibatches
+    of ``batch_size``), a :class:`StreamSource` for a re-iterable of batches. Both give ``n``,
+    ``steps_per_epoch``, ``generator``, ``epoch(run)`` (one epoch's batches for the weight
+    steps) and ``fit_batches()`` (one pass for a Laplace fit), batches on ``device``.
+
+    Raises:
+        TypeError, ValueError: for malformed data, as :func:`train_marglik`.
+    """
     if isinstance(data, (tuple, list)) and any(isinstance(t, Tensor) for t in data):
         x, y = runtime.check_train_data(data)
-        return _Tensors(x, y, batch_size, device)
+        return TensorSource(x, y, batch_size, device)
     iterable = isinstance(data, Iterable) and not isinstance(data, (Tensor, str, bytes))
     if not iterable:
         raise TypeError(
@@ -399,7 +430,7 @@ def _source(data: object, batch_size: int, device: torch.device) -> _Tensors | _
             f"whose __iter__ starts a new pass), got a one-shot iterator "
             f"({type(data).__name__}), which would be empty after the first epoch"
         )
-    return _Stream(data, device)  # type: ignore[arg-type]
+    return StreamSource(data, device)  # type: ignore[arg-type]
 
 
 def _progress_postfix(record: Mapping[str, float]) -> dict[str, str]:

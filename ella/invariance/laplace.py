@@ -4,7 +4,7 @@ section 4.3 (eq. 20)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import Tensor
@@ -41,10 +41,12 @@ def invariant_laplace(
     ``data`` yields ``(x, eps, y)`` batches (eps (B, S, k) from
     :meth:`Augmentation.sample_eps`); the likelihood uses ``f_hat`` on these draws (the
     :class:`DrawAverage` of ``model``), the exact-GGN structures the GGN with averaged Jacobians
-    (eq. 17), ``"kron"`` the augmented KFAC (:class:`AugmentedKFAC`, eq. 19). With
-    ``differentiable=True`` the augmented inputs keep their graph to eta, and the marginal
-    likelihood is differentiable in eta (one graph over all the data: eq. 15 by plain
-    backpropagation, for small problems; see :func:`eta_gradient` for large ones).
+    (eq. 17), ``"kron"`` the augmented KFAC (:class:`AugmentedKFAC`, eq. 19). ``data`` is
+    streamed: read once, each batch augmented as the fit reads it, nothing held beyond a batch
+    unless ``differentiable``. With ``differentiable=True`` the augmented inputs keep their
+    graph to eta, and the marginal likelihood is differentiable in eta (one graph over all the
+    data: eq. 15 by plain backpropagation, for small problems; see :func:`eta_gradient` for
+    large ones).
 
     Raises:
         TypeError: for a ``model`` that is not an :class:`InvariantModel` or a non-bool
@@ -52,11 +54,6 @@ def invariant_laplace(
     """
     check_instance(model, "model", InvariantModel)
     check_bool(differentiable, "differentiable")
-    aug = model.augmentation
-    with torch.set_grad_enabled(differentiable and aug.eta.requires_grad):
-        batches = [(aug.apply(x, eps), y) for x, eps, y in data]
-    if not differentiable:
-        batches = [(x.detach(), y) for x, y in batches]
     return Laplace(
         model.averaged(),
         likelihood,
@@ -65,7 +62,20 @@ def invariant_laplace(
         temperature=temperature,
         per_tensor=per_tensor,
         kron_factors=AugmentedKFAC(),
-    ).fit(batches)
+    ).fit(_augmented(model, data, differentiable))
+
+
+def _augmented(
+    model: InvariantModel, data: Iterable[tuple[Tensor, Tensor, Tensor]], differentiable: bool
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """The ``(g(x, eps; eta) (B, S, ...), y)`` batches of ``data``, made one at a time as the
+    fit reads them (with a graph to eta only if ``differentiable`` and eta requires one)."""
+    aug = model.augmentation
+    keep = differentiable and aug.eta.requires_grad
+    for x, eps, y in data:
+        with torch.set_grad_enabled(keep):
+            inputs = aug.apply(x, eps)
+        yield (inputs if keep else inputs.detach()), y
 
 
 def eta_gradient(

@@ -6,12 +6,16 @@ One class per method says what differs between them: :class:`_Fixed` (``"none"``
 the marginal likelihood evaluated for the precisions and the best state), :class:`_Lila`
 (eta learned by the marginal likelihood, by full backpropagation or by the stochastic estimator
 of section 4.3) and :class:`_Augerino` (eta learned in the weight steps).
+
+Training data come in the two forms of :func:`ella.marglik.train_marglik` (a pair of tensors, or
+a re-iterable of ``(x, y)`` batches such as a ``DataLoader``), read through the same
+:func:`ella.marglik.as_source`; :func:`train_invariant` says what streams and what is held.
 """
 
 from __future__ import annotations
 
 import logging
-import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -23,7 +27,17 @@ import symdisc.runtime as runtime
 from ella.invariance.laplace import eta_gradient, invariant_laplace
 from ella.invariance.models import DrawAverage, InvariantModel
 from ella.laplace import Laplace
-from ella.marglik import MarglikConfig, MarglikLoop, MarglikResult
+from ella.laplace.base import Batch
+from ella.marglik import (
+    MarglikConfig,
+    MarglikLoop,
+    MarglikResult,
+    StreamSource,
+    TensorSource,
+    TrainData,
+    as_source,
+    model_device,
+)
 
 __all__ = ["InvarianceMethod", "InvarianceConfig", "InvarianceResult", "train_invariant"]
 
@@ -32,7 +46,7 @@ logger = logging.getLogger(__name__)
 InvarianceMethod = Literal["lila", "augerino", "none"]
 EtaGradient = Literal["full", "stochastic"]
 
-Draws = list[tuple[Tensor, Tensor, Tensor]]
+Draws = Iterable[tuple[Tensor, Tensor, Tensor]]
 """``(x, eps, y)`` batches: inputs (B, ...), draws eps (B, S, k), targets (B, ...)."""
 
 
@@ -57,7 +71,8 @@ class InvarianceConfig:
             with one step on the log prior precisions; ``"stochastic"``: section 4.3, the
             preconditioner fitted once per marginal-likelihood epoch and per-step gradients
             from ``eta_batch_size`` random examples (:func:`eta_gradient`).
-        eta_batch_size: M, examples per stochastic eta step (None: all N).
+        eta_batch_size: M, examples per stochastic eta step (None: all N); a random subset of
+            the training set drawn anew for every step (:func:`train_invariant`).
         augerino_weight: weight of ``-||eta||^2`` in the Augerino loss.
         augerino_weight_decay: Adam weight decay of the weights for Augerino.
         seed: seed of the augmentation draws (the minibatch order uses the MarglikConfig's).
@@ -104,7 +119,7 @@ class InvarianceResult(MarglikResult):
 
 def train_invariant(
     model: InvariantModel,
-    train_data: tuple[Tensor, Tensor],
+    train_data: TrainData,
     config: MarglikConfig,
     invariance: InvarianceConfig,
     *,
@@ -134,20 +149,54 @@ def train_invariant(
     ``rng_draws`` and the ``invariance`` settings), resume, tqdm and the
     best-by-marginal-likelihood state behave as in ``train_marglik``.
 
+    Training data, the two forms of :func:`ella.marglik.train_marglik` (the same N, batches
+    per epoch, checks, device moves and checkpointed ``DataLoader`` generator):
+
+    * ``(inputs (N, ...), targets (N, ...))`` tensors: weight minibatches of
+      ``config.batch_size`` in a fresh seeded permutation per epoch, fits in data order;
+    * any re-iterable of ``(inputs (B, ...), targets (B, ...))`` batches (a list, a
+      ``DataLoader``): the weight steps take its batches in its order, and a loader that
+      yields the same minibatches in the same order as the tensors' permutations gives the
+      same result.
+
+    What streams and what is held. Every pass below reads the batches one at a time:
+
+    * weight steps: one pass per epoch, draws made per batch, nothing held;
+    * the fits of steps 2 (and 1): one pass each. The fixed draws eps (N, S, k) of a fit are
+      drawn at once for all N examples and held (N * S * k numbers, small beside the data);
+      the b-th batch of a pass gets the next B rows, so a pass pairs draws with examples by
+      position. A fit without a graph (step 2, ``"none"``, the section-4.3 preconditioner)
+      holds nothing beyond a batch; the differentiable refit of step 1 (``"full"``) keeps
+      every batch's graph to eta until its step is taken (all N examples times S draws of
+      activations: for small problems; use ``"stochastic"`` for large ones);
+    * stochastic eta steps (step 3): with ``eta_batch_size=None`` each step is one more pass
+      (one batch's graph at a time). With M < N, each step draws M distinct positions of a
+      pass uniformly at random (``torch.randperm(N)[:M]`` from the draws' generator), reads
+      one pass and keeps the examples at those positions with their rows of eps (M examples
+      held), in the order drawn, in minibatches of ``config.batch_size``. Any re-iterable
+      works (no map-style data set is needed), and every pass visiting the N examples once
+      makes the subset uniformly random. For tensors (and any iterable that repeats its
+      order) the positions are examples and eps their draws of the fit, as in section 4.3; a
+      loader that reshuffles every pass pairs the preconditioner's fit, the subset and the
+      draws differently in each pass (each pairing is an equally valid independent draw, but
+      the M = N gradient is then not exactly the full-batch one at the fit's draws).
+
+    A pass that yields more or fewer than N points raises ValueError.
+
     Raises:
         TypeError, ValueError: for a model that is not an :class:`InvariantModel`, malformed
-            data, a learning method without a learnable eta, or a ``resume`` checkpoint that
-            does not fit (before anything changes).
+            data (as ``train_marglik``), a learning method without a learnable eta, or a
+            ``resume`` checkpoint that does not fit (before anything changes).
         NonFiniteLossError: as in ``train_marglik``, or for a non-finite eta-gradient (eta is
             restored with the model).
     """
     runtime.check_instance(model, "model", InvariantModel)
     runtime.check_instance(config, "config", MarglikConfig)
     runtime.check_instance(invariance, "invariance", InvarianceConfig)
-    x, y = runtime.check_train_data(train_data)
+    source = as_source(train_data, config.batch_size, model_device(model))
     if invariance.method != "none" and not model.augmentation.eta.requires_grad:
         raise ValueError(f"method {invariance.method!r} needs an augmentation with learnable eta")
-    training = _METHODS[invariance.method](model, x, y, config, invariance)
+    training = _METHODS[invariance.method](model, source, config, invariance)
     if resume is not None:
         training.run.resume(resume)
     for epoch in training.run:
@@ -155,12 +204,32 @@ def train_invariant(
     return training.run.result(InvarianceResult)  # type: ignore[return-value]
 
 
-def _with_draws(x: Tensor, eps: Tensor, y: Tensor, batch_size: int) -> Draws:
+def _with_draws(x: Tensor, eps: Tensor, y: Tensor, batch_size: int) -> list[tuple[Tensor, ...]]:
     """``(x, eps, y)`` batches of ``batch_size`` in data order."""
     return [
         (x[i : i + batch_size], eps[i : i + batch_size], y[i : i + batch_size])
         for i in range(0, x.shape[0], batch_size)
     ]
+
+
+class _FixedDraws:
+    """The training data with fixed draws ``eps`` (N, S, k): every iteration is one pass of
+    ``source.fit_batches()``, its b-th batch ``(x (B, ...), y)`` paired with the next B rows of
+    ``eps`` as ``(x, eps (B, S, k), y)`` (re-iterable; nothing held beyond a batch)."""
+
+    def __init__(self, source: TensorSource | StreamSource, eps: Tensor) -> None:
+        self.source, self.eps = source, eps
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        n, pos = self.eps.shape[0], 0
+        for x, y in self.source.fit_batches():
+            end = pos + x.shape[0]
+            if end > n:
+                raise ValueError(f"`train_data` yielded more than its N = {n} points in a pass")
+            yield x, self.eps[pos:end], y
+            pos = end
+        if pos != n:
+            raise ValueError(f"`train_data` yielded {pos} points in a pass, not its N = {n}")
 
 
 class _Fixed:
@@ -172,18 +241,18 @@ class _Fixed:
     def __init__(
         self,
         model: InvariantModel,
-        x: Tensor,
-        y: Tensor,
+        source: TensorSource | StreamSource,
         config: MarglikConfig,
         inv: InvarianceConfig,
     ) -> None:
-        self.model, self.x, self.y, self.config, self.inv = model, x, y, config, inv
+        self.model, self.source, self.config, self.inv = model, source, config, inv
         self.aug = model.augmentation
         self.eta = self.aug.eta
         self.run = MarglikLoop(
             model,
             config,
-            x.shape[0],
+            source.n,
+            steps_per_epoch=source.steps_per_epoch,
             desc=f"invariance ({inv.method})",
             learn_hyper=self.learns_precisions(),
             hyper_steps=config.n_marglik_epochs() * self.hyper_steps_per_epoch(),
@@ -202,6 +271,8 @@ class _Fixed:
             eta=self.eta,
             rng_draws=self.draws,
         )
+        if source.generator is not None:
+            self.run.track(rng_loader=source.generator)
         self.run.keep_with_best(eta=self.eta_values)
 
     # -- what differs between the methods ------------------------------------------------
@@ -221,10 +292,10 @@ class _Fixed:
         """Length of eta's cosine schedule (at least 1)."""
         return 1
 
-    def batch_loss(self, index: Tensor, prec: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """``(loss, nll)`` of the minibatch ``index`` on fresh draws, eta detached."""
-        out = self.draw_average(index, self.eta.detach())
-        nll = self.run.nll(out, self.y[index])
+    def batch_loss(self, batch: Batch, prec: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """``(loss, nll)`` of the minibatch ``(x, y)`` on fresh draws, eta detached."""
+        x, y = batch
+        nll = self.run.nll(self.draw_average(x, self.eta.detach()), y)
         return self.run.map_loss(nll, prec), nll
 
     def after_step(self) -> None:
@@ -240,7 +311,10 @@ class _Fixed:
     def epoch(self, epoch: int) -> dict[str, float]:
         """One epoch: weight steps, then the marginal-likelihood steps when due; its record."""
         record = self.run.weight_epoch(
-            self.batch_loss, device=self.x.device, leaves=[self.eta], after_step=self.after_step
+            self.batch_loss,
+            batches=self.source.epoch(self.run),
+            leaves=[self.eta],
+            after_step=self.after_step,
         )
         if self.config.is_marglik_epoch(epoch):
             record.update(self.marglik_epoch(epoch))
@@ -252,15 +326,15 @@ class _Fixed:
     def eta_values(self) -> list[float]:
         return [float(v) for v in self.eta.detach()]
 
-    def draw_average(self, index: Tensor, eta: Tensor) -> Tensor:
-        """``f_hat`` of the examples ``index`` on ``n_samples`` fresh draws at ``eta``."""
-        eps = self.aug.sample_eps(index.numel(), self.inv.n_samples, self.draws)
-        return DrawAverage.forward(self.model, self.aug.apply(self.x[index], eps, eta))
+    def draw_average(self, x: Tensor, eta: Tensor) -> Tensor:
+        """``f_hat`` of the inputs ``x`` (B, ...) on ``n_samples`` fresh draws at ``eta``."""
+        eps = self.aug.sample_eps(x.shape[0], self.inv.n_samples, self.draws)
+        return DrawAverage.forward(self.model, self.aug.apply(x, eps, eta))
 
-    def fresh_draws(self) -> Draws:
-        """All N examples with ``n_samples`` fresh draws each, in minibatches."""
-        eps = self.aug.sample_eps(self.x.shape[0], self.inv.n_samples, self.draws)
-        return _with_draws(self.x, eps, self.y, self.config.batch_size)
+    def fresh_draws(self) -> _FixedDraws:
+        """The N examples with ``n_samples`` fresh draws each (drawn now, held), streamed."""
+        eps = self.aug.sample_eps(self.source.n, self.inv.n_samples, self.draws)
+        return _FixedDraws(self.source, eps)
 
     def fit(self, data: Draws, *, differentiable: bool) -> Laplace:
         """:func:`invariant_laplace` on ``data`` (with a graph to eta if ``differentiable``)."""
@@ -322,10 +396,11 @@ class _Lila(_Fixed):
             self.stochastic_eta_steps(data, laplace)
         return out
 
-    def full_eta_steps(self, data: Draws) -> dict[str, float]:
+    def full_eta_steps(self, data: _FixedDraws) -> dict[str, float]:
         """``n_eta_steps`` Adam steps on eta, each with the gradient of ``-log p(D | delta,
-        eta) / N`` through a differentiable refit on ``data`` (and one step on the log
-        precisions with theirs when they are learned); the first objective's value."""
+        eta) / N`` through a differentiable refit on ``data`` (one pass, whose graph is held
+        until the step; and one step on the log precisions with theirs when they are learned);
+        the first objective's value."""
         run, n = self.run, self.run.n
         wrt = [self.eta] + (list(run.log_prec.values()) if run.learn_hyper else [])
         out: dict[str, float] = {}
@@ -341,10 +416,10 @@ class _Lila(_Fixed):
             self.step_eta(grads[0])
         return out
 
-    def stochastic_eta_steps(self, data: Draws, laplace: Laplace) -> None:
+    def stochastic_eta_steps(self, data: _FixedDraws, laplace: Laplace) -> None:
         """``n_eta_steps`` Adam steps on eta by :func:`eta_gradient` (section 4.3, eq. 20),
         preconditioned by ``laplace`` (fitted without a graph on ``data``), each from
-        ``eta_batch_size`` random examples of ``data``."""
+        ``eta_batch_size`` random examples of ``data`` (all of them, streamed, for None)."""
         n = self.run.n
         prec = self.run.precisions()
         m = n if self.inv.eta_batch_size is None else min(self.inv.eta_batch_size, n)
@@ -354,11 +429,28 @@ class _Lila(_Fixed):
             self.run.loop.check_finite(grad, "the eta-gradient")
             self.step_eta(grad)
 
-    def random_subset(self, data: Draws, m: int) -> Draws:
-        """``m`` random examples of ``data`` with their draws (from the draws' generator)."""
-        index = torch.randperm(self.run.n, generator=self.draws)[:m].to(self.x.device)
-        eps = torch.cat([b[1] for b in data])[index]
-        return _with_draws(self.x[index], eps, self.y[index], self.config.batch_size)
+    def random_subset(self, data: _FixedDraws, m: int) -> list[tuple[Tensor, ...]]:
+        """``m`` random examples of ``data`` with their draws: the positions
+        ``torch.randperm(N, generator=draws)[:m]`` of one pass, kept while it streams, in the
+        order drawn and in minibatches of ``config.batch_size`` (:func:`train_invariant`)."""
+        n = self.run.n
+        index = torch.randperm(n, generator=self.draws)[:m]
+        rank = torch.full((n,), -1, dtype=torch.long)
+        rank[index] = torch.arange(m)
+        ranks, xs, epss, ys = [], [], [], []
+        pos = 0
+        for x, eps, y in data:
+            r = rank[pos : pos + x.shape[0]]
+            pos += x.shape[0]
+            keep = r >= 0
+            if bool(keep.any()):
+                ranks.append(r[keep])
+                xs.append(x[keep.to(x.device)])
+                epss.append(eps[keep.to(eps.device)])
+                ys.append(y[keep.to(y.device)])
+        order = torch.argsort(torch.cat(ranks))
+        x, eps, y = (torch.cat(parts)[order.to(parts[0].device)] for parts in (xs, epss, ys))
+        return _with_draws(x, eps, y, self.config.batch_size)
 
 
 class _Augerino(_Fixed):
@@ -373,10 +465,11 @@ class _Augerino(_Fixed):
         return self.inv.augerino_weight_decay
 
     def eta_steps(self) -> int:
-        return self.config.epochs * math.ceil(self.x.shape[0] / self.config.batch_size)
+        return self.config.epochs * self.source.steps_per_epoch
 
-    def batch_loss(self, index: Tensor, prec: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        nll = self.run.nll(self.draw_average(index, self.eta), self.y[index])
+    def batch_loss(self, batch: Batch, prec: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        x, y = batch
+        nll = self.run.nll(self.draw_average(x, self.eta), y)
         return nll - self.inv.augerino_weight * self.eta.pow(2).sum(), nll
 
     def after_step(self) -> None:
