@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_invariance import _Interrupt, _StopAfterCheckpoint  # the same interruption
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -136,23 +137,6 @@ def test_list_of_batches_equals_an_unshuffled_loader():
     b = train_invariant(_model(), loader, _config(), inv)
     _assert_same(a, b)
     assert len(a.history) == 3 and a.best_neg_log_marglik is not None
-
-
-class _Interrupt(Exception):
-    pass
-
-
-class _StopAfterCheckpoint(nn.Module):
-    """Wraps a net; raises on the first forward after the checkpoint file appears."""
-
-    def __init__(self, inner, path):
-        super().__init__()
-        self.inner, self.path = inner, path
-
-    def forward(self, x):
-        if self.path is not None and self.path.exists():
-            raise _Interrupt
-        return self.inner(x)
 
 
 def test_shuffled_loader_with_a_generator_resumes_to_the_uninterrupted_run(tmp_path):
