@@ -170,11 +170,8 @@ def _selected(
             pre = pre + bias
         pre = pre.transpose(1, 2).reshape(b, -1, size, size)
         _, index = subsample(pre, mode, return_index=True)  # (B,)
-    grid = patches.transpose(1, 2).reshape(b, d, size, size)
-    comps = torch.stack([grid[:, :, i::2, j::2] for i in (0, 1) for j in (0, 1)], dim=1)
-    h2 = size // 2
-    chosen = comps.gather(1, index.view(b, 1, 1, 1, 1).expand(b, 1, d, h2, h2)).squeeze(1)
-    return chosen.flatten(2).transpose(1, 2)  # (B, h2 * h2, D)
+    chosen = _component(patches.transpose(1, 2).reshape(b, d, size, size), index)
+    return chosen.flatten(2).transpose(1, 2)  # (B, size/2 * size/2, D)
 
 
 def _conv_like(

@@ -27,6 +27,15 @@ __all__ = ["Subsampling", "polyphase_pool", "subsample", "PolyphasePool"]
 Subsampling = Literal["polyphase", "stride"]
 
 
+def _check_even(x: Tensor, caller: str, what: str) -> tuple[int, int]:
+    """(H, W) of the feature map x (B, C, H, W); ValueError unless both are even."""
+    check_feature_map(x, caller)
+    h, w = x.shape[-2:]
+    if h % 2 or w % 2:
+        raise ValueError(f"{what} needs even H and W, got H={h}, W={w}")
+    return h, w
+
+
 def polyphase_pool(x: Tensor, *, return_index: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """Subsample (B, C, H, W) -> (B, C, H/2, W/2) by keeping the polyphase component of largest
     l-infinity norm, per sample (App. F.2).
@@ -46,10 +55,7 @@ def polyphase_pool(x: Tensor, *, return_index: bool = False) -> Tensor | tuple[T
         TypeError: if ``x`` is not a tensor.
         ValueError: if ``x`` is not 4-D or H or W is odd.
     """
-    check_feature_map(x, "polyphase_pool")
-    h, w = x.shape[-2:]
-    if h % 2 or w % 2:
-        raise ValueError(f"polyphase pooling needs even H and W, got H={h}, W={w}")
+    h, w = _check_even(x, "polyphase_pool", "polyphase pooling")
     comps = torch.stack(
         [x[:, :, i::2, j::2] for i in (0, 1) for j in (0, 1)], dim=1
     )  # (B, 4, C, H/2, W/2)
@@ -78,10 +84,7 @@ def subsample(
         return polyphase_pool(x, return_index=return_index)
     if mode != "stride":
         raise ValueError(f"`mode` must be one of ('polyphase', 'stride'), got {mode!r}")
-    check_feature_map(x, "subsample")
-    h, w = x.shape[-2:]
-    if h % 2 or w % 2:
-        raise ValueError(f"subsampling needs even H and W, got H={h}, W={w}")
+    _check_even(x, "subsample", "subsampling")
     out = x[:, :, ::2, ::2]
     if return_index:
         return out, torch.zeros(x.shape[0], dtype=torch.long, device=x.device)

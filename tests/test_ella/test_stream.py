@@ -6,6 +6,7 @@ import weakref
 
 import pytest
 import torch
+from test_marglik import config as marglik_config
 from test_marglik import data, mlp  # the same tiny classifier and data
 from torch import nn
 from torch.utils.data import DataLoader, Sampler, TensorDataset
@@ -14,25 +15,14 @@ from conftest import DTYPE
 from ella.data import flip_shift
 from ella.laplace import Laplace
 from ella.laplace.base import iter_batches
-from ella.marglik import MarglikConfig, train_marglik
+from ella.marglik import train_marglik
 
 STRUCTURES = ["full", "kron", "diag"]
 
 
 def config(**kw):
-    base = dict(
-        epochs=5,
-        batch_size=16,
-        lr=0.02,
-        lr_hyper=0.1,
-        n_hyper_steps=10,
-        marglik_every=2,
-        burn_in=1,
-        structure="kron",
-        seed=3,
-    )
-    base.update(kw)
-    return MarglikConfig(**base)
+    """test_marglik's settings, shorter and with KFAC."""
+    return marglik_config(**(dict(epochs=5, n_hyper_steps=10, structure="kron") | kw))
 
 
 class Lazy:
