@@ -23,7 +23,9 @@ full GGN                    eq. (17): :func:`symdisc.curvature.ggn_rows` of a
                             (stochastic) terms
 :func:`train_invariant`     the marginal-likelihood loop of :mod:`ella.marglik` with eta as a
                             hyperparameter (own optimiser, learning rate, burn-in), and the
-                            Augerino baseline (Benton et al., 2020)
+                            Augerino baseline (Benton et al., 2020); warns
+                            (:class:`FewEtaStepsWarning`) when a schedule gives eta fewer
+                            than :data:`MIN_ETA_STEPS` steps (:func:`count_eta_steps`)
 ==========================  ==================================================================
 
 The augmentation parameters eta are *not* parameters of the model: an augmentation holds them
@@ -39,9 +41,12 @@ from ella.invariance.kfac import AugmentedKFAC, augmented_kfac
 from ella.invariance.laplace import eta_gradient, invariant_laplace
 from ella.invariance.models import DrawAverage, InvariantModel
 from ella.invariance.training import (
+    MIN_ETA_STEPS,
+    FewEtaStepsWarning,
     InvarianceConfig,
     InvarianceMethod,
     InvarianceResult,
+    count_eta_steps,
     train_invariant,
 )
 
@@ -63,4 +68,7 @@ __all__ = [
     "InvarianceConfig",
     "InvarianceResult",
     "train_invariant",
+    "count_eta_steps",
+    "FewEtaStepsWarning",
+    "MIN_ETA_STEPS",
 ]

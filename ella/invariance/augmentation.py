@@ -3,6 +3,7 @@ and appendix A): affine maps of images and rotations of 2-D points, differentiab
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -19,10 +20,20 @@ class Augmentation:
 
     ``eta`` is a plain tensor (k,), a leaf that requires a gradient unless ``learnable=False``;
     it is deliberately not an ``nn.Parameter`` of any model (see the module docstring).
-    Subclasses define :attr:`names` and :meth:`apply`.
+    Subclasses define :attr:`names` and :meth:`apply`, and may define :attr:`limits`.
+
+    Attributes:
+        names: the components of eta, in order.
+        limits: per component, the largest meaningful extent ``|eta_i|`` (same order as
+            ``names``): beyond it the distribution stops describing a symmetry a model could
+            use (it wraps around, or moves the content out of the frame).
+            :func:`ella.invariance.train_invariant` reports a component whose ``|eta_i|``
+            exceeds its limit (``InvarianceResult.eta_diverged``) and can project eta back
+            (``InvarianceConfig.clamp_eta``). None: no limits (every component unbounded).
     """
 
     names: tuple[str, ...] = ()
+    limits: tuple[float, ...] | None = None
 
     def __init__(
         self,
@@ -90,6 +101,20 @@ class AffineAugmentation(Augmentation):
     """
 
     names = AFFINE_NAMES
+    limits = (1.0, 1.0, math.pi, math.log(4.0), math.log(4.0), math.log(4.0))
+    """Meaningful extents (:attr:`Augmentation.limits`), in the coordinates of
+    :func:`affine_transform` (the image spans [-1, 1], so a shift of 2 is the whole side):
+
+    * ``translate_x``, ``translate_y``: 1.0, half the side: at ``eps = +-1`` the image centre
+      reaches the border and the content leaves the frame (an extent beyond it mostly shows
+      empty images);
+    * ``rotate``: pi: ``eps * eta`` then covers every angle; beyond it the angles wrap around
+      and the distribution over rotations is no longer uniform, with no wider support;
+    * ``scale_x``, ``scale_y``: log 4: factors ``exp(eps * eta)`` from 1/4 to 4 (a 28-pixel
+      digit shrunk to 7 pixels, or a quarter of it filling the frame);
+    * ``shear``: log 4: its generator ``[[0, 1], [1, 0]]`` stretches one diagonal by
+      ``exp(eps * eta)`` and squeezes the other by its inverse, so the same factors as scale.
+    """
 
     def apply(self, x: Tensor, eps: Tensor, eta: Tensor | None = None) -> Tensor:
         if x.ndim != 4:
@@ -117,6 +142,9 @@ class PointRotation(Augmentation):
     """
 
     names = ("rotate",)
+    limits = (math.pi,)
+    """pi: ``eps * eta`` then covers every angle; beyond it the angles wrap around
+    (:attr:`Augmentation.limits`)."""
 
     def apply(self, x: Tensor, eps: Tensor, eta: Tensor | None = None) -> Tensor:
         if x.ndim != 2 or x.shape[1] != 2:

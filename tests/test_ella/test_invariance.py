@@ -28,6 +28,9 @@ from ella.invariance import (
 from ella.marglik import MarglikConfig, NonFiniteLossError
 from symdisc.curvature import functional, kfac, output_hessian_sqrt, per_sample_jacobian
 
+# the training runs here are deliberately tiny (a handful of eta steps)
+pytestmark = pytest.mark.filterwarnings("ignore::ella.invariance.FewEtaStepsWarning")
+
 
 def _gen(seed):
     return torch.Generator().manual_seed(seed)
@@ -358,7 +361,9 @@ class _StopAfterCheckpoint(nn.Module):
 
 def test_resume_gives_the_same_result(tmp_path):
     data = _toy()
-    inv = InvarianceConfig(method="lila", n_samples=3, lr_eta=0.1, eta_burn_in=0)
+    inv = InvarianceConfig(
+        method="lila", n_samples=3, lr_eta=0.1, eta_burn_in=0, eta_gradient="full", n_eta_steps=1
+    )
     ckpt = str(tmp_path / "ckpt.pt")
     cfg = _mconfig(checkpoint_every=2, checkpoint=ckpt)
 

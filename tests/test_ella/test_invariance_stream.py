@@ -20,6 +20,9 @@ from ella.invariance import (
 )
 from ella.marglik import MarglikConfig
 
+# the training runs here are deliberately tiny (a handful of eta steps)
+pytestmark = pytest.mark.filterwarnings("ignore::ella.invariance.FewEtaStepsWarning")
+
 N, BATCH = 24, 8
 
 
