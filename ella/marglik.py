@@ -102,7 +102,11 @@ class MarglikConfig:
             ``torch.randperm(N, generator=g)`` with ``g = torch.Generator().manual_seed(seed)``
             drawn once per epoch (the last minibatch may be smaller). Used for training data
             held as tensors; an iterable of batches brings its own batches and order.
-        optimizer: ``"adam"`` (default betas) or ``"sgd"`` (plain, no momentum) for the weights.
+        optimizer: ``"adam"`` (default betas) or ``"sgd"`` (with ``momentum``, default none)
+            for the weights.
+        momentum: heavy-ball momentum of ``"sgd"`` in [0, 1) (paper 001, appendix B.3: 0.9 for
+            the CIFAR-10 ResNets); must stay 0 with ``"adam"``.
+        nesterov: Nesterov momentum for ``"sgd"`` (needs ``momentum > 0``).
         lr: learning rate of the weights, cosine-annealed to 0 over all ``epochs * ceil(N /
             batch_size)`` steps (``CosineAnnealingLR``, stepped once per minibatch; for an
             iterable of batches ``epochs`` times its number of batches per epoch).
@@ -138,6 +142,8 @@ class MarglikConfig:
     epochs: int = 100
     batch_size: int = 128
     optimizer: OptimizerName = "adam"
+    momentum: float = 0.0
+    nesterov: bool = False
     lr: float = 0.01
     lr_hyper: float = 0.1
     n_hyper_steps: int = 100
@@ -162,6 +168,18 @@ class MarglikConfig:
         for name in ("lr", "lr_hyper", "sigma", "temperature", "init_prior_precision"):
             runtime.check_float(getattr(self, name), name, positive=True)
         runtime.check_choice(self.optimizer, "optimizer", OptimizerName)
+        runtime.check_float(self.momentum, "momentum", nonnegative=True)
+        runtime.check_bool(self.nesterov, "nesterov")
+        if self.momentum >= 1.0:
+            raise ValueError(f"`momentum` must be in [0, 1), got {self.momentum!r}")
+        if self.optimizer != "sgd" and (self.momentum or self.nesterov):
+            raise ValueError(
+                f"`momentum` and `nesterov` apply to optimizer='sgd' only, got "
+                f"optimizer={self.optimizer!r} with momentum={self.momentum!r}, "
+                f"nesterov={self.nesterov!r}"
+            )
+        if self.nesterov and not self.momentum:
+            raise ValueError("`nesterov` needs `momentum` > 0, got momentum=0")
         runtime.check_choice(self.structure, "structure", Structure)
         runtime.check_choice(self.likelihood, "likelihood", Likelihood)
         runtime.check_bool(self.learn_hyper, "learn_hyper")
@@ -433,11 +451,25 @@ def as_source(data: object, batch_size: int, device: torch.device) -> TensorSour
     return StreamSource(data, device)  # type: ignore[arg-type]
 
 
+_POSTFIX_ETA = 6
+"""At most this many components of eta on the progress bar (the largest in magnitude)."""
+
+
 def _progress_postfix(record: Mapping[str, float]) -> dict[str, str]:
-    """The tqdm postfix of an epoch's history record."""
+    """The tqdm postfix of an epoch's history record: ``loss``, ``nlml`` after a
+    marginal-likelihood epoch, and for records with ``eta/{component}`` entries
+    (:func:`ella.invariance.train_invariant`) ``eta``: every component's value to 2 decimals
+    in the record's order (``0.12,0.00,1.57``), or, for more than 6 components, the 6 largest
+    in magnitude with their names (``rotate=1.57,scale_x=0.40,...``)."""
     post = {"loss": f"{record['train_loss']:.3g}"}
     if "neg_log_marglik" in record:
         post["nlml"] = f"{record['neg_log_marglik']:.4g}"
+    eta = {k[4:]: float(v) for k, v in record.items() if k.startswith("eta/")}
+    if len(eta) > _POSTFIX_ETA:
+        top = sorted(eta, key=lambda k: -abs(eta[k]))[:_POSTFIX_ETA]
+        post["eta"] = ",".join(f"{k}={eta[k]:.2f}" for k in top) + ",..."
+    elif eta:
+        post["eta"] = ",".join(f"{v:.2f}" for v in eta.values())
     return post
 
 
@@ -517,7 +549,9 @@ class MarglikLoop:
         if config.optimizer == "adam":
             self.optimizer: torch.optim.Optimizer = torch.optim.Adam(params, lr=config.lr, **decay)
         else:
-            self.optimizer = torch.optim.SGD(params, lr=config.lr, **decay)
+            self.optimizer = torch.optim.SGD(
+                params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov, **decay
+            )
         if steps_per_epoch is None:
             steps_per_epoch = math.ceil(n / config.batch_size)
         self.steps_per_epoch = runtime.check_int(steps_per_epoch, "steps_per_epoch", minimum=1)

@@ -20,9 +20,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from symdisc.runtime import check_bool, check_instance
+from ella.data.mnist import mnist_split, standardise
+from symdisc.runtime import check_bool, check_instance, check_int
 
-__all__ = ["CIFAR10_FILES", "CIFAR10_URL", "load_cifar10"]
+__all__ = ["CIFAR10_FILES", "CIFAR10_URL", "load_cifar10", "cifar_shaped_mnist"]
 
 #: the python pickled batches, training batches first
 CIFAR10_FILES: tuple[str, ...] = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
@@ -151,4 +152,37 @@ def load_cifar10(
         std, mean = torch.std_mean(x_train, dim=(0, 2, 3), keepdim=True)
         for x in (x_train, x_test):
             x.sub_(mean).div_(std)
+    return x_train, y_train, x_test, y_test
+
+
+def cifar_shaped_mnist(
+    n_train: int = 1000, seed: int = 0, *, n_test: int | None = None
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Real MNIST digits shaped like CIFAR-10 images, for CPU-sized runs of CIFAR-10 code.
+
+    The embedded MNIST digits (:func:`ella.data.mnist_split`, 5,000 real 28x28 digits, no
+    download) split by a seeded permutation, zero-padded by 2 pixels on every side to 32x32,
+    repeated over 3 channels, and standardised with the training images' scalar mean and
+    standard deviation (appendix F.5 of paper 000). A stand-in for CIFAR-10 where its files are
+    not at hand (``experiments/cifar_invariance.py`` without ``--data-dir``); its numbers are
+    not CIFAR-10 numbers.
+
+    Args:
+        n_train: training images, in (0, 5000).
+        seed: seed of the split.
+        n_test: keep the first ``n_test`` test images (None: all ``5000 - n_train``).
+
+    Returns:
+        ``(x_train (n_train, 3, 32, 32) float32, y_train (n_train,) int64, x_test, y_test)``.
+
+    Raises:
+        TypeError, ValueError: as :func:`ella.data.mnist_split`, or an ``n_test`` that is not
+            a positive int.
+    """
+    x_train, y_train, x_test, y_test = mnist_split(n_train, seed, standardised=False)
+    if n_test is not None:
+        check_int(n_test, "n_test", minimum=1)
+        x_test, y_test = x_test[:n_test], y_test[:n_test]
+    shape = lambda x: torch.nn.functional.pad(x, (2, 2, 2, 2)).expand(-1, 3, -1, -1).contiguous()
+    x_train, x_test = standardise(shape(x_train), shape(x_test))
     return x_train, y_train, x_test, y_test

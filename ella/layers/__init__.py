@@ -18,6 +18,7 @@ from ella.layers._base import (
     check_kernel_size,
     parameter_paths,
 )
+from ella.layers.fixup import ScalarBias, ScalarScale
 from ella.layers.group import (
     GroupConv,
     GroupFC,
@@ -70,6 +71,8 @@ __all__ = [
     "relaxation_penalty",
     "equivariance_error",
     "layer_equivariance_errors",
+    "ScalarBias",
+    "ScalarScale",
 ]
 
 from ella.layers import kfac_rules  # noqa: E402,F401  (registers the KFAC rules)
