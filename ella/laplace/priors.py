@@ -32,6 +32,7 @@ __all__ = [
     "PriorPrecision",
     "ROOT_GROUP",
     "prior_groups",
+    "share_prior",
     "posterior_parameters",
     "map_parameters",
     "layer_paths",
@@ -130,6 +131,32 @@ def prior_groups(model: nn.Module, per_tensor: bool = False) -> dict[str, list[s
             key = name.rsplit(".", 1)[0] if "." in name else ROOT_GROUP
         groups.setdefault(key, []).append(name)
     return groups
+
+
+def share_prior(module: nn.Module, path: str = "shared") -> nn.Module:
+    """Give all parameters of ``module`` one prior precision, and return ``module``.
+
+    Tags every parameter of ``module`` (and of its submodules) with ``path``, as the relaxed
+    layers tag theirs (:func:`ella.layers.parameter_paths`), so that :func:`prior_groups` of any
+    model containing ``module`` puts them in one group, ``"{module's name}:{path}"`` (``path``
+    for the model itself), instead of one group per layer. Paper 001, appendix B.4: "a single
+    prior precision" for the toy network.
+
+    Raises:
+        TypeError: for a ``module`` that is not an ``nn.Module`` or a ``path`` not a str.
+        ValueError: if a submodule already tags its parameters (a relaxed layer keeps its own
+            groups per path).
+    """
+    check_instance(module, "module", nn.Module)
+    check_instance(path, "path", str)
+    tagged = [n for n, m in module.named_modules() if m is not module and getattr(m, "paths", None)]
+    if tagged:
+        raise ValueError(
+            f"`module` contains layers that tag their own prior paths ({', '.join(tagged)}); "
+            f"share_prior would override them: tag a module without relaxed layers"
+        )
+    module.paths = {name: path for name, _ in module.named_parameters()}
+    return module
 
 
 def layer_paths(model: nn.Module) -> dict[str, tuple[str, str, Path]]:

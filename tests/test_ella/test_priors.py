@@ -290,3 +290,21 @@ def test_train_marglik_with_prior_on_lengthscales():
     assert result.best_neg_log_marglik is not None and math.isfinite(result.best_neg_log_marglik)
     assert sum("neg_log_marglik" in r for r in result.history) == 2
     assert not torch.equal(model[0].u.detach(), u_before)  # the point estimates train too
+
+
+def test_share_prior_puts_every_parameter_of_a_module_in_one_group():
+    from ella.laplace import Laplace, prior_groups, share_prior
+    from ella.layers import FC
+
+    net = nn.Sequential(nn.Linear(2, 5), nn.Tanh(), nn.Linear(5, 3))
+    assert len(prior_groups(net)) == 2  # one per nn.Linear by default
+    model = nn.Sequential(share_prior(net), nn.Linear(3, 2))
+    groups = prior_groups(model)
+    assert groups == {
+        "0:shared": ["0.0.weight", "0.0.bias", "0.2.weight", "0.2.bias"],
+        "1": ["1.weight", "1.bias"],
+    }
+    la = Laplace(share_prior(nn.Linear(2, 2), "all"), "classification", "kron")
+    assert la.groups == {"all": ["weight", "bias"]}
+    with pytest.raises(ValueError, match="tag their own"):
+        share_prior(nn.Sequential(FC(1, 1, 2, 2), nn.Tanh()))

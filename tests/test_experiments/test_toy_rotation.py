@@ -39,14 +39,41 @@ def test_rotation_toy_is_seeded_and_labelled_by_band_and_arc():
 
 
 def test_quick_run_writes_all_cases_and_metrics(tmp_path):
-    results, _ = run_quick("toy_rotation", tmp_path)
+    results, _ = run_quick("toy_rotation", tmp_path, args=["--seeds", "2", "--seed", "3"])
     assert results["experiment"] == "toy_rotation"
+    assert results["config"]["seeds"] == [3, 4]
     assert set(results["cases"]) == {"no_invariance", "augerino", "lila_full", "lila_kron"}
     for name, metrics in results["cases"].items():
         for key in ("learned_angle_deg", "neg_log_marglik", "test_acc"):
             assert math.isfinite(metrics[key]), (name, key)
+            per_seed = [metrics["seeds"][s][key] for s in ("3", "4")]
+            # today's keys are the first seed's; mean and std (ddof 1) over the two seeds
+            assert metrics[key] == per_seed[0]
+            assert metrics[f"{key}_mean"] == pytest.approx(sum(per_seed) / 2)
+            assert metrics[f"{key}_std"] == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2**0.5)
         assert 0.0 <= metrics["test_acc"] <= 100.0
     assert results["cases"]["no_invariance"]["learned_angle_deg"] == 0.0
     assert "targets" in results["cases"]["lila_full"]
+    targets = results["targets"]
+    assert set(targets) == {
+        "lila_full_learned_angle_deg_mean",
+        "lila_kron_learned_angle_deg_mean",
+        "lila_best_marglik_seeds",
+    }
+    for name in ("lila_full", "lila_kron"):
+        target = targets[f"{name}_learned_angle_deg_mean"]
+        mean = results["cases"][name]["learned_angle_deg_mean"]
+        assert target["value"] == mean and target["pass"] == (abs(mean - 60.0) <= 15.0)
+    best = targets["lila_best_marglik_seeds"]
+    expected = [
+        s
+        for s in (3, 4)
+        if min(
+            results["cases"], key=lambda c: results["cases"][c]["seeds"][str(s)]["neg_log_marglik"]
+        ).startswith("lila")
+    ]
+    assert best["seeds"] == expected and best["value"] == len(expected)
+    assert best["pass"] == (len(expected) == 2)
+    assert {"seed3_s", "seed4_s", "total_s"} <= set(results["timings"])
     assert (tmp_path / "decision_boundaries.png").stat().st_size > 0
     assert (tmp_path / "eta_trajectory.png").stat().st_size > 0
