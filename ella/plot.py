@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 
 import matplotlib.figure
+import matplotlib.ticker
 import numpy as np
 import torch
 from torch import Tensor
@@ -169,6 +170,39 @@ def flow_fields(
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(title, fontsize=9)
+    return fig
+
+
+def accuracy_vs_size(
+    curves: Mapping[str, Mapping[int, Sequence[float]]],
+    *,
+    title: str = "",
+) -> matplotlib.figure.Figure:
+    """Test accuracy against the training-set size, mean over seeds with error bars of one
+    standard error, log-scaled sizes (paper 001, section 5.4, Fig. 5).
+
+    Args:
+        curves: ``{method: {n_train: per-seed test accuracies (%)}}``.
+    """
+    fig = matplotlib.figure.Figure(figsize=(4.2, 3.2), layout="constrained")
+    ax = fig.subplots()
+    colors = matplotlib.colormaps["tab10"]
+    for i, (method, by_size) in enumerate(curves.items()):
+        sizes = sorted(by_size)
+        stats = [_mean_se([[v] for v in by_size[n]]) for n in sizes]
+        mean = np.array([m[0] for m, _ in stats])
+        se = np.array([e[0] for _, e in stats])
+        ax.errorbar(
+            sizes, mean, yerr=se, color=colors(i), marker="o", ms=3, capsize=3, lw=1.2, label=method
+        )
+    ax.set_xscale("log")
+    ax.set_xticks(sorted({n for by_size in curves.values() for n in by_size}))
+    ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.set_xlabel("training images")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
     return fig
 
 

@@ -2,7 +2,8 @@
 
 * :func:`rotation_toy`: 2-D points on arcs made by a soft rotational invariance about the
   origin, labelled by radius band and arc (section 5.1, appendix B.4);
-* :func:`digits_images` and :func:`transformed_digits`: digits transformed per image (appendix
+* :func:`digits_images` and :func:`transformed_digits` (:func:`transformed_idx` for local
+  MNIST / Fashion-MNIST files): digits transformed per image (appendix
   B.1, in miniature), from ``source`` ``mnist`` (the embedded real MNIST, 28x28; default) or
   ``sklearn`` (the 8x8 digits upsampled to 16x16): versions ``rotated``,
   ``partially_rotated``, ``translated``, ``scaled``, ``original``;
@@ -16,6 +17,8 @@
   paper-scale data, where it exists; nothing is downloaded);
 * :func:`load_cifar10`: CIFAR-10 from its local python pickled batches, standardised per
   channel with the training images' statistics (appendix F.5; nothing is downloaded);
+  :func:`cifar_shaped_mnist`: the embedded real MNIST digits as 3 x 32 x 32 images, a
+  CIFAR-shaped stand-in for CPU runs;
 * :func:`flip_shift`: paper 000's MAP-step augmentation (appendix F.6), random horizontal flips
   and shifts by up to 4 pixels.
 
@@ -24,7 +27,7 @@ Data modules never import a method module (:mod:`ella.invariance`, :mod:`ella.la
 """
 
 from ella.data.augment import flip_shift
-from ella.data.cifar import CIFAR10_FILES, load_cifar10
+from ella.data.cifar import CIFAR10_FILES, cifar_shaped_mnist, load_cifar10
 from ella.data.digits import (
     DIGITS_SOURCES,
     VERSIONS,
@@ -34,6 +37,7 @@ from ella.data.digits import (
     imposed_eta,
     transform_images,
     transformed_digits,
+    transformed_idx,
 )
 from ella.data.idx import load_mnist, read_idx
 from ella.data.mnist import EMBEDDED_MNIST_SIZE, embedded_mnist, mnist_split, standardise
@@ -55,6 +59,7 @@ __all__ = [
     "digits_images",
     "transform_images",
     "transformed_digits",
+    "transformed_idx",
     "imposed_eta",
     "read_idx",
     "load_mnist",
@@ -64,6 +69,7 @@ __all__ = [
     "standardise",
     "CIFAR10_FILES",
     "load_cifar10",
+    "cifar_shaped_mnist",
     "QUADRANT_CLASSES",
     "QUADRANT_SIZE",
     "QUADRANT_TASKS",

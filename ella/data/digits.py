@@ -6,6 +6,7 @@ upsampled to 16x16, transformed per image; versions ``rotated``, ``partially_rot
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Literal, get_args
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ella.affine import AFFINE_NAMES, affine_matrices, affine_transform
+from ella.data.idx import load_mnist
 from ella.data.mnist import embedded_mnist
 from symdisc.runtime import check_choice, check_int, check_optional_int
 
@@ -25,6 +27,7 @@ __all__ = [
     "digits_images",
     "transform_images",
     "transformed_digits",
+    "transformed_idx",
     "imposed_eta",
 ]
 
@@ -163,3 +166,46 @@ def transformed_digits(
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
     tr, te = order[:n_train], order[n_train:]
     return images[tr], labels[tr], images[te], labels[te]
+
+
+def transformed_idx(
+    root: str | Path,
+    version: str,
+    seed: int,
+    *,
+    n_train: int,
+    n_test: int | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """A transformed version of MNIST or Fashion-MNIST read from local IDX files
+    (:func:`ella.data.load_mnist`; the files of either data set have the same names).
+
+    ``n_train`` images are drawn from the training split by a seeded permutation (seed
+    ``seed``), the first ``n_test`` of a seeded permutation of the test split (all for None) are
+    the test set; both are transformed as :func:`transform_images` does (seeds ``seed + 1000``
+    and ``seed + 2000``).
+
+    Returns:
+        ``(x_train, y_train, x_test, y_test)``, x float32 (N, 1, 28, 28) in [0, 1].
+
+    Raises:
+        FileNotFoundError: as :func:`ella.data.load_mnist`.
+        TypeError, ValueError: for a ``seed``, ``n_train`` or ``n_test`` that is not an int
+            or is out of range (at most the split's size), or an unknown version.
+    """
+    check_int(seed, "seed")
+    check_int(n_train, "n_train", minimum=1)
+    check_optional_int(n_test, "n_test", minimum=1)
+    if version not in VERSIONS:
+        raise ValueError(f"`version` must be one of {VERSIONS}, got {version!r}")
+    out = []
+    for split, n, offset in (("train", n_train, 1000), ("test", n_test, 2000)):
+        images, labels = load_mnist(root, split)
+        if n is not None and n > len(labels):
+            raise ValueError(
+                f"`n_{split}` must be at most the {len(labels)} images of the {split} split in "
+                f"{root}, got {n}"
+            )
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+        keep = order[:n]
+        out += [transform_images(images[keep], version, seed + offset), labels[keep]]
+    return tuple(out)  # type: ignore[return-value]

