@@ -101,15 +101,18 @@ class AffineAugmentation(Augmentation):
     """
 
     names = AFFINE_NAMES
-    limits = (1.0, 1.0, math.pi, math.log(4.0), math.log(4.0), math.log(4.0))
+    limits = (1.0, 1.0, 2 * math.pi, math.log(4.0), math.log(4.0), math.log(4.0))
     """Meaningful extents (:attr:`Augmentation.limits`), in the coordinates of
     :func:`affine_transform` (the image spans [-1, 1], so a shift of 2 is the whole side):
 
     * ``translate_x``, ``translate_y``: 1.0, half the side: at ``eps = +-1`` the image centre
       reaches the border and the content leaves the frame (an extent beyond it mostly shows
       empty images);
-    * ``rotate``: pi: ``eps * eta`` then covers every angle; beyond it the angles wrap around
-      and the distribution over rotations is no longer uniform, with no wider support;
+    * ``rotate``: 2 pi: at pi ``eps * eta`` covers every angle once; between pi and 2 pi the
+      angles wrap around (a legitimate, non-uniform distribution over the circle, which lila
+      may cross on its way to pi); at 2 pi every angle is covered exactly twice, and an extent
+      growing beyond it (as Augerino's regulariser can drive it) only approaches the uniform
+      distribution the extent pi already gives;
     * ``scale_x``, ``scale_y``: log 4: factors ``exp(eps * eta)`` from 1/4 to 4 (a 28-pixel
       digit shrunk to 7 pixels, or a quarter of it filling the frame);
     * ``shear``: log 4: its generator ``[[0, 1], [1, 0]]`` stretches one diagonal by
@@ -142,9 +145,8 @@ class PointRotation(Augmentation):
     """
 
     names = ("rotate",)
-    limits = (math.pi,)
-    """pi: ``eps * eta`` then covers every angle; beyond it the angles wrap around
-    (:attr:`Augmentation.limits`)."""
+    limits = (2 * math.pi,)
+    """2 pi, as the rotation of :class:`AffineAugmentation` (:attr:`Augmentation.limits`)."""
 
     def apply(self, x: Tensor, eps: Tensor, eta: Tensor | None = None) -> Tensor:
         if x.ndim != 2 or x.shape[1] != 2:

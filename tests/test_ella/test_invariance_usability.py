@@ -193,11 +193,15 @@ def test_a_stopped_run_without_a_checkpoint_says_how_to_get_one(caplog):
 def test_augmentation_limits_are_where_the_distribution_stops_being_meaningful():
     aug = AffineAugmentation(dtype=DTYPE)
     limits = dict(zip(aug.names, aug.limits))
-    assert PointRotation.limits == (math.pi,) and limits["rotate"] == math.pi
-    # rotation: at eta = pi the extreme draws eps = +-1 are the same map (the angles wrap)
-    eta = torch.tensor([0, 0, math.pi, 0, 0, 0], dtype=DTYPE)
-    ends = affine_matrices(eta, torch.tensor([[0, 0, 1.0, 0, 0, 0], [0, 0, -1.0, 0, 0, 0]]))
-    torch.testing.assert_close(ends[0], ends[1])
+    assert PointRotation.limits == (2 * math.pi,) and limits["rotate"] == 2 * math.pi
+    # rotation: at eta = 2 pi the extreme draws eps = +-1 are the identity (every angle of
+    # U[-2 pi, 2 pi] is covered exactly twice), and at eta = pi the same map (the angles wrap)
+    for eta_rot, want in ((2 * math.pi, torch.eye(3, dtype=DTYPE)), (math.pi, None)):
+        eta = torch.tensor([0, 0, eta_rot, 0, 0, 0], dtype=DTYPE)
+        ends = affine_matrices(eta, torch.tensor([[0, 0, 1.0, 0, 0, 0], [0, 0, -1.0, 0, 0, 0]]))
+        torch.testing.assert_close(ends[0], ends[1])
+        if want is not None:
+            torch.testing.assert_close(ends[0], want)
     # translation: at eta = 1 the extreme draw moves the image centre onto the border
     eta = torch.tensor([limits["translate_x"], 0, 0, 0, 0, 0], dtype=DTYPE)
     centre = affine_matrices(eta, torch.tensor([1.0, 0, 0, 0, 0, 0])) @ torch.tensor(
@@ -231,10 +235,10 @@ def test_augerino_beyond_its_range_is_reported_once_and_clamp_keeps_it_inside(cl
     assert caplog.text.count("eta diverged") == 1 and "rotate" in caplog.text
     rotations = [abs(r["eta/rotate"]) for r in res.history]
     if clamp:
-        assert max(rotations) <= math.pi and abs(res.eta[0]) == pytest.approx(math.pi)
+        assert max(rotations) <= 2 * math.pi and abs(res.eta[0]) == pytest.approx(2 * math.pi)
         assert "projected back" in caplog.text
     else:
-        assert abs(res.eta[0]) > math.pi
+        assert abs(res.eta[0]) > 2 * math.pi
 
 
 def test_a_run_within_range_reports_nothing_and_divergence_survives_a_resume(tmp_path):
