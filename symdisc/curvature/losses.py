@@ -38,6 +38,7 @@ __all__ = [
     "reduction_scale",
     "output_hessian_sqrt",
     "output_hessian_product",
+    "softmax_root",
     "sample_output_gradients",
 ]
 
@@ -103,6 +104,14 @@ def reduction_scale(outputs_shape: tuple[int, ...], loss: Loss, reduction: Reduc
     return 1.0 / (n * c) if loss == "mse" else 1.0 / n
 
 
+def softmax_root(outputs: Tensor) -> Tensor:
+    """``sqrt(softmax(outputs))`` over the last dim as ``exp(log_softmax / 2)``: the same
+    values, and a finite derivative where a probability underflows to 0 (``p.sqrt()``'s is
+    infinite there, which made derivatives of the curvature in the inputs, such as paper 001's
+    eta-gradient, NaN once a network is confident in float32)."""
+    return torch.exp(0.5 * torch.log_softmax(outputs, dim=-1))
+
+
 def output_hessian_sqrt(outputs: Tensor, loss: Loss, reduction: Reduction) -> Tensor:
     """A square root S of the loss's Hessian in the outputs: (N, C, C) with H_n = S_n S_n^T.
 
@@ -116,7 +125,7 @@ def output_hessian_sqrt(outputs: Tensor, loss: Loss, reduction: Reduction) -> Te
         eye = torch.eye(c, dtype=outputs.dtype, device=outputs.device)
         return (2.0 * scale) ** 0.5 * eye.expand(n, c, c)
     p = torch.softmax(outputs, dim=-1)
-    root = p.sqrt()
+    root = softmax_root(outputs)
     return scale**0.5 * (torch.diag_embed(root) - p[:, :, None] * root[:, None, :])
 
 

@@ -49,6 +49,7 @@ from symdisc.curvature.losses import (
     output_hessian_sqrt,
     reduction_scale,
     sample_output_gradients,
+    softmax_root,
 )
 from symdisc.runtime.checks import check_bool, check_choice, check_int
 
@@ -558,13 +559,13 @@ def _softmax_root_rank_reduced(outputs: Tensor) -> Tensor:
     diag(sqrt p_n) - p_n sqrt(p_n)^T`` of :func:`symdisc.curvature.output_hessian_sqrt`
     (summed cross-entropy) with its null direction dropped by :func:`drop_softmax_null`."""
     p = _softmax(outputs)
-    root = p.sqrt()
+    root = softmax_root(outputs)
     S = torch.diag_embed(root) - p[:, :, None] * root[:, None, :]
-    return drop_softmax_null(S, outputs, dim=2, probabilities=p)
+    return drop_softmax_null(S, outputs, dim=2, root=root)
 
 
 def drop_softmax_null(
-    x: Tensor, outputs: Tensor, dim: int, *, probabilities: Tensor | None = None
+    x: Tensor, outputs: Tensor, dim: int, *, root: Tensor | None = None
 ) -> Tensor:
     """Drop the direction of ``x`` that the cross-entropy output Hessian annihilates.
 
@@ -579,14 +580,14 @@ def drop_softmax_null(
     Args:
         x: (N, ..., C, ...) with the root's column index at ``dim`` (dim >= 1).
         outputs: (N, C) logits, p_n = softmax(outputs_n).
-        probabilities: softmax(outputs) (N, C) when the caller has it already.
+        root: ``sqrt(softmax(outputs))`` (N, C) (:func:`symdisc.curvature.losses.softmax_root`)
+            when the caller has it already.
 
     Returns:
         ``x`` reflected along ``dim`` by ``Q_n``, with the last (zero) index dropped: C - 1 there.
     """
     n, c = outputs.shape
-    p = _softmax(outputs) if probabilities is None else probabilities
-    u = p.sqrt()  # (N, C), unit norm: sum_c p_c = 1
+    u = softmax_root(outputs) if root is None else root  # (N, C), unit norm: sum_c p_c = 1
     v = u + torch.eye(c, dtype=u.dtype, device=u.device)[-1]  # u_n + e_C
     shape = [n] + [1] * (x.ndim - 1)
     shape[dim] = c

@@ -313,3 +313,21 @@ def test_row_gram_block_rows_equal_expanded_rows():
     assert n == 15 and torch.equal(plain, expanded.T @ expanded)
     with pytest.raises(ValueError, match=r"\(R, d\) or \(R, K, d\)"):
         row_gram(x[None])
+
+
+def test_softmax_roots_have_finite_derivatives_where_a_probability_underflows():
+    """A float32 softmax probability of exactly 0 made ``p.sqrt()``'s derivative infinite, so
+    derivatives of the curvature in the logits (paper 001's eta-gradient) were NaN."""
+    from symdisc.curvature.losses import output_hessian_sqrt, softmax_root
+
+    logits = torch.tensor([[0.0, 120.0, -5.0]], requires_grad=True)
+    assert float(torch.softmax(logits.detach(), -1)[0, 0]) == 0.0  # underflows in float32
+    for value in (
+        softmax_root(logits),
+        output_hessian_sqrt(logits, "cross_entropy", "sum"),
+        drop_softmax_null(output_hessian_sqrt(logits, "cross_entropy", "sum"), logits, dim=2),
+    ):
+        (grad,) = torch.autograd.grad(value.pow(2).sum(), logits)
+        assert torch.isfinite(grad).all()
+    x = torch.randn(4, 5, dtype=torch.float64)
+    torch.testing.assert_close(softmax_root(x), torch.softmax(x, -1).sqrt(), rtol=1e-14, atol=0)
