@@ -206,7 +206,8 @@ class Case:
 
 def _run_job(case: Case, spec: DataSpec, settings: dict, device: str, threads: int) -> tuple:
     """One case in a worker: ``(metrics, eta trajectory records, learned eta)`` (plain data;
-    an ``{"error": ...}`` metrics entry for a run stopped by a non-finite loss)."""
+    an ``{"error": ...}`` metrics entry for a run that failed: a non-finite loss or a failed
+    fit, so that one case does not end a grid of many)."""
     torch.set_num_threads(threads)
     x, y, x_te, y_te = load(spec, case.version, case.seed)
     if case.n_train is not None:
@@ -215,8 +216,10 @@ def _run_job(case: Case, spec: DataSpec, settings: dict, device: str, threads: i
     tic = time.perf_counter()
     try:
         metrics, model, history = run_case(case.kind, case.method, data, settings, case.seed)
-    except NonFiniteLossError as err:  # recorded; the other cases still run
-        return {"error": str(err), "case_s": time.perf_counter() - tic}, [], None
+    except (NonFiniteLossError, ValueError, RuntimeError) as err:  # recorded; the grid goes on
+        message = f"{type(err).__name__}: {err}"
+        log.warning("%s seed %d failed: %s", case.name, case.seed, message)
+        return {"error": message, "case_s": time.perf_counter() - tic}, [], None
     metrics["case_s"] = time.perf_counter() - tic
     eta = [float(v) for v in model.augmentation.eta.detach().cpu()]
     trajectory = [

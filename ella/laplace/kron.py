@@ -276,6 +276,34 @@ def _diagonal_blocks(matrix: Tensor) -> list[int]:
     return [b - a for a, b in zip([0, *ends[:-1]], ends)]
 
 
+def _eigh(sym: Tensor) -> tuple[Tensor, Tensor]:
+    """``torch.linalg.eigh`` of a symmetric float64 matrix (d, d), retried once on ``sym +
+    j I`` (eigenvalues shifted back by j, ``j = 1e-12`` times the largest diagonal entry) when
+    LAPACK fails to converge: seen on a rank-deficient 736 x 736 KFAC factor (rank 150 of a
+    network whose augmentation had diverged) with one thread, and cured by any j >= 1e-14; the
+    shift moves no eigenvector and the eigenvalues by j at most.
+
+    Raises:
+        ValueError: if the shifted matrix fails too (or holds NaN or Inf), naming its size.
+    """
+    try:
+        return torch.linalg.eigh(sym)
+    except torch.linalg.LinAlgError:
+        pass
+    jitter = 1e-12 * float(sym.diagonal().abs().max().clamp_min(1e-300))
+    eye = torch.eye(sym.shape[-1], dtype=sym.dtype, device=sym.device)
+    try:
+        values, vectors = torch.linalg.eigh(sym + jitter * eye)
+    except torch.linalg.LinAlgError as err:
+        finite = bool(torch.isfinite(sym).all())
+        raise ValueError(
+            f"the eigendecomposition of a {tuple(sym.shape)} KFAC factor failed to converge, "
+            f"also shifted by {jitter:.3g} I (entries {'finite' if finite else 'not finite'}): "
+            f"the network's activations or output gradients are degenerate"
+        ) from err
+    return values - jitter, vectors
+
+
 def _symmetric_eigh(factor: Tensor) -> tuple[Tensor, Tensor]:
     """``torch.linalg.eigh`` of ``(M + M^T) / 2`` in float64, cast back to ``M``'s dtype.
 
@@ -293,11 +321,11 @@ def _symmetric_eigh(factor: Tensor) -> tuple[Tensor, Tensor]:
     sym = (0.5 * (factor + factor.mT)).to(torch.float64)
     sizes = _diagonal_blocks(sym)
     if len(sizes) == 1:
-        values, vectors = torch.linalg.eigh(sym)
+        values, vectors = _eigh(sym)
     else:
         parts, start = [], 0
         for size in sizes:
-            parts.append(torch.linalg.eigh(sym[start : start + size, start : start + size]))
+            parts.append(_eigh(sym[start : start + size, start : start + size]))
             start += size
         values, order = torch.cat([v for v, _ in parts]).sort()
         vectors = torch.block_diag(*[u for _, u in parts])[:, order]

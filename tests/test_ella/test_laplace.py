@@ -580,3 +580,34 @@ def test_block_diagonal_factor_is_decomposed_per_block_with_the_same_eigenpairs(
     torch.testing.assert_close(values, torch.linalg.eigvalsh(M), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(vectors @ torch.diag(values) @ vectors.T, M, rtol=0, atol=1e-12)
     torch.testing.assert_close(vectors.T @ vectors, torch.eye(12, dtype=torch.float64))
+
+
+def test_kron_eigh_retries_a_lapack_failure_with_a_tiny_shift(monkeypatch):
+    """LAPACK's eigh failed to converge on a rank-deficient KFAC factor (seen with one thread);
+    the retry on ``M + j I`` must return M's eigenpairs (shifted back), and a second failure a
+    named error."""
+    from ella.laplace import kron
+
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randn(3, 6, generator=g, dtype=torch.float64)
+    m = rows.T @ rows  # rank 3 of 6
+    real, calls = torch.linalg.eigh, []
+
+    def failing_once(a, *args, **kwargs):
+        calls.append(a.clone())
+        if len(calls) == 1:
+            raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+        return real(a, *args, **kwargs)
+
+    monkeypatch.setattr(torch.linalg, "eigh", failing_once)
+    values, vectors = kron._symmetric_eigh(m)
+    assert len(calls) == 2 and not torch.equal(calls[1], m)  # retried on a shifted matrix
+    torch.testing.assert_close(vectors @ torch.diag(values) @ vectors.T, m, rtol=0, atol=1e-12)
+    torch.testing.assert_close(values, real(m)[0], rtol=0, atol=1e-12)
+
+    def failing(a, *args, **kwargs):
+        raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+
+    monkeypatch.setattr(torch.linalg, "eigh", failing)
+    with pytest.raises(ValueError, match=r"\(6, 6\) KFAC factor failed to converge"):
+        kron._symmetric_eigh(m)
