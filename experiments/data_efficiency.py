@@ -32,12 +32,20 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from _cli import parser, run_config, setup
-from _invariance import METHODS, Case, DataSpec, load, run_grid, summarise
+from _invariance import (
+    METHODS,
+    Case,
+    DataSpec,
+    add_data_flags,
+    check_data_flags,
+    load,
+    run_grid,
+    summarise,
+)
 from _results import write_results
 from ella import plot
 
@@ -82,13 +90,10 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3, help="seeds --seed, --seed + 1, ...")
     p.add_argument("--sizes", type=int, nargs="+", default=None, help="training sizes")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    p.add_argument("--dataset", choices=("mnist", "fmnist"), default="mnist")
-    p.add_argument("--data-dir", type=Path, default=None, help="local MNIST/Fashion-MNIST IDX")
-    p.add_argument("--workers", type=int, default=2, help="processes running cases at once")
+    add_data_flags(p, ("mnist", "fmnist"))
     args = p.parse_args()
     setup(args)
-    if args.dataset == "fmnist" and args.data_dir is None:
-        p.error("--dataset fmnist reads local files: give --data-dir (nothing is downloaded)")
+    check_data_flags(p, args)
     sizes = args.sizes or (LOCAL_SIZES if args.data_dir else EMBEDDED_SIZES)
     if args.quick:
         sizes, args.seeds = args.sizes or (40, 80), min(args.seeds, 2)

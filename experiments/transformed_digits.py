@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -60,6 +59,8 @@ from _invariance import (
     MODELS,
     Case,
     DataSpec,
+    add_data_flags,
+    check_data_flags,
     load,
     run_grid,
     summarise,
@@ -153,22 +154,10 @@ def main() -> None:
     p.add_argument("--n-train", type=int, default=None)
     p.add_argument("--n-test", type=int, default=None, help="cap on the test images")
     p.add_argument("--seeds", type=int, default=None, help="seeds --seed, --seed + 1, ...")
-    p.add_argument(
-        "--dataset",
-        "--data",
-        dest="dataset",
-        choices=DATASETS,
-        default="mnist",
-        help="mnist (embedded, or IDX files in --data-dir), fmnist (needs --data-dir), sklearn",
-    )
-    p.add_argument("--data-dir", type=Path, default=None, help="local MNIST/Fashion-MNIST IDX")
-    p.add_argument("--workers", type=int, default=2, help="processes running cases at once")
+    add_data_flags(p, DATASETS)
     args = p.parse_args()
     setup(args)
-    if args.dataset == "fmnist" and args.data_dir is None:
-        p.error("--dataset fmnist reads local files: give --data-dir (nothing is downloaded)")
-    if args.dataset == "sklearn" and args.data_dir is not None:
-        p.error("--data-dir reads MNIST or Fashion-MNIST IDX files, not --dataset sklearn")
+    check_data_flags(p, args)
     settings = {k: quick if args.quick else full for k, (quick, full) in SETTINGS.items()}
     for flag, key in (("epochs", "epochs"), ("n_train", "n_train"), ("seeds", "n_seeds")):
         if getattr(args, flag) is not None:
