@@ -154,8 +154,10 @@ def post_hoc_neg_log_marglik(model, x, y, n_samples, seed, batch_size, steps) ->
 def run_case(kind: str, method: str, data: tuple, settings: dict, seed: int):
     """Train one method on one seed; ``(metrics, model, history)``.
 
-    ``settings``: epochs, batch_size, lr, lr_eta, burn_in, marglik_every, n_hyper_steps,
-    n_eta_steps, eta_batch_size, n_samples, n_samples_test, posthoc_steps.
+    ``settings``: epochs, batch_size, lr, lr_eta (lila), lr_eta_augerino (Augerino's eta
+    steps, one per minibatch), burn_in, marglik_every, n_hyper_steps, n_eta_steps,
+    eta_batch_size, n_samples, n_samples_test, posthoc_steps. eta's learning rate is
+    cosine-annealed to a tenth.
     """
     x, y, x_te, y_te = data
     s = 1 if method == "baseline" else settings["n_samples"]
@@ -172,11 +174,12 @@ def run_case(kind: str, method: str, data: tuple, settings: dict, seed: int):
         structure="kron",
         seed=seed,
     )
+    lr_eta = settings["lr_eta_augerino"] if method == "augerino" else settings["lr_eta"]
     inv = InvarianceConfig(
         method={"baseline": "none"}.get(method, method),
         n_samples=s,
-        lr_eta=settings["lr_eta"],
-        lr_eta_min=settings.get("lr_eta_min", settings["lr_eta"] / 10),
+        lr_eta=lr_eta,
+        lr_eta_min=lr_eta / 10,
         eta_burn_in=settings["burn_in"],
         n_eta_steps=settings["n_eta_steps"],
         eta_gradient="stochastic",

@@ -136,7 +136,7 @@ SETTINGS = {
     "n_samples": (2, 2),
     "n_samples_test": (2, 8),
     "posthoc_steps": (10, 100),
-    "prior_precision": (1.0, 1.0),
+    "prior_precision": (1.0, 0.01),
     "seeds": (1, 2),
     "depth": (8, 8),
     "in_planes": (4, 8),
@@ -220,8 +220,7 @@ def run_case(method: str, data: tuple, settings: dict, seed: int) -> dict[str, o
         model, x, y, s, seed + 7, settings["batch_size"], settings["posthoc_steps"]
     )
     eta = {name: abs(float(v)) for name, v in zip(AFFINE_NAMES, result.eta)}
-    # InvarianceResult.eta_diverged (issue 15); an older ella without it reports nothing
-    diverged = list(getattr(result, "eta_diverged", None) or [])
+    diverged = list(result.eta_diverged)
     if diverged:
         log.warning("%s seed %d: eta diverged in %s (%s)", method, seed, diverged, eta)
     return {
@@ -308,8 +307,8 @@ def main() -> None:
             case_tic = time.perf_counter()
             try:
                 metrics = run_case(method, data, settings, seed)
-            except NonFiniteLossError as err:  # recorded; the other cases still run
-                metrics = {"error": str(err)}
+            except (NonFiniteLossError, ValueError) as err:  # recorded; the others still run
+                metrics = {"error": f"{type(err).__name__}: {err}"}
             metrics["case_s"] = time.perf_counter() - case_tic
             per_method[method].append(metrics)
             log.info(

@@ -58,6 +58,7 @@ SETTINGS = dict(
     batch_size=50,
     lr=1e-2,
     lr_eta=0.2,
+    lr_eta_augerino=0.05,
     burn_in=5,
     marglik_every=1,
     n_hyper_steps=20,
