@@ -152,17 +152,14 @@ def post_hoc_neg_log_marglik(model, x, y, n_samples, seed, batch_size, steps) ->
 
 
 def run_case(kind: str, method: str, data: tuple, settings: dict, seed: int):
-    """Train one method on one seed; ``(metrics, model, history)``.
+    """Train one method on one seed with the MLP or CNN of ``kind``; ``(metrics, model,
+    history)`` (:func:`train_and_score`).
 
     ``settings``: epochs, batch_size, lr, lr_eta (lila), lr_eta_augerino (Augerino's eta
     steps, one per minibatch), burn_in, marglik_every, n_hyper_steps, n_eta_steps,
     eta_batch_size, n_samples, n_samples_test, posthoc_steps. eta's learning rate is
     cosine-annealed to a tenth.
     """
-    x, y, x_te, y_te = data
-    s = 1 if method == "baseline" else settings["n_samples"]
-    aug = AffineAugmentation(dtype=torch.float32, device=x.device, learnable=method != "baseline")
-    model = InvariantModel(build_net(kind, seed, x.shape[-1]).to(x.device), aug, s)
     config = MarglikConfig(
         epochs=settings["epochs"],
         batch_size=settings["batch_size"],
@@ -174,6 +171,26 @@ def run_case(kind: str, method: str, data: tuple, settings: dict, seed: int):
         structure="kron",
         seed=seed,
     )
+    net = build_net(kind, seed, data[0].shape[-1])
+    return train_and_score(net, method, data, config, settings, seed)
+
+
+def train_and_score(
+    net: nn.Module, method: str, data: tuple, config: MarglikConfig, settings: dict, seed: int
+):
+    """``net`` inside the affine invariant model (eta = 0), trained by ``method`` (baseline:
+    eta frozen, one draw; augerino; lila with the section-4.3 eta-gradient) on ``data = (x, y,
+    x_test, y_test)`` with the weight schedule ``config``; ``(metrics, model, history)``.
+
+    Metrics: ``test_acc`` (f_hat on ``n_samples_test`` fresh draws, in chunks of
+    ``settings.get("eval_batch")`` test images, all at once for None), ``neg_log_marglik``
+    (:func:`post_hoc_neg_log_marglik`), ``eta/<component>``, ``dominant``, ``eta_diverged``,
+    ``train_s``.
+    """
+    x, y, x_te, y_te = data
+    s = 1 if method == "baseline" else settings["n_samples"]
+    aug = AffineAugmentation(dtype=torch.float32, device=x.device, learnable=method != "baseline")
+    model = InvariantModel(net.to(x.device), aug, s)
     lr_eta = settings["lr_eta_augerino"] if method == "augerino" else settings["lr_eta"]
     inv = InvarianceConfig(
         method={"baseline": "none"}.get(method, method),
@@ -183,30 +200,36 @@ def run_case(kind: str, method: str, data: tuple, settings: dict, seed: int):
         eta_burn_in=settings["burn_in"],
         n_eta_steps=settings["n_eta_steps"],
         eta_gradient="stochastic",
-        eta_batch_size=settings["eta_batch_size"],
+        eta_batch_size=min(settings["eta_batch_size"], len(y)),
         seed=seed,
     )
     tic = time.perf_counter()
     result = train_invariant(model, (x, y), config, inv)
     train_s = time.perf_counter() - tic
     model.eval()
+    chunk = settings.get("eval_batch") or len(y_te)
     with torch.no_grad():
-        out = model(
-            x_te,
-            n_samples=1 if method == "baseline" else settings["n_samples_test"],
-            generator=torch.Generator().manual_seed(seed + 11),
+        out = torch.cat(
+            [
+                model(
+                    x_te[i : i + chunk],
+                    n_samples=1 if method == "baseline" else settings["n_samples_test"],
+                    generator=torch.Generator().manual_seed(seed + 11 + i),
+                )
+                for i in range(0, len(y_te), chunk)
+            ]
         )
     acc = 100.0 * float((out.argmax(1) == y_te).double().mean())
     nlml = post_hoc_neg_log_marglik(
-        model, x, y, s, seed + 7, settings["batch_size"], settings["posthoc_steps"]
+        model, x, y, s, seed + 7, config.batch_size, settings["posthoc_steps"]
     )
-    eta = {name: abs(v) for name, v in zip(AFFINE_NAMES, result.eta)}
+    eta = {name: abs(float(v)) for name, v in zip(AFFINE_NAMES, result.eta)}
     metrics: dict[str, object] = {
         "test_acc": acc,
         "neg_log_marglik": nlml,
         **{f"eta/{n}": v for n, v in eta.items()},
         "dominant": dominant(eta),
-        "eta_diverged": list(getattr(result, "eta_diverged", None) or []),
+        "eta_diverged": list(result.eta_diverged),
         "train_s": train_s,
     }
     return metrics, model, result.history

@@ -92,17 +92,13 @@ from pathlib import Path
 import torch
 
 from _cli import check_device, parser, run_config, setup
-from _invariance import dominant, post_hoc_neg_log_marglik, summarise
+from _invariance import summarise, train_and_score
 from _results import write_results
 from ella.data import cifar_shaped_mnist, load_cifar10
 from ella.invariance import (
-    AFFINE_NAMES,
-    AffineAugmentation,
     FewEtaStepsWarning,
     InvarianceConfig,
-    InvariantModel,
     count_eta_steps,
-    train_invariant,
 )
 from ella.marglik import MarglikConfig
 from ella.models import fixup_resnet
@@ -157,15 +153,12 @@ def load_data(data_dir: Path | None, n_train: int, n_test: int | None, seed: int
 
 
 def run_case(method: str, data: tuple, settings: dict, seed: int) -> dict[str, object]:
-    """Train one method on one seed; its metrics."""
-    x, y, x_te, y_te = data
-    s = 1 if method == "baseline" else settings["n_samples"]
-    lr_eta = settings["lr_eta_augerino" if method == "augerino" else "lr_eta"]
-    aug = AffineAugmentation(dtype=torch.float32, device=x.device, learnable=method != "baseline")
+    """Train one method on one seed (:func:`_invariance.train_and_score` with a Fixup ResNet and
+    the optimiser of ``settings``); its metrics."""
+    x = data[0]
     net = fixup_resnet(
         settings["depth"], settings["in_planes"], settings["width"], 10, x.shape[1], seed=seed
     )
-    model = InvariantModel(net.to(x.device), aug, s)
     config = MarglikConfig(
         epochs=settings["epochs"],
         batch_size=settings["batch_size"],
@@ -180,48 +173,16 @@ def run_case(method: str, data: tuple, settings: dict, seed: int) -> dict[str, o
         init_prior_precision=settings["prior_precision"],
         seed=seed,
     )
-    inv = InvarianceConfig(
-        method={"baseline": "none"}.get(method, method),
-        n_samples=s,
-        lr_eta=lr_eta,
-        lr_eta_min=lr_eta / 10,
-        eta_burn_in=settings["burn_in"],
-        n_eta_steps=settings["n_eta_steps"],
-        eta_gradient="stochastic",
-        eta_batch_size=min(settings["eta_batch_size"], len(y)),
-        seed=seed,
-    )
-    tic = time.perf_counter()
-    result = train_invariant(model, (x, y), config, inv)
-    train_s = time.perf_counter() - tic
-    model.eval()
-    with torch.no_grad():
-        out = torch.cat(
-            [
-                model(
-                    x_te[i : i + 200],
-                    n_samples=1 if method == "baseline" else settings["n_samples_test"],
-                    generator=torch.Generator().manual_seed(seed + 11 + i),
-                )
-                for i in range(0, len(y_te), 200)
-            ]
+    metrics, _, _ = train_and_score(net, method, data, config, settings | {"eval_batch": 200}, seed)
+    if metrics["eta_diverged"]:
+        log.warning(
+            "%s seed %d: eta diverged in %s (%s)",
+            method,
+            seed,
+            metrics["eta_diverged"],
+            {k: v for k, v in metrics.items() if k.startswith("eta/")},
         )
-    acc = 100.0 * float((out.argmax(1) == y_te).double().mean())
-    nlml = post_hoc_neg_log_marglik(
-        model, x, y, s, seed + 7, settings["batch_size"], settings["posthoc_steps"]
-    )
-    eta = {name: abs(float(v)) for name, v in zip(AFFINE_NAMES, result.eta)}
-    diverged = list(result.eta_diverged)
-    if diverged:
-        log.warning("%s seed %d: eta diverged in %s (%s)", method, seed, diverged, eta)
-    return {
-        "test_acc": acc,
-        "neg_log_marglik": nlml,
-        **{f"eta/{n}": v for n, v in eta.items()},
-        "dominant": dominant(eta),
-        "eta_diverged": diverged,
-        "train_s": train_s,
-    }
+    return metrics
 
 
 def main() -> None:
