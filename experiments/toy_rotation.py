@@ -33,9 +33,9 @@ results.json keeps the first seed's metrics under today's keys, every seed's und
 ``seeds``, and ``{metric}_mean`` / ``{metric}_std`` (ddof 1) per case, with the targets of
 issue 15 at the top level (``targets``): lila_full and lila_kron within 15 degrees of 60 on
 average, and a lila case with the best marginal likelihood of the four on every seed.
-Budget (default run, 5 seeds, ``--threads 1``, this 2-core CPU): 329 s of CPU time
-(``timings.total_cpu_s``; about 65 s per seed, 50-60 s of it the two lila cases), 637 s of
-wall time measured while the cores were shared with a second run and other jobs. Measured
+Budget (default run, 5 seeds, ``--threads 1``, this 2-core CPU): 336 s wall, 331 s of CPU
+time (``timings.total_cpu_s``; about 65 s per seed, 50-60 s of it the two lila cases;
+measured with one other one-thread job on the second core). Measured
 (issue 15, seeds 0-4): lila_full 48.2 +- 14.5 degrees, lila_kron 52.7 +- 14.8; a lila case
 has the best marginal likelihood on 4 of 5 seeds (seed 1: augerino 44.88 against lila_full
 45.75; per-layer precisions instead of one: 44.8 +- 13.4 and 49.0 +- 15.9 degrees, 3 of 5).
