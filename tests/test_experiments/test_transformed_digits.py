@@ -178,3 +178,33 @@ def test_data_efficiency_quick_run(tmp_path):
         assert len(lila["per_seed"]) == 2
     assert "largest_gap" in results["cases"][f"{min(sizes)}/lila"]["targets"]
     assert (tmp_path / "data_efficiency.png").stat().st_size > 0
+
+
+def test_quick_run_on_local_fashion_mnist_files(tmp_path):
+    rng = np.random.default_rng(2)
+    data = tmp_path / "fmnist"
+    data.mkdir()
+    for prefix, n in (("train", 80), ("t10k", 30)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        _write_idx(data / f"{prefix}-images-idx3-ubyte.gz", images, 0x08)
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        _write_idx(data / f"{prefix}-labels-idx1-ubyte.gz", labels, 0x08)
+    cmd = [sys.executable, str(ROOT / "experiments" / "transformed_digits.py"), "--quick"]
+    cmd += ["--out", str(tmp_path / "out"), "--dataset", "fmnist", "--data-dir", str(data)]
+    cmd += ["--versions", "translated", "--models", "mlp", "--workers", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["config"]["dataset"] == "fmnist" and str(data) in results["config"]["data"]
+    assert results["config"]["n_test"] == 30  # the whole local test split
+    assert set(results["cases"]) == {
+        f"translated/mlp/{m}" for m in ("baseline", "augerino", "lila")
+    }
+    missing = subprocess.run(
+        [*cmd[:3], "--out", str(tmp_path / "x"), "--dataset", "fmnist"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert missing.returncode != 0 and "--data-dir" in missing.stderr
