@@ -52,6 +52,35 @@ EXPECTED = {
     "translated": "translation",
     "scaled": "scale",
 }
+#: the training settings of the image scripts' full runs (``transformed_digits.py``'s MLP and
+#: ``data_efficiency.py``; the number of epochs is the script's): minibatches of 50, Adam lr
+#: 0.01; the marginal likelihood after every epoch from epoch 6 with 20 precision steps; lila 12
+#: eta steps per fit on M = 100, lr 0.2; Augerino's eta lr 0.05; S = 8 (16 at test)
+FULL_SETTINGS = dict(
+    batch_size=50,
+    lr=1e-2,
+    lr_eta=0.2,
+    lr_eta_augerino=0.05,
+    burn_in=5,
+    marglik_every=1,
+    n_hyper_steps=20,
+    n_eta_steps=12,
+    eta_batch_size=100,
+    n_samples=8,
+    n_samples_test=16,
+    posthoc_steps=200,
+)
+#: the same for ``--quick`` runs (seconds, for the tests)
+QUICK_SETTINGS = dict(
+    FULL_SETTINGS,
+    burn_in=1,
+    n_hyper_steps=3,
+    n_eta_steps=1,
+    eta_batch_size=30,
+    n_samples=2,
+    n_samples_test=2,
+    posthoc_steps=20,
+)
 log = logging.getLogger("invariance")
 
 

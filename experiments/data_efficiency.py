@@ -37,7 +37,9 @@ from tqdm.auto import tqdm
 
 from _cli import parser, run_config, setup
 from _invariance import (
+    FULL_SETTINGS,
     METHODS,
+    QUICK_SETTINGS,
     Case,
     DataSpec,
     add_data_flags,
@@ -53,31 +55,6 @@ VERSION = "rotated"
 EMBEDDED_SIZES = (312, 625, 1250, 2500, 4000)
 LOCAL_SIZES = (312, 625, 1250, 2500, 5000)
 N_TEST = 1000
-#: the settings of transformed_digits.py's default run, for the MLP; epochs set per size
-SETTINGS = dict(
-    batch_size=50,
-    lr=1e-2,
-    lr_eta=0.2,
-    lr_eta_augerino=0.05,
-    burn_in=5,
-    marglik_every=1,
-    n_hyper_steps=20,
-    n_eta_steps=12,
-    eta_batch_size=100,
-    n_samples=8,
-    n_samples_test=16,
-    posthoc_steps=200,
-)
-QUICK = dict(
-    SETTINGS,
-    burn_in=1,
-    n_hyper_steps=3,
-    n_eta_steps=1,
-    eta_batch_size=30,
-    n_samples=2,
-    n_samples_test=2,
-    posthoc_steps=20,
-)
 log = logging.getLogger("data_efficiency")
 
 
@@ -106,7 +83,7 @@ def main() -> None:
     grid = [Case(VERSION, "mlp", m, s, n) for s in seeds for n in sizes for m in args.methods]
 
     def settings(case: Case) -> dict:
-        base = QUICK if args.quick else SETTINGS
+        base = QUICK_SETTINGS if args.quick else FULL_SETTINGS
         return dict(base, epochs=2 if args.quick else epochs_for(case.n_train))
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -154,7 +131,7 @@ def main() -> None:
         "epochs": {str(n): (2 if args.quick else epochs_for(n)) for n in sizes},
         "model": "mlp size^2-128-10 tanh",
         "workers": args.workers,
-        "settings": QUICK if args.quick else SETTINGS,
+        "settings": QUICK_SETTINGS if args.quick else FULL_SETTINGS,
     }
     log.info("wrote %s", write_results(args.out, "data_efficiency", config, cases, timings))
 
