@@ -29,6 +29,18 @@ from ella.layers.group import (
     group_pool,
     rotate_p4,
 )
+from ella.layers.octahedral import (
+    OCTAHEDRAL_INVERSE,
+    OCTAHEDRAL_ORDER,
+    OCTAHEDRAL_PRODUCT,
+    OCTAHEDRAL_ROTATIONS,
+    OctahedralGroupConv,
+    OctahedralLiftingConv,
+    cnn3d_channels,
+    octahedral_equivariance_error,
+    rotate_o,
+    rotate_volume,
+)
 from ella.layers.pooling import PolyphasePool, Subsampling, polyphase_pool, subsample
 from ella.layers.relaxed import CONV, FC, FFC, SCONV, SFC, PathSum, PriorTarget, rbf_basis
 from ella.layers.relaxed_group import (
@@ -73,6 +85,16 @@ __all__ = [
     "layer_equivariance_errors",
     "ScalarBias",
     "ScalarScale",
+    "OCTAHEDRAL_ORDER",
+    "OCTAHEDRAL_ROTATIONS",
+    "OCTAHEDRAL_PRODUCT",
+    "OCTAHEDRAL_INVERSE",
+    "rotate_volume",
+    "rotate_o",
+    "OctahedralLiftingConv",
+    "OctahedralGroupConv",
+    "octahedral_equivariance_error",
+    "cnn3d_channels",
 ]
 
 from ella.layers import kfac_rules  # noqa: E402,F401  (registers the KFAC rules)
