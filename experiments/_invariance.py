@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from _results import mean_std
 from ella.data import transformed_digits, transformed_idx
 from ella.invariance import (
     AFFINE_NAMES,
@@ -366,9 +367,7 @@ def summarise(per_seed: list[dict]) -> dict[str, object]:
         return out
     numeric = [k for k, v in good[0].items() if isinstance(v, (int, float)) and k != "case_s"]
     for k in numeric:
-        values = torch.tensor([float(m[k]) for m in good], dtype=torch.float64)
-        mean = float(values.mean())
-        std = float(values.std()) if len(good) > 1 else 0.0
+        mean, std = mean_std([float(m[k]) for m in good])
         out[k] = mean
         if k in ("test_acc", "neg_log_marglik"):
             out[f"{k}_mean"], out[f"{k}_std"] = mean, std

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import platform
+import statistics
 from pathlib import Path
 
 import torch
@@ -18,6 +19,11 @@ def environment(device: str) -> dict[str, object]:
         "device": device,
         "python": platform.python_version(),
     }
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1; 0 for a single value) of a metric over seeds."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def write_results(out: Path, experiment: str, config: dict, cases: dict, timings: dict) -> Path:

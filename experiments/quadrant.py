@@ -38,12 +38,11 @@ Usage::
 from __future__ import annotations
 
 import logging
-import statistics
 import time
 from pathlib import Path
 
 from _cli import parser, run_config, setup
-from _results import write_results
+from _results import mean_std, write_results
 from _tables import run_case as run_training
 from ella import plot
 from ella.data import QUADRANT_CLASSES, QUADRANT_SIZE, QUADRANT_TASKS, quadrant_digits
@@ -74,12 +73,9 @@ def _summarise(runs: list[dict]) -> dict[str, object]:
     """Mean and standard deviation (0 for one seed) over seeds of every scalar metric, and the
     per-layer, per-path relative effective parameters averaged over seeds."""
 
-    def stats(values: list[float]) -> tuple[float, float]:
-        return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
     out: dict[str, object] = {"n_seeds": len(runs)}
     for key in ("test_acc", "test_nll", "neg_log_marglik", "params", "train_s"):
-        mean, std = stats([float(r[key]) for r in runs])
+        mean, std = mean_std([float(r[key]) for r in runs])
         out[key] = mean
         out[f"{key}_std"] = std
     if "layers" in runs[0]:
@@ -92,10 +88,10 @@ def _summarise(runs: list[dict]) -> dict[str, object]:
                     "layer": row["layer"],
                     "path": row["path"],
                     "module": row["module"],
-                    "relative_effective_parameters": stats(rel)[0],
-                    "relative_effective_parameters_std": stats(rel)[1],
-                    "path_share": stats(share)[0],
-                    "path_share_std": stats(share)[1],
+                    "relative_effective_parameters": mean_std(rel)[0],
+                    "relative_effective_parameters_std": mean_std(rel)[1],
+                    "path_share": mean_std(share)[0],
+                    "path_share_std": mean_std(share)[1],
                 }
             )
         out["layers"] = rows

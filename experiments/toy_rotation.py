@@ -61,7 +61,7 @@ import torch
 from torch import nn
 
 from _cli import parser, run_config, setup
-from _results import check_targets, write_results
+from _results import check_targets, mean_std, write_results
 from ella import plot
 from ella.data import rotation_toy
 from ella.invariance import (
@@ -173,10 +173,8 @@ def summarise(per_seed: dict[int, dict]) -> dict[str, dict]:
         runs = {str(seed): metrics[name] for seed, metrics in per_seed.items()}
         cases[name] = dict(first[name])
         for key in SUMMARY:
-            values = torch.tensor([r[key] for r in runs.values()], dtype=torch.float64)
-            std = float(values.std()) if len(values) > 1 else 0.0
-            cases[name][f"{key}_mean"] = float(values.mean())
-            cases[name][f"{key}_std"] = std
+            mean, std = mean_std([float(r[key]) for r in runs.values()])
+            cases[name][f"{key}_mean"], cases[name][f"{key}_std"] = mean, std
         cases[name]["seeds"] = runs
     return cases
 

@@ -471,8 +471,9 @@ class _Fixed:
         return 0.0
 
     def eta_steps(self) -> int:
-        """Length of eta's cosine schedule (at least 1)."""
-        return 1
+        """Length of eta's cosine schedule: the run's eta steps (:func:`count_eta_steps`), at
+        least 1."""
+        return max(1, count_eta_steps(self.config, self.inv, self.source.steps_per_epoch))
 
     def batch_loss(self, batch: Batch, prec: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """``(loss, nll)`` of the minibatch ``(x, y)`` on fresh draws, eta detached."""
@@ -576,9 +577,11 @@ class _Fixed:
         self.run.consider(out["neg_log_marglik"])
         return laplace, out
 
-    def step_eta(self, grad: Tensor) -> None:
-        """One Adam step on eta with this gradient."""
-        self.eta.grad = grad
+    def step_eta(self, grad: Tensor | None = None) -> None:
+        """One Adam step on eta with this gradient (None: the one backpropagated into
+        ``eta.grad``), the schedule's step, and the limits' check (:meth:`eta_moved`)."""
+        if grad is not None:
+            self.eta.grad = grad
         self.eta_optimizer.step()
         self.eta_scheduler.step()
         self.eta.grad = None
@@ -592,9 +595,6 @@ class _Lila(_Fixed):
 
     def hyper_steps_per_epoch(self) -> int:
         return self.config.n_hyper_steps + self.inv.n_eta_steps
-
-    def eta_steps(self) -> int:
-        return max(1, count_eta_steps(self.config, self.inv, self.source.steps_per_epoch))
 
     def marglik_epoch(self, epoch: int) -> dict[str, float]:
         if epoch <= self.inv.eta_burn_in:
@@ -680,19 +680,13 @@ class _Augerino(_Fixed):
     def weight_decay(self) -> float:
         return self.inv.augerino_weight_decay
 
-    def eta_steps(self) -> int:
-        return self.config.epochs * self.source.steps_per_epoch
-
     def batch_loss(self, batch: Batch, prec: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         x, y = batch
         nll = self.run.nll(self.draw_average(x, self.eta), y)
         return nll - self.inv.augerino_weight * self.eta.pow(2).sum(), nll
 
     def after_step(self) -> None:
-        self.eta_optimizer.step()
-        self.eta_scheduler.step()
-        self.eta.grad = None
-        self.eta_moved()
+        self.step_eta()
 
     def marglik_epoch(self, epoch: int) -> dict[str, float]:
         return {}

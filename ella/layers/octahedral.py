@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ella.layers._base import check_kernel_size, uniform_
+from ella.layers.relaxed_group import equivariance_error
 from symdisc.runtime import check_bool, check_instance, check_int
 
 __all__ = [
@@ -335,14 +336,7 @@ def octahedral_equivariance_error(layer, x: Tensor) -> float:
     non-identity rotations, ``g`` acting on inputs by :func:`rotate_volume` (a volume
     ``(B, C, D, H, W)``) or :func:`rotate_o` (a group map), and on outputs by :func:`rotate_o`."""
     act_in = rotate_o if x.dim() == 6 else rotate_volume
-    with torch.no_grad():
-        y = layer(x)
-        norm = y.norm().clamp_min(torch.finfo(y.dtype).tiny)
-        errs = [
-            float((layer(act_in(x, g)) - rotate_o(y, g)).norm() / norm)
-            for g in range(1, OCTAHEDRAL_ORDER)
-        ]
-    return max(errs)
+    return equivariance_error(layer, x, act_in, rotate_o, range(1, OCTAHEDRAL_ORDER))
 
 
 def _cnn3d_count(width: int, in_channels: int, out_channels: int, depth: int, k: int) -> int:

@@ -190,17 +190,20 @@ def relaxation_penalty(model: nn.Module, order: int = 1) -> Tensor:
 # --------------------------------------------------------------------------------------------
 
 
-def equivariance_error(layer, x: Tensor, transform_in=rotate_p4, transform_out=rotate_p4) -> float:
-    """The relative equivariance error ``max_k ||f(g^k x) - g^k f(x)|| / ||f(x)||`` over the
-    quarter turns k = 1, 2, 3, with ``g`` acting by ``transform_in`` on inputs and by
-    ``transform_out`` on outputs (both :func:`rotate_p4` by default: planar maps are rotated in
-    space, group maps also shifted along the rotation axis)."""
+def equivariance_error(
+    layer, x: Tensor, transform_in=rotate_p4, transform_out=rotate_p4, elements=None
+) -> float:
+    """The relative equivariance error ``max_g ||f(g x) - g f(x)|| / ||f(x)||`` over the group
+    elements ``elements`` (default: the quarter turns k = 1, 2, 3), with ``g`` acting by
+    ``transform_in(x, g)`` on inputs and ``transform_out(y, g)`` on outputs (both
+    :func:`rotate_p4` by default: planar maps are rotated in space, group maps also shifted
+    along the rotation axis)."""
     with torch.no_grad():
         y = layer(x)
         norm = y.norm().clamp_min(torch.finfo(y.dtype).tiny)
         errs = [
-            float((layer(transform_in(x, k)) - transform_out(y, k)).norm() / norm)
-            for k in range(1, GROUP_ORDER)
+            float((layer(transform_in(x, g)) - transform_out(y, g)).norm() / norm)
+            for g in (range(1, GROUP_ORDER) if elements is None else elements)
         ]
     return max(errs)
 
