@@ -55,6 +55,23 @@ path on the group)      ``a = [patch, 1]`` (C 4 S S + 1), ``g`` (C' 4); params
                         1, exact per sample. Exact for C = C' = 1 and one sample.
 ======================  =========================================================================
 
+and the relaxed group convolutions of paper 003 (:mod:`ella.layers.relaxed_group`,
+:mod:`ella.layers.octahedral`; rules in :mod:`ella.layers.kfac_group_rules`, registered when this
+module is imported):
+
+======================  =========================================================================
+layer                   Kronecker blocks
+======================  =========================================================================
+``RelaxedLiftingConv``, ``("weight", "bias")``: expand-KFAC over the (group element g, position p)
+``RelaxedGroupConv``,   pairs with ``a = [a_{1,g,p}, ..., a_{L,g,p}, 1]`` (L D + 1), ``a_{l,g,p}``
+``OctahedralLifting     the patch transformed by g^-1 and re-weighted by the combination weights
+Conv``,                 ``w_l(h) = relaxed_weights[l] + relaxation[l, h]``; ``g`` = output
+``OctahedralGroupConv`` gradients at (g, p) (C'); block order (c', l, d). Exact for one sample on
+(relaxed or tied)       one position constant over the group, w constant over h, one pair read.
+                        ``("relaxed_weights",)`` (L) and ``("relaxation",)`` (L |G|, untied
+                        only): exact GGN blocks, ``a = [1]``, ``g`` the per-sample Jacobian rows.
+======================  =========================================================================
+
 GroupFC and GroupFFC are the *unconstrained* FC / F-FC paths on the group (not equivariant, no
 weights shared over orbits), so their blocks are those of FC / FFC on the flattened group map.
 
@@ -507,3 +524,6 @@ def _group_ffc_rule(module: GroupFFC, x: Tensor, grads: Sequence[Tensor]) -> lis
             KronTerms(("bias",), a=ones, g=torch.cat([dy.flatten(1) for dy in dys]), bias=False)
         )
     return terms
+
+
+from ella.layers import kfac_group_rules  # noqa: E402,F401  (registers the relaxed group rules)

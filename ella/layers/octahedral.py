@@ -33,9 +33,14 @@ The relaxed layers hold ``L`` filter banks ``psi_l`` and weights ``w_l(h)`` per 
     [f * Psi](g) = sum_l [(w_l f) * Psi_l](g)
 
 ``h`` the input rotation for the group convolution; for the lifting convolution ``w_l(r)``
-weighs the filter rotated by the output rotation ``r``. The weights start equal (all ones), so
-the relaxed layers are exactly equivariant at initialisation; ``tied=True`` stores one weight
-per bank, shared by the rotations: the strict layer. Nothing is cached: every forward builds its
+weighs the filter rotated by the output rotation ``r``. As in :mod:`ella.layers.relaxed_group`
+the weights are ``w_l(h) = relaxed_weights[l] + relaxation[l, h]``, the equivariant part
+``relaxed_weights`` ``(L, 1)`` (ones) plus the departure ``relaxation`` ``(L, 24)`` (zeros), so
+the relaxed layers are exactly equivariant at initialisation and their equivariance depends on
+``relaxation`` only; ``tied=True`` has no ``relaxation`` (``None``): the strict layer. The
+parameters are tagged for the prior groups ``"{layer}:gconv"`` (``weight``,
+``relaxed_weights``, ``bias``) and ``"{layer}:relaxation"``
+(:func:`ella.layers.relaxed_group.prior_paths`). Nothing is cached: every forward builds its
 filters from the current parameters.
 
 The same-size 3-D CNN baseline is a plain ``nn.Conv3d(C, C', k, padding=k // 2)`` stack;
@@ -51,7 +56,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ella.layers._base import check_kernel_size, uniform_
-from ella.layers.relaxed_group import equivariance_error
+from ella.layers.relaxed_group import equivariance_error, prior_paths
 from symdisc.runtime import check_bool, check_instance, check_int
 
 __all__ = [
@@ -199,8 +204,9 @@ def rotate_o(x: Tensor, g: int) -> Tensor:
 
 class _OctahedralRelaxed(nn.Module):
     """Shared constructor: filter banks ``weight (L, C', C, [24,] k, k, k)`` (the group axis with
-    :attr:`group_input`), combination weights ``relaxed_weights`` ``(L, 24)`` (``(L, 1)`` when
-    tied), initialised to ones, and ``bias`` ``(C',)``.
+    :attr:`group_input`), combination weights ``w_l(h) = relaxed_weights[l] + relaxation[l, h]``
+    with ``relaxed_weights`` ``(L, 1)`` (ones) and ``relaxation`` ``(L, 24)`` (zeros; ``None``
+    when tied), ``bias`` ``(C',)``, and the prior-path tags ``paths``.
 
     Banks drawn from ``U(+-1/sqrt(fan_in * L))`` (the sum of L banks has the usual scale), the
     bias from ``U(+-1/sqrt(fan_in))``, with the fan-in of one filter.
@@ -223,16 +229,23 @@ class _OctahedralRelaxed(nn.Module):
         fan_in = in_channels * math.prod(group) * k**3
         shape = (banks, out_channels, in_channels, *group, k, k, k)
         self.weight = nn.Parameter(uniform_(torch.empty(shape), fan_in * banks))
-        # equal weights at initialisation: the layer starts exactly equivariant
-        self.relaxed_weights = nn.Parameter(torch.ones(banks, 1 if tied else OCTAHEDRAL_ORDER))
+        # the equivariant part and the departure from it (zero: exactly equivariant at first)
+        self.relaxed_weights = nn.Parameter(torch.ones(banks, 1))
+        if tied:
+            self.register_parameter("relaxation", None)
+        else:
+            self.relaxation = nn.Parameter(torch.zeros(banks, OCTAHEDRAL_ORDER))
         if bias:
             self.bias = nn.Parameter(uniform_(torch.empty(out_channels), fan_in))
         else:
             self.register_parameter("bias", None)
+        self.paths = prior_paths(self)
 
     def combination_weights(self) -> Tensor:
-        """``w_l(h)`` as ``(L, 24)`` (tied weights broadcast over the group)."""
-        return self.relaxed_weights.expand(self.n_filter_banks, OCTAHEDRAL_ORDER)
+        """``w_l(h) = relaxed_weights[l] + relaxation[l, h]`` as ``(L, 24)`` (tied: the
+        ``relaxed_weights`` broadcast over the group)."""
+        w = self.relaxed_weights.expand(self.n_filter_banks, OCTAHEDRAL_ORDER)
+        return w if self.relaxation is None else w + self.relaxation
 
     def _conv(self, x: Tensor, filters: Tensor) -> Tensor:
         """``conv3d`` with zero same padding, output reshaped to ``(B, C', 24, D, H, W)``."""
@@ -244,7 +257,8 @@ class _OctahedralRelaxed(nn.Module):
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
             f"n_filter_banks={self.n_filter_banks}, tied={self.tied}, "
-            f"bias={self.bias is not None}"
+            f"bias={self.bias is not None}, "
+            f"relaxation={'none' if self.relaxation is None else tuple(self.relaxation.shape)}"
         )
 
 
@@ -253,12 +267,13 @@ class OctahedralLiftingConv(_OctahedralRelaxed):
     ``(B, C, D, H, W) -> (B, C', 24, D, H, W)``.
 
     ``y(c', r, p) = b(c') + sum_l w_l(r) sum_c sum_d x(c, p + d) (R_r psi_l)(c', c, d)`` with
-    ``(R_r psi)(d) = psi(R_r^-1 d)``, zero same padding. With ``w_l(r) = w_l`` for all r
-    (``tied=True``, or equal relaxed weights, as at initialisation)
+    ``(R_r psi)(d) = psi(R_r^-1 d)`` and ``w_l(r) = relaxed_weights[l] + relaxation[l, r]``,
+    zero same padding. With ``w_l(r) = w_l`` for all r (``tied=True``, or ``relaxation``
+    constant over r, as at initialisation)
     ``layer(rotate_volume(x, g)) == rotate_o(layer(x), g)`` exactly for all 24 g (cubic x).
 
-    Parameters: ``weight`` ``(L, C', C, k, k, k)``, ``relaxed_weights`` ``(L, 24)`` (``(L, 1)``
-    when tied), ``bias`` ``(C',)``.
+    Parameters: ``weight`` ``(L, C', C, k, k, k)``, ``relaxed_weights`` ``(L, 1)``,
+    ``relaxation`` ``(L, 24)`` (``None`` when tied), ``bias`` ``(C',)``.
 
     Args:
         in_channels, out_channels: ``C``, ``C'``.
@@ -302,8 +317,8 @@ class OctahedralGroupConv(_OctahedralRelaxed):
     input rotation ``r`` by ``w_l(r)``, summed over the banks; zero same padding. With
     ``w_l(r) = w_l``, ``layer(rotate_o(x, g)) == rotate_o(layer(x), g)`` exactly for all g.
 
-    Parameters: ``weight`` ``(L, C', C, 24, k, k, k)``, ``relaxed_weights`` ``(L, 24)``
-    (``(L, 1)`` when tied), ``bias`` ``(C',)``.
+    Parameters: ``weight`` ``(L, C', C, 24, k, k, k)``, ``relaxed_weights`` ``(L, 1)``,
+    ``relaxation`` ``(L, 24)`` (``None`` when tied), ``bias`` ``(C',)``.
 
     Args: as :class:`OctahedralLiftingConv`.
 

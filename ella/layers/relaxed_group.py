@@ -21,10 +21,26 @@ convolution (:class:`RelaxedGroupConv`) ``h`` is the input rotation, the variabl
 for the lifting convolution (:class:`RelaxedLiftingConv`), whose input has no rotation axis,
 ``w_l(r)`` weighs the filter rotated by ``r`` of the output (the template-matching picture of
 the paper). When ``w_l(h)`` does not depend on ``h`` the layer is the strict group convolution
-with filter ``sum_l w_l psi_l``; the weights are initialised equal (all ones), so every relaxed
-layer starts exactly equivariant, and stops being so once its weights differ.
-``tied=True`` stores one weight per bank, shared by the rotations: the strict G-CNN as the same
-layer with the weights tied. Filters are rotated exactly with ``torch.rot90`` and the group axis
+with filter ``sum_l w_l psi_l``.
+
+The combination weights are split into an equivariant part and the departure from it::
+
+    w_l(r) = relaxed_weights[l] + relaxation[l, r]
+
+``relaxed_weights`` ``(L, 1)`` (initialised to ones) and ``relaxation`` ``(L, 4)`` (initialised
+to zeros), so every relaxed layer starts exactly equivariant, and its equivariance depends on
+``relaxation`` only: the layer is equivariant whenever ``relaxation[l, :]`` is constant over r
+(in particular at zero). ``tied=True`` has no ``relaxation`` (the attribute is ``None``): the
+strict G-CNN as the same layer with the departure removed.
+
+Prior groups (:func:`ella.laplace.prior_groups`): every relaxed layer tags its parameters
+(:func:`prior_paths`): ``weight``, ``relaxed_weights`` and ``bias`` form the group
+``"{layer}:gconv"``, ``relaxation`` the group ``"{layer}:relaxation"``, so that a Gaussian prior
+``N(0, 1/delta I)`` on ``relaxation`` with its own precision -- a prior on the layer's
+departure from equal combination weights -- is learned per layer by the marginal likelihood
+(:mod:`ella.marglik`; the KFAC rules are in :mod:`ella.layers.kfac_group_rules`).
+
+Filters are rotated exactly with ``torch.rot90`` and the group axis
 shifted with ``torch.roll``; nothing is cached, every forward builds its filters from the
 current parameters (a perturbation of any weight changes the output).
 """
@@ -47,6 +63,8 @@ from ella.layers.group import (
 from symdisc.runtime import check_bool, check_choice, check_int
 
 __all__ = [
+    "RELAXATION_PATH",
+    "prior_paths",
     "RelaxedLiftingConv",
     "RelaxedGroupConv",
     "relaxation_penalty",
@@ -55,9 +73,25 @@ __all__ = [
 ]
 
 
+RELAXATION_PATH = "relaxation"
+"""The prior path of ``relaxation``: its own prior group ``"{layer}:relaxation"`` per layer."""
+
+
+def prior_paths(module: nn.Module, path: str = "gconv") -> dict[str, str]:
+    """The prior-path tags of a relaxed group layer (read by :func:`ella.layers.parameter_paths`
+    and :func:`ella.laplace.prior_groups`): ``relaxation`` -> :data:`RELAXATION_PATH`, every
+    other parameter (``weight``, ``relaxed_weights``, ``bias``) -> ``path``."""
+    return {
+        name: RELAXATION_PATH if name == "relaxation" else path
+        for name, _ in module.named_parameters(recurse=False)
+    }
+
+
 class _Relaxed(nn.Module):
     """Shared constructor: filter banks ``weight (L, C', C, [4,] k, k)`` (the rotation axis with
-    :attr:`group_input`), combination weights (tied or per rotation), bias.
+    :attr:`group_input`), the equivariant combination weights ``relaxed_weights (L, 1)`` (ones),
+    the departure ``relaxation (L, 4)`` (zeros; ``None`` when tied), ``bias (C',)``, and the
+    prior-path tags ``paths`` (:func:`prior_paths`).
 
     The banks are drawn from ``U(+-1/sqrt(fan_in * L))``, so that the sum of L banks has the
     usual scale, and the bias from ``U(+-1/sqrt(fan_in))``, with the fan-in of one filter.
@@ -79,21 +113,30 @@ class _Relaxed(nn.Module):
         fan_in = in_channels * math.prod(rotations) * k * k
         shape = (banks, out_channels, in_channels, *rotations, k, k)
         self.weight = nn.Parameter(uniform_(torch.empty(shape), fan_in * banks))
-        # equal weights at initialisation: the layer starts exactly equivariant
-        self.relaxed_weights = nn.Parameter(torch.ones(banks, 1 if tied else GROUP_ORDER))
+        # w_l(r) = relaxed_weights[l] + relaxation[l, r]: the equivariant part and the
+        # departure from it (zero at initialisation: the layer starts exactly equivariant)
+        self.relaxed_weights = nn.Parameter(torch.ones(banks, 1))
+        if tied:
+            self.register_parameter("relaxation", None)
+        else:
+            self.relaxation = nn.Parameter(torch.zeros(banks, GROUP_ORDER))
         if bias:
             self.bias = nn.Parameter(uniform_(torch.empty(out_channels), fan_in))
         else:
             self.register_parameter("bias", None)
+        self.paths = prior_paths(self)
 
     def combination_weights(self) -> Tensor:
-        """``w_l(r)`` as ``(L, 4)`` (tied weights broadcast over the rotations)."""
-        return self.relaxed_weights.expand(self.banks, GROUP_ORDER)
+        """``w_l(r) = relaxed_weights[l] + relaxation[l, r]`` as ``(L, 4)`` (tied: the
+        ``relaxed_weights`` broadcast over the rotations)."""
+        w = self.relaxed_weights.expand(self.banks, GROUP_ORDER)
+        return w if self.relaxation is None else w + self.relaxation
 
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"banks={self.banks}, tied={self.tied}, bias={self.bias is not None}"
+            f"banks={self.banks}, tied={self.tied}, bias={self.bias is not None}, "
+            f"relaxation={'none' if self.relaxation is None else tuple(self.relaxation.shape)}"
         )
 
 
@@ -101,11 +144,12 @@ class RelaxedLiftingConv(_Relaxed):
     """Relaxed lifting convolution, planar ``(B, C, H, W)`` -> group map ``(B, C', 4, H, W)``.
 
     ``y(c', r, p) = b(c') + sum_l w_l(r) sum_c sum_d x(c, p + d) (R^r psi_l)(c', c, d)``,
-    circular padding. With ``w_l(r) = w_l`` for all r (``tied=True``, or equal relaxed weights)
+    circular padding, ``w_l(r) = relaxed_weights[l] + relaxation[l, r]``. With ``w_l(r) = w_l``
+    for all r (``tied=True``, or ``relaxation`` constant over r, as at initialisation)
     ``layer(R x) == rotate_p4(layer(x))`` exactly.
 
-    Parameters: ``weight`` ``(L, C', C, k, k)``, ``relaxed_weights`` ``(L, 4)`` (``(L, 1)`` when
-    tied), ``bias`` ``(C',)``.
+    Parameters: ``weight`` ``(L, C', C, k, k)``, ``relaxed_weights`` ``(L, 1)`` (ones),
+    ``relaxation`` ``(L, 4)`` (zeros; ``None`` when tied), ``bias`` ``(C',)``.
 
     Args:
         in_channels, out_channels: ``C``, ``C'``.
@@ -139,11 +183,11 @@ class RelaxedGroupConv(_Relaxed):
     ``y(c', r', p) = b(c') + sum_l sum_{c, r, d} w_l(r) x(c, r, p + d)
     (R^{r'} psi_l)(c', c, r - r' mod 4, d)``: the group convolution of
     :class:`~ella.layers.GroupConv` applied to the input re-weighted per input rotation by
-    ``w_l(r)``, summed over the banks; circular padding. With ``w_l(r) = w_l``,
-    ``layer(rotate_p4(x)) == rotate_p4(layer(x))`` exactly.
+    ``w_l(r) = relaxed_weights[l] + relaxation[l, r]``, summed over the banks; circular
+    padding. With ``w_l(r) = w_l``, ``layer(rotate_p4(x)) == rotate_p4(layer(x))`` exactly.
 
-    Parameters: ``weight`` ``(L, C', C, 4, k, k)``, ``relaxed_weights`` ``(L, 4)`` (``(L, 1)``
-    when tied), ``bias`` ``(C',)``.
+    Parameters: ``weight`` ``(L, C', C, 4, k, k)``, ``relaxed_weights`` ``(L, 1)`` (ones),
+    ``relaxation`` ``(L, 4)`` (zeros; ``None`` when tied), ``bias`` ``(C',)``.
 
     Args: as :class:`RelaxedLiftingConv`.
     """
@@ -166,18 +210,23 @@ class RelaxedGroupConv(_Relaxed):
 
 
 def relaxation_penalty(model: nn.Module, order: int = 1) -> Tensor:
-    """The regulariser on the relaxed weights: ``sum_layers sum_l sum_r |w_l(r+1) - w_l(r)|^p``
-    (cyclic in r; Wang et al. 2022 use ``p = 1``). Zero exactly when every relaxed layer is
-    strictly equivariant; zero for tied layers and for models without relaxed layers.
+    """The regulariser on the combination weights: ``sum_layers sum_l sum_h |w_l(h+1) -
+    w_l(h)|^p`` over the group elements h in index order (cyclic; Wang et al. 2022 use
+    ``p = 1``), for the C4 layers of this module and the octahedral layers of
+    :mod:`ella.layers.octahedral`. Since ``w_l(h) = relaxed_weights[l] + relaxation[l, h]``
+    it is a function of ``relaxation`` alone. Zero exactly when every relaxed layer is strictly
+    equivariant; zero for tied layers and for models without relaxed layers.
 
     Raises:
         ValueError: if ``order`` is not 1 or 2.
     """
+    from ella.layers.octahedral import _OctahedralRelaxed  # imports this module
+
     check_choice(order, "order", (1, 2))
     terms = [
-        (torch.roll(m.relaxed_weights, -1, dims=1) - m.relaxed_weights).abs().pow(order).sum()
+        (torch.roll(m.relaxation, -1, dims=1) - m.relaxation).abs().pow(order).sum()
         for m in model.modules()
-        if isinstance(m, _Relaxed) and not m.tied
+        if isinstance(m, (_Relaxed, _OctahedralRelaxed)) and m.relaxation is not None
     ]
     if not terms:
         p = next(model.parameters(), None)

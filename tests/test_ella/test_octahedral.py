@@ -45,9 +45,13 @@ def _group_map(c: int = 2, size: int = 5, seed: int = 1) -> Tensor:
 
 
 def _perturb(layer: nn.Module, seed: int = 5) -> None:
+    """Random ``relaxed_weights`` (the equivariant part) and, for a relaxed layer, a random
+    ``relaxation`` (the departure from equal combination weights)."""
     with torch.no_grad():
-        w = layer.relaxed_weights
-        w.add_(0.5 * torch.randn(w.shape, generator=_gen(seed), dtype=w.dtype))
+        for w in (layer.relaxed_weights, layer.relaxation):
+            if w is not None:
+                w.add_(0.5 * torch.randn(w.shape, generator=_gen(seed), dtype=w.dtype))
+                seed += 100
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,6 +170,7 @@ def test_relaxed_layers_stop_being_equivariant_after_perturbation():
 def test_tied_layers_stay_equivariant_after_perturbation():
     lift, group = _lifting(True), _group(True)
     assert lift.relaxed_weights.shape == (2, 1) and group.relaxed_weights.shape == (2, 1)
+    assert lift.relaxation is None and group.relaxation is None
     _perturb(lift)
     _perturb(group)
     assert octahedral_equivariance_error(lift, _volume()) < TOL
@@ -177,10 +182,11 @@ def test_equal_weights_reduce_to_summed_strict_filter():
     sum_l w_l psi_l."""
     relaxed = _group(False, banks=3)
     with torch.no_grad():
-        relaxed.relaxed_weights.copy_(torch.tensor([[0.5], [2.0], [-1.0]]).expand(3, N))
+        relaxed.relaxed_weights.copy_(torch.tensor([[0.25], [1.75], [-1.25]]))
+        relaxed.relaxation.fill_(0.25)  # constant over the group: still equivariant
     strict = OctahedralGroupConv(2, 1, 3, tied=True).to(DTYPE)
     with torch.no_grad():
-        strict.weight.copy_((relaxed.relaxed_weights[:, 0].view(3, 1, 1, 1, 1, 1, 1)
+        strict.weight.copy_((relaxed.combination_weights()[:, 0].view(3, 1, 1, 1, 1, 1, 1)
                              * relaxed.weight).sum(0, keepdim=True))  # fmt: skip
         strict.bias.copy_(relaxed.bias)
     f = _group_map()
@@ -194,7 +200,7 @@ def test_group_conv_matches_direct_formula():
     _perturb(layer)
     f = _group_map(1, 3)
     y = layer(f)
-    w, psi = layer.relaxed_weights.detach(), layer.weight.detach()
+    w, psi = layer.combination_weights().detach(), layer.weight.detach()
     p = torch.tensor([1, 1, 1])  # centre voxel of a 3^3 volume: no padding involved
     for r_out in (0, 7, 20):
         total = layer.bias.detach()[0].clone()
@@ -224,7 +230,7 @@ def test_dense_hessian_matches_torch_func_hessian():
     model = _TinyNet().to(DTYPE)
     _perturb(model.lift, 7)
     _perturb(model.group, 8)
-    names = ["lift.relaxed_weights", "group.relaxed_weights", "group.bias"]
+    names = ["lift.relaxed_weights", "lift.relaxation", "group.relaxation", "group.bias"]
     fixed = dict(model.named_parameters())
     params = {k: fixed[k].detach().clone() for k in names}
     x = torch.randn(2, 1, 3, 3, 3, generator=_gen(9), dtype=DTYPE)
@@ -295,7 +301,31 @@ def test_no_cache_and_gradients_flow():
     assert not torch.allclose(layer(f), y0)
     layer(f).sum().backward()
     assert layer.relaxed_weights.grad is not None and layer.weight.grad is not None
-    assert "n_filter_banks=2" in repr(layer)
+    assert layer.relaxation.grad is not None
+    assert "n_filter_banks=2" in repr(layer) and "relaxation=(2, 24)" in repr(layer)
+
+
+def test_reparametrisation_prior_groups_and_penalty():
+    """``w_l(h) = relaxed_weights[l] + relaxation[l, h]`` (ones + zeros at initialisation); the
+    relaxation has its own prior group; the penalty reads the relaxation only."""
+    from ella.laplace import prior_groups
+    from ella.layers import relaxation_penalty
+
+    net = _TinyNet().to(DTYPE)
+    assert torch.equal(net.group.relaxed_weights, torch.ones(2, 1, dtype=DTYPE))
+    assert torch.equal(net.group.relaxation, torch.zeros(2, N, dtype=DTYPE))
+    groups = prior_groups(net)
+    assert groups["group:relaxation"] == ["group.relaxation"]
+    assert groups["lift:gconv"] == ["lift.weight", "lift.relaxed_weights", "lift.bias"]
+    assert relaxation_penalty(net).item() == 0.0
+    with torch.no_grad():
+        net.group.relaxed_weights.mul_(3.0)
+    assert relaxation_penalty(net).item() == 0.0
+    _perturb(net.group)
+    w = net.group.combination_weights().detach()
+    torch.testing.assert_close(w, net.group.relaxed_weights + net.group.relaxation)
+    pen = relaxation_penalty(net, order=2)
+    assert pen.item() == pytest.approx(float((w.roll(-1, 1) - w).pow(2).sum()))
 
 
 def _cnn3d(width: int, c_in: int, c_out: int, depth: int, k: int) -> nn.Sequential:

@@ -56,11 +56,13 @@ def _input(kind: str) -> Tensor:
 
 
 def _spread_weights(layer: nn.Module, seed: int = 1) -> None:
-    """Random, unequal combination weights."""
+    """Random, unequal combination weights: random ``relaxed_weights`` and, for a relaxed layer,
+    a random ``relaxation``."""
     with torch.no_grad():
-        layer.relaxed_weights.copy_(
-            torch.randn(layer.relaxed_weights.shape, generator=_gen(seed), dtype=DTYPE)
-        )
+        for p in (layer.relaxed_weights, layer.relaxation):
+            if p is not None:
+                p.copy_(torch.randn(p.shape, generator=_gen(seed), dtype=DTYPE))
+                seed += 100
 
 
 KINDS = ["lifting", "group"]
@@ -76,17 +78,49 @@ def test_strict_layers_are_exactly_c4_equivariant(kind):
         for k in (1, 2, 3):
             err = (layer(rotate_p4(x, k)) - rotate_p4(y, k)).abs().max().item()
             assert err < TOL, (k, err)
-    assert layer.relaxed_weights.shape == (3, 1)
+    assert layer.relaxed_weights.shape == (3, 1) and layer.relaxation is None
+    assert "relaxation" not in dict(layer.named_parameters())
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_relaxed_layers_equivariant_at_initialisation_only(kind):
     layer = _layer(kind, tied=False)
     x = _input(kind)
-    assert torch.equal(layer.relaxed_weights, torch.ones(3, 4, dtype=DTYPE))
+    assert torch.equal(layer.relaxed_weights, torch.ones(3, 1, dtype=DTYPE))
+    assert torch.equal(layer.relaxation, torch.zeros(3, 4, dtype=DTYPE))
     assert equivariance_error(layer, x) < TOL
     _spread_weights(layer)
     assert equivariance_error(layer, x) > 1e-2
+    torch.testing.assert_close(
+        layer.combination_weights(), layer.relaxed_weights + layer.relaxation, rtol=0, atol=0
+    )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_equivariance_depends_on_the_relaxation_only(kind):
+    """Any relaxed_weights with a relaxation constant over the rotations: exactly equivariant;
+    a relaxation that varies over them: not."""
+    layer = _layer(kind, tied=False)
+    x = _input(kind)
+    with torch.no_grad():
+        layer.relaxed_weights.copy_(torch.randn(3, 1, generator=_gen(7), dtype=DTYPE))
+        assert equivariance_error(layer, x) < TOL
+        layer.relaxation.copy_(torch.randn(3, 1, generator=_gen(8), dtype=DTYPE).expand(3, 4))
+        assert equivariance_error(layer, x) < TOL
+        layer.relaxation[0, 2] += 0.3
+    assert equivariance_error(layer, x) > 1e-3
+
+
+def test_relaxation_has_its_own_prior_group_per_layer():
+    from ella.laplace import prior_groups
+
+    groups = prior_groups(FieldGCNN(2, 2, 2))
+    assert groups["hidden.0:relaxation"] == ["hidden.0.relaxation"]
+    assert groups["hidden.0:gconv"] == ["hidden.0.weight", "hidden.0.relaxed_weights",
+                                         "hidden.0.bias"]  # fmt: skip
+    assert sum(k.endswith(":relaxation") for k in groups) == 4
+    tied = prior_groups(FieldGCNN(2, 2, 2, tied=True))
+    assert not any(k.endswith(":relaxation") for k in tied) and len(tied) == 4
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -95,7 +129,8 @@ def test_equal_weights_give_the_strict_layer_with_summed_filters(kind):
     layer = _layer(kind, tied=False)
     w = torch.tensor([0.5, -1.5, 2.0], dtype=DTYPE)
     with torch.no_grad():
-        layer.relaxed_weights.copy_(w[:, None].expand(3, 4))
+        layer.relaxed_weights.copy_(w[:, None] - 0.25)
+        layer.relaxation.fill_(0.25)
     ref = (LiftingConv if kind == "lifting" else GroupConv)(2, 3, 3).to(DTYPE)
     with torch.no_grad():
         ref.weight.copy_(torch.einsum("l,l...->...", w, layer.weight))
@@ -114,7 +149,8 @@ def test_relaxed_group_conv_is_a_sum_of_group_convs_of_reweighted_inputs():
         for bank in range(3):
             conv = GroupConv(2, 3, 3, bias=False).to(DTYPE)
             conv.weight.copy_(layer.weight[bank])
-            ref += conv(x * layer.relaxed_weights[bank].view(1, 1, 4, 1, 1))
+            w = layer.relaxed_weights[bank] + layer.relaxation[bank]
+            ref += conv(x * w.view(1, 1, 4, 1, 1))
         ref += layer.bias.view(1, -1, 1, 1, 1)
         torch.testing.assert_close(layer(x), ref, rtol=0, atol=TOL)
 
@@ -127,7 +163,8 @@ def test_relaxed_lifting_weighs_the_rotated_templates_per_output_rotation():
         out = layer(x)
         for bank_r in range(4):
             ref = LiftingConv(2, 3, 3).to(DTYPE)
-            filt = torch.einsum("l,l...->...", layer.relaxed_weights[:, bank_r], layer.weight)
+            w = layer.relaxed_weights[:, 0] + layer.relaxation[:, bank_r]
+            filt = torch.einsum("l,l...->...", w, layer.weight)
             ref.weight.copy_(filt)
             ref.bias.copy_(layer.bias)
             torch.testing.assert_close(out[:, :, bank_r], ref(x)[:, :, bank_r], rtol=0, atol=TOL)
@@ -179,10 +216,11 @@ def test_relaxation_penalty():
     assert relaxation_penalty(relaxed).item() == 0.0
     _spread_weights(relaxed.out)
     pen = relaxation_penalty(relaxed)
-    w = relaxed.out.relaxed_weights.detach()
+    w = relaxed.out.combination_weights().detach()
     assert pen.item() == pytest.approx(float((w.roll(-1, 1) - w).abs().sum()))
     pen.backward()
-    assert relaxed.out.relaxed_weights.grad.abs().sum() > 0
+    assert relaxed.out.relaxation.grad.abs().sum() > 0
+    assert relaxed.out.relaxed_weights.grad is None  # a function of the relaxation only
     assert relaxation_penalty(strict).item() == 0.0
     assert relaxation_penalty(FieldCNN(2)).item() == 0.0
 
