@@ -1,7 +1,9 @@
 """Networks on the density-and-velocity fields of the plume task (paper 003, "Smoke Plume": the
 relaxed and the strict C4 G-CNN it compares, built from the layers of its "Relaxed G-CNN"
 section, which numbers no equations): the relaxed or strict C4 group CNN :class:`FieldGCNN` and
-the plain CNN :class:`FieldCNN` of equal size.
+the plain CNN :class:`FieldCNN` of equal size; and the steerable C_N CNN and its relaxed
+version (rsteer) of the same experiment, :class:`FieldSteerableCNN` (sections "Steerable
+G-CNN" and "Relaxed steerable G-CNN", layers of :mod:`ella.layers.steerable`).
 
 Fields
 ------
@@ -23,12 +25,15 @@ import torch
 from torch import Tensor, nn
 
 from ella.layers import (
+    FieldType,
     RelaxedGroupConv,
     RelaxedLiftingConv,
+    RelaxedSteerableConv,
+    SteerableConv,
     check_feature_map,
     check_kernel_size,
 )
-from symdisc.runtime import check_choice, check_int
+from symdisc.runtime import check_bool, check_choice, check_int
 
 Activation = Literal["elu", "relu"]
 
@@ -38,6 +43,7 @@ __all__ = [
     "regular_to_vector",
     "FieldGCNN",
     "FieldCNN",
+    "FieldSteerableCNN",
     "cnn_width_for",
 ]
 
@@ -143,6 +149,63 @@ class FieldCNN(nn.Module):
             if i < len(self.convs) - 1:
                 h = self.act(h)
         return x + h
+
+
+class FieldSteerableCNN(nn.Module):
+    """A (relaxed) steerable C_N CNN from states ``(B, 3, H, W)`` to the next state, residually
+    (paper 003, "Steerable G-CNN" = E2CNN and "Relaxed steerable G-CNN" = rsteer, of its smoke
+    plume experiment; layers of :mod:`ella.layers.steerable`).
+
+    Field types: the state is a ``"trivial"`` field (density) plus an ``"irrep1"`` field
+    (velocity: under the quarter turn ``g = N / 4`` it rotates as ``(u_0, u_1) -> (-u_1, u_0)``,
+    the convention of :func:`ella.dynamics.plume.rotate_fields`); hidden maps are ``width``
+    ``"regular"`` fields (``width * N`` channels) with a pointwise non-linearity, which commutes
+    with the regular representation's permutations. Layout as :class:`FieldGCNN`: an input
+    convolution state -> hidden, ``depth - 1`` hidden convolutions, an output convolution
+    hidden -> state type; ``out = x + increment``. With ``relaxed=False`` (and with
+    ``relaxed=True`` at initialisation) ``model(rotate_fields(x)) == rotate_fields(model(x))``
+    exactly.
+
+    Args:
+        width: regular fields of every hidden map.
+        depth: number of convolutions after the input layer (>= 1).
+        order: N, a multiple of 4 (the quarter turns must be in C_N to act on the grid).
+        relaxed: use :class:`~ella.layers.RelaxedSteerableConv` (rsteer) instead of
+            :class:`~ella.layers.SteerableConv`.
+        kernel_size: odd filter size.
+        activation: ``"elu"`` (default) or ``"relu"``.
+
+    Raises:
+        TypeError, ValueError: for arguments of the wrong type or value (the message names it).
+    """
+
+    def __init__(
+        self, width: int = 4, depth: int = 2, order: int = 4, *, relaxed: bool = False,
+        kernel_size: int = 3, activation: Activation = "elu",
+    ) -> None:  # fmt: skip
+        super().__init__()
+        check_int(width, "width", minimum=1)
+        check_int(depth, "depth", minimum=1)
+        check_int(order, "order", minimum=4)
+        if order % 4:
+            raise ValueError(f"`order` must be a multiple of 4 (quarter turns in C_N), got {order}")
+        self.relaxed = check_bool(relaxed, "relaxed")
+        self.act = _activation(activation)
+        conv = RelaxedSteerableConv if relaxed else SteerableConv
+        state = FieldType(order, ("trivial", "irrep1"))
+        hidden = FieldType(order, ("regular",) * width)
+        self.inp = conv(state, hidden, kernel_size)
+        self.hidden = nn.ModuleList(conv(hidden, hidden, kernel_size) for _ in range(depth - 1))
+        self.out = conv(hidden, state, kernel_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, 3, H, W) -> (B, 3, H, W)``."""
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"`x` must be states of shape (B, 3, H, W), got {tuple(x.shape)}")
+        h = self.act(self.inp(x))
+        for layer in self.hidden:
+            h = self.act(layer(h))
+        return x + self.out(h)
 
 
 def cnn_width_for(n_params: int, depth: int = 2, kernel_size: int = 3) -> int:

@@ -50,6 +50,19 @@ from ella.layers.relaxed_group import (
     layer_equivariance_errors,
     relaxation_penalty,
 )
+from ella.layers.steerable import (
+    FieldType,
+    RelaxedSteerableConv,
+    SteerableConv,
+    basis_dimension,
+    field_action,
+    rep_dim,
+    rep_matrix,
+    rotate_field,
+    steerable_basis,
+    steerable_kernel,
+    steerable_relaxation_penalty,
+)
 
 __all__ = [
     "Path",
@@ -95,6 +108,17 @@ __all__ = [
     "OctahedralGroupConv",
     "octahedral_equivariance_error",
     "cnn3d_channels",
+    "FieldType",
+    "rep_dim",
+    "rep_matrix",
+    "steerable_kernel",
+    "steerable_basis",
+    "basis_dimension",
+    "rotate_field",
+    "field_action",
+    "SteerableConv",
+    "RelaxedSteerableConv",
+    "steerable_relaxation_penalty",
 ]
 
 from ella.layers import kfac_rules  # noqa: E402,F401  (registers the KFAC rules)
