@@ -26,53 +26,77 @@ seeds; best epoch at top level, the early epoch with suffix ``_early``): ``test_
 ``sharpness_filter_abs``, ``sharpness_filter_rel``, ``top_eig``, ``n_negative_eigs`` (None
 where not computed), ``params``, ``equivariance_error`` (relative, of the trained model on test
 states). Writes ``results.json``, ``spectra.json`` (full spectra), ``rmse_curves.png``,
-``sharpness.png``, ``spectral_density.png``, ``top_eigenvalues.png``. Usage::
+``sharpness.png``, ``spectral_density.png``, ``top_eigenvalues.png``.
+
+``--objective marglik`` (default ``mse``: the comparison above) trains ``relaxed_gcnn`` instead by
+the marginal likelihood of paper 000 (:mod:`ella.marglik`: MAP steps on a Gaussian likelihood
+with fixed ``sigma``, one Gaussian prior per layer and parameter group -- ``<layer>:gconv`` for
+the filters, the equivariant combination weights and the bias, ``<layer>:relaxation`` for the
+departure from equal combination weights -- and the log prior precisions by the KFAC Laplace
+marginal likelihood with the Monte-Carlo Fisher, :mod:`ella.layers.kfac_group_rules`), 3 seeds
+by default, and writes only ``results.json`` with the cases ``<dataset>/relaxed_gcnn_marglik``:
+``test_rmse``, ``equivariance_error`` (of the model on test states), ``neg_log_marglik`` (each
+with ``_se``) and ``layers``: per relaxed layer ``equivariance_error`` (relative, on the inputs
+the layer receives, :func:`ella.layers.layer_equivariance_errors`), ``relaxation_precision``
+(the learned prior precision of its ``relaxation``), ``gconv_precision`` and
+``relaxation_spread`` (rms of the relaxation about its mean over the rotations), each with
+``_se`` and ``_seeds``. The final weights and precisions are measured. Usage::
 
     python experiments/training_dynamics.py --out results/training_dynamics [--quick]
+    python experiments/training_dynamics.py --objective marglik --out results/td_marglik
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import statistics
 import time
 
 import torch
+from _dynamics import CHECKPOINTS, mean_se, measure_checkpoints, summarise_checkpoints, to_device
 from tqdm import tqdm
 
 from _cli import parser, run_config, setup
 from _results import write_results
 from ella import plot
-from ella.dynamics import curvature_measures, fit_next_frame
-from ella.dynamics.networks import FieldCNN, FieldGCNN, cnn_width_for
+from ella.dynamics import fit_next_frame
+from ella.dynamics.networks import FieldCNN, FieldGCNN, FieldSteerableCNN, cnn_width_for
 from ella.dynamics.plume import (
-    NextFrameData,
     PlumeConfig,
     next_frame_data,
     plume_dataset,
     rotate_fields,
 )
-from ella.layers import equivariance_error
+from ella.dynamics.training import rmse
+from ella.laplace import Laplace
+from ella.layers import equivariance_error, layer_equivariance_errors
+from ella.marglik import MarglikConfig, MarglikLoop, TensorSource
+from symdisc.curvature import StandardKFAC
 
 DATASETS = ("symmetric", "broken")
-MODELS = ("cnn", "gcnn", "relaxed_gcnn")
-CHECKPOINTS = ("early", "best")
+MODELS = ("cnn", "gcnn", "relaxed_gcnn", "steerable", "rsteer")
 log = logging.getLogger("training_dynamics")
 
 DEFAULT = dict(
     size=16, n_plumes=12, n_frames=20, width=2, depth=2, banks=2, epochs=60, early_epoch=3,
     lr=3e-3, batch_size=32, measure_pairs=128, hessian_samples=32, directions=8,
     radii=(0.005, 0.01, 0.02), top_k=5, slq_steps=30, seeds=5, dense_seeds=1,
+    steerable_width=5, rsteer_width=2,
 )  # fmt: skip
 QUICK = DEFAULT | dict(
     n_plumes=2, n_frames=8, width=1, depth=1, epochs=3, early_epoch=1, measure_pairs=8,
     hessian_samples=2, directions=2, radii=(0.01,), top_k=2, slq_steps=5, seeds=2, dense_seeds=0,
+    steerable_width=1, rsteer_width=1,
 )  # fmt: skip
 
 
 def build_model(name: str, settings: dict, seed: int) -> torch.nn.Module:
-    """``cnn``, ``gcnn`` or ``relaxed_gcnn``; the same seed gives the G-CNNs the same filters."""
+    """``cnn``, ``gcnn``, ``relaxed_gcnn``, ``steerable`` or ``rsteer``; the same seed gives the
+    G-CNNs the same filters. ``steerable`` / ``rsteer``: :class:`FieldSteerableCNN` on C4 with
+    ``steerable_width`` / ``rsteer_width`` regular fields, strict / relaxed (default 5 and 2:
+    791 and 1517 parameters against relaxed_gcnn's 802; rsteer's coefficients depend on the 9
+    kernel offsets, so width 1 has 543 and width 2, with relaxed_gcnn's 8 hidden channels,
+    1517)."""
     torch.manual_seed(seed)
     if name == "cnn":
         target = sum(p.numel() for p in build_model("relaxed_gcnn", settings, seed).parameters())
@@ -82,6 +106,9 @@ def build_model(name: str, settings: dict, seed: int) -> torch.nn.Module:
         return FieldGCNN(
             settings["width"], settings["depth"], settings["banks"], tied=name == "gcnn"
         )
+    if name in ("steerable", "rsteer"):
+        width = settings["steerable_width" if name == "steerable" else "rsteer_width"]
+        return FieldSteerableCNN(width, settings["depth"], order=4, relaxed=name == "rsteer")
     raise ValueError(f"`name` must be one of {MODELS}, got {name!r}")
 
 
@@ -103,82 +130,197 @@ def run_seed(model_name: str, data, seed: int, settings: dict, dense: bool) -> d
         early_epoch=settings["early_epoch"],
     )
     train_s = time.perf_counter() - tic
-    gen = torch.Generator().manual_seed(seed)
-    pick = torch.randperm(len(data.train[0]), generator=gen)[: settings["measure_pairs"]]
-    pick = pick.to(data.train[0].device)
-    xm, ym = data.train[0][pick], data.train[1][pick]
-    run: dict = {"seed": seed, "history": fit.history, "best_epoch": fit.best_epoch}
-    for name in CHECKPOINTS:
-        model.load_state_dict(fit.checkpoints[name])
-        epoch = fit.best_epoch if name == "best" else fit.early_epoch
-        m = curvature_measures(
-            model,
-            xm,
-            ym,
-            radii=settings["radii"],
-            directions=settings["directions"],
-            hessian_samples=settings["hessian_samples"],
-            top_k=settings["top_k"],
-            slq_steps=settings["slq_steps"],
-            dense=dense,
-            seed=seed,
-        )
-        m["epoch"] = epoch
-        m["test_rmse"] = fit.history["test_rmse"][epoch]
-        m["equivariance_error"] = equivariance_error(
+
+    def equivariance(model: torch.nn.Module, *_) -> dict:
+        error = equivariance_error(
             model.double(), data.test[0][:16].double(), rotate_fields, rotate_fields
         )
         model.float()
-        run[name] = m
+        return {"equivariance_error": error}
+
+    run = measure_checkpoints(
+        model, fit, data.train, settings, seed, dense, test_metric="test_rmse", extra=equivariance
+    )
     run["train_s"] = train_s
     run["total_s"] = time.perf_counter() - tic
     return run
 
 
-def to_device(data: NextFrameData, device: str) -> NextFrameData:
-    """The train, validation and test pairs moved to ``device``."""
-
-    def move(pair: tuple) -> tuple:
-        return tuple(t.to(device) for t in pair)
-
-    return NextFrameData(move(data.train), move(data.val), move(data.test), data.scale)
-
-
-def _stats(values: list) -> tuple[float | None, float | None]:
-    """Mean and standard error over seeds (None where there are no values; 0 for one)."""
-    values = [float(v) for v in values if v is not None]
-    if not values:
-        return None, None
-    se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
-    return statistics.fmean(values), se
-
-
 def summarise(runs: list[dict]) -> dict:
     """Case metrics: best-epoch values at top level, early-epoch ones with suffix ``_early``."""
-    out: dict = {"n_seeds": len(runs), "params": runs[0]["best"]["params"]}
-    for ckpt in CHECKPOINTS:
-        suffix = "" if ckpt == "best" else "_early"
-        rows = [r[ckpt] for r in runs]
-        metrics = {
-            "test_rmse": [m["test_rmse"] for m in rows],
-            "sharpness_abs": [m["sharpness"]["abs"] for m in rows],
-            "sharpness_rel": [m["sharpness"]["rel"] for m in rows],
-            "sharpness_filter_abs": [m["sharpness_filter"]["abs"] for m in rows],
-            "sharpness_filter_rel": [m["sharpness_filter"]["rel"] for m in rows],
-            "top_eig": [m["top_eigs"][0] for m in rows],
-            "n_negative_eigs": [m["n_negative"] for m in rows],
-            "min_eig": [m["min_eig"] for m in rows],
-            "equivariance_error": [m["equivariance_error"] for m in rows],
-            "epoch": [m["epoch"] for m in rows],
+    return summarise_checkpoints(
+        runs,
+        {
+            "test_rmse": lambda m: m["test_rmse"],
+            "sharpness_abs": lambda m: m["sharpness"]["abs"],
+            "sharpness_rel": lambda m: m["sharpness"]["rel"],
+            "sharpness_filter_abs": lambda m: m["sharpness_filter"]["abs"],
+            "sharpness_filter_rel": lambda m: m["sharpness_filter"]["rel"],
+            "top_eig": lambda m: m["top_eigs"][0],
+            "n_negative_eigs": lambda m: m["n_negative"],
+            "min_eig": lambda m: m["min_eig"],
+            "equivariance_error": lambda m: m["equivariance_error"],
+            "epoch": lambda m: m["epoch"],
+        },
+    )
+
+
+OBJECTIVES = ("mse", "marglik")
+MARGLIK_CASE = "relaxed_gcnn_marglik"
+MARGLIK = dict(
+    seeds=3, epochs=60, burn_in=10, marglik_every=10, n_hyper_steps=50, lr_hyper=0.1,
+    sigma=0.05, fit_batch_size=128,
+)  # fmt: skip
+MARGLIK_QUICK = dict(
+    seeds=1, epochs=2, burn_in=1, marglik_every=1, n_hyper_steps=3, lr_hyper=0.1, sigma=0.05,
+    fit_batch_size=128,
+)  # fmt: skip
+
+
+class _FlatOutput(torch.nn.Module):
+    """The model with outputs flattened to (B, 3 H W), the (N, C) outputs of ella.laplace."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).flatten(1)
+
+
+def run_marglik_seed(data, seed: int, settings: dict) -> dict:
+    """Train ``relaxed_gcnn`` by ella.marglik (MAP steps on a Gaussian likelihood with fixed
+    ``sigma`` plus one Gaussian prior per layer and parameter group, ``relaxation`` separate;
+    the log prior precisions by the KFAC Laplace marginal likelihood, with the Monte-Carlo
+    Fisher, one draw per point, for the (B, 768) outputs) and measure the final model: test
+    RMSE, equivariance error of the model and of every relaxed layer, learned precisions."""
+    device = data.train[0].device
+    inner = build_model("relaxed_gcnn", settings, seed).to(device)
+    model = _FlatOutput(inner)
+    x, y = data.train
+    config = MarglikConfig(
+        epochs=settings["epochs"], batch_size=settings["batch_size"], lr=settings["lr"],
+        lr_hyper=settings["lr_hyper"], n_hyper_steps=settings["n_hyper_steps"],
+        marglik_every=settings["marglik_every"], burn_in=settings["burn_in"], structure="kron",
+        likelihood="regression", sigma=settings["sigma"], seed=seed,
+    )  # fmt: skip
+    source = TensorSource(x, y.flatten(1), settings["batch_size"], device)
+    fit_source = TensorSource(x, y.flatten(1), settings["fit_batch_size"], device)
+    run = MarglikLoop(model, config, source.n, desc="marglik")
+    tic = time.perf_counter()
+
+    def batch_loss(batch, prec):
+        inputs, targets = batch
+        nll = run.nll(model(inputs), targets)
+        return run.map_loss(nll, prec), nll
+
+    for epoch in run:
+        record = run.weight_epoch(batch_loss, batches=source.epoch(run))
+        if config.is_marglik_epoch(epoch):
+            fisher = StandardKFAC("mc", mc_samples=1, generator=seed * 1000 + epoch)
+            laplace = run.fit_laplace(
+                lambda fisher=fisher: Laplace(
+                    model, "regression", "kron", sigma=config.sigma, kron_factors=fisher
+                ).fit(fit_source.fit_batches())
+            )
+            record.update(run.hyper_steps(laplace))
+        run.end_epoch(record)
+    train_s = time.perf_counter() - tic
+    deltas = run.deltas()
+    inner.eval()
+    xt = data.test[0][:16].double()
+    errors = layer_equivariance_errors(inner.double(), xt)
+    model_error = equivariance_error(inner, xt, rotate_fields, rotate_fields)
+    inner.float()
+    layers = {}
+    for name, error in errors.items():
+        module = dict(inner.named_modules())[name]
+        layers[name] = {
+            "equivariance_error": error,
+            "relaxation_precision": deltas[f"model.{name}:relaxation"],
+            "gconv_precision": deltas[f"model.{name}:gconv"],
+            "relaxation_spread": _spread(module.relaxation.detach()),
         }
-        for key, values in metrics.items():
-            mean, se = _stats(values)
-            out[key + suffix] = mean
-            out[f"{key}_se{suffix}"] = se
-        out["top_eigs" + suffix] = [m["top_eigs"] for m in rows]
-        out["n_dense_seeds" + suffix] = sum(m["n_negative"] is not None for m in rows)
-    out["train_s"] = statistics.fmean(r["train_s"] for r in runs)
+    final = [r for r in run.history if "neg_log_marglik" in r]
+    return {
+        "seed": seed,
+        "test_rmse": rmse(inner, *data.test),
+        "equivariance_error": model_error,
+        "neg_log_marglik": final[-1]["neg_log_marglik"] if final else None,
+        "layers": layers,
+        "train_s": train_s,
+    }
+
+
+def _spread(relaxation: torch.Tensor) -> float:
+    """The rms of ``relaxation (L, |G|)`` about its mean over the group elements: the part that
+    breaks equivariance (a relaxation constant over the group keeps the layer equivariant)."""
+    return float((relaxation - relaxation.mean(1, keepdim=True)).pow(2).mean().sqrt())
+
+
+def summarise_marglik(runs: list[dict]) -> dict:
+    """Case metrics of the marglik runs: means with ``*_se`` over seeds, per layer under
+    ``layers`` (``equivariance_error``, ``relaxation_precision``, ``gconv_precision``,
+    ``relaxation_spread``)."""
+    out: dict = {"n_seeds": len(runs)}
+    for key in ("test_rmse", "equivariance_error", "neg_log_marglik", "train_s"):
+        out[key], out[f"{key}_se"] = mean_se([r[key] for r in runs])
+    out["layers"] = {}
+    for layer in runs[0]["layers"]:
+        row = {}
+        for key in runs[0]["layers"][layer]:
+            row[key], row[f"{key}_se"] = mean_se([r["layers"][layer][key] for r in runs])
+            row[f"{key}_seeds"] = [r["layers"][layer][key] for r in runs]
+        out["layers"][layer] = row
     return out
+
+
+def main_marglik(args, start: float) -> None:
+    """``--objective marglik``: ``relaxed_gcnn`` trained by the marginal likelihood on both data
+    sets; cases ``<dataset>/relaxed_gcnn_marglik`` (no figures)."""
+    settings = dict(QUICK if args.quick else DEFAULT) | (MARGLIK_QUICK if args.quick else MARGLIK)
+    for key in ("seeds", "epochs"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    seeds = [args.seed + i for i in range(settings["seeds"])]
+    plume = PlumeConfig(
+        size=settings["size"], n_plumes=settings["n_plumes"], n_frames=settings["n_frames"]
+    )
+    cases, timings = {}, {}
+    for dataset in DATASETS:
+        tic = time.perf_counter()
+        data = to_device(
+            next_frame_data(plume_dataset(dataset, plume, args.seed), seed=args.seed), args.device
+        )
+        runs = [run_marglik_seed(data, seed, settings) for seed in tqdm(seeds, desc=dataset)]
+        name = f"{dataset}/{MARGLIK_CASE}"
+        cases[name] = summarise_marglik(runs)
+        timings[f"{name}_s"] = time.perf_counter() - tic
+    for dataset in DATASETS:
+        c = cases[f"{dataset}/{MARGLIK_CASE}"]
+        log.info(
+            "%s/%s: test_rmse %.4f +- %.4f, model equivariance_error %.3g",
+            dataset, MARGLIK_CASE, c["test_rmse"], c["test_rmse_se"], c["equivariance_error"],
+        )  # fmt: skip
+    log.info("%-10s %-14s %-22s %-22s %-12s", "dataset", "layer", "equivariance_error",
+             "relaxation precision", "spread")  # fmt: skip
+    for dataset in DATASETS:
+        for layer, row in cases[f"{dataset}/{MARGLIK_CASE}"]["layers"].items():
+            log.info("%-10s %-14s %-22s %-22s %-12.3g", dataset, layer,
+                     f"{row['equivariance_error']:.3g} +- {row['equivariance_error_se']:.2g}",
+                     f"{row['relaxation_precision']:.3g} +- {row['relaxation_precision_se']:.2g}",
+                     row["relaxation_spread"])  # fmt: skip
+    timings["total_s"] = time.perf_counter() - start
+    config = {
+        **settings,
+        **run_config(args, seeds),
+        "objective": "marglik",
+        "plume": {k: str(v) if k == "dtype" else v for k, v in vars(plume).items()},
+        "marglik": "Gaussian likelihood (fixed sigma), KFAC Laplace with the Monte-Carlo "
+        "Fisher (1 draw per point), prior groups per layer: <layer>:gconv (weight, "
+        "relaxed_weights, bias) and <layer>:relaxation; final weights and precisions",
+    }
+    log.info("wrote %s", write_results(args.out, "training_dynamics", config, cases, timings))
 
 
 def draw_figures(out, runs: dict) -> None:
@@ -195,7 +337,7 @@ def draw_figures(out, runs: dict) -> None:
     for kind, key in (("abs", "|dL|"), ("rel", "dL/L")):
         for d in DATASETS:
             bars[f"{d}: sharpness {key}"] = {
-                m: {c: _stats([r[c]["sharpness"][kind] for r in runs[d, m]]) for c in CHECKPOINTS}
+                m: {c: mean_se([r[c]["sharpness"][kind] for r in runs[d, m]]) for c in CHECKPOINTS}
                 for m in MODELS
             }
     plot.save(plot.sharpness_bars(bars, ylabel="sharpness"), out / "sharpness.png")
@@ -220,8 +362,17 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=None, help="model seeds seed, seed+1, ...")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--dense-seeds", type=int, default=None, help="seeds with a full spectrum")
+    p.add_argument(
+        "--objective", choices=OBJECTIVES, default="mse",
+        help="mse: the model comparison; marglik: relaxed_gcnn trained by the marginal "
+        "likelihood, the learned relaxation per layer",
+    )  # fmt: skip
     args = p.parse_args()
     setup(args)
+    if args.objective == "marglik":
+        args.out.mkdir(parents=True, exist_ok=True)
+        main_marglik(args, time.perf_counter())
+        return
     settings = dict(QUICK if args.quick else DEFAULT)
     for key in ("seeds", "epochs", "dense_seeds"):
         if getattr(args, key) is not None:

@@ -45,6 +45,9 @@ def curvature_measures(
     * ``top_eigs``: the ``top_k`` largest Hessian eigenvalues by Lanczos;
     * ``slq``: the spectral density by stochastic Lanczos quadrature (``slq_steps`` steps, one
       probe), as ``grid`` and ``density`` lists;
+    * ``n_negative_slq``: the SLQ estimate of the number of negative eigenvalues, ``P`` times
+      the quadrature weight on Ritz values below ``-1e-8 * lambda_max`` (Ghorbani et al. 2019;
+      a coarse estimate, for models too large for the dense spectrum);
     * with ``dense``: ``eigenvalues`` (the full spectrum, ascending), ``n_negative`` (eigenvalues
       below ``-1e-8 * lambda_max``, a margin for rounding) and ``min_eig``; otherwise None.
     """
@@ -85,6 +88,10 @@ def curvature_measures(
     out["top_eigs"] = top.eigenvalues.tolist()
     slq = slq_density(H, n_steps=min(slq_steps, H.shape[0]), generator=gen, grid=400)
     out["slq"] = {"grid": slq.grid.tolist(), "density": slq.density.tolist()}
+    nodes = torch.nan_to_num(slq.nodes, nan=0.0)
+    cut = -1e-8 * max(float(nodes.abs().max()), out["top_eigs"][0])
+    negative_mass = float((slq.weights * (nodes < cut)).sum(1).mean())
+    out["n_negative_slq"] = negative_mass * out["params"]
     out["eigenvalues"] = out["n_negative"] = out["min_eig"] = None
     if dense:
         ev = eigenvalues(H)

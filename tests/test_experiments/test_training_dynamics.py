@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT / "experiments"))
 td = pytest.importorskip("training_dynamics")
 
 DATASETS = ("symmetric", "broken")
-MODELS = ("cnn", "gcnn", "relaxed_gcnn")
+MODELS = ("cnn", "gcnn", "relaxed_gcnn", "steerable", "rsteer")
 
 
 def test_models_matched_in_size_and_gcnn_equivariant():
@@ -34,6 +34,17 @@ def test_models_matched_in_size_and_gcnn_equivariant():
     assert equivariance_error(gcnn, x, rotate_fields, rotate_fields) < 1e-12
     with pytest.raises(ValueError, match="name"):
         td.build_model("mlp", td.DEFAULT, 0)
+
+
+def test_steerable_models_sized_and_equivariant():
+    counts = {m: sum(p.numel() for p in td.build_model(m, td.DEFAULT, 0).parameters())
+              for m in ("relaxed_gcnn", "steerable", "rsteer")}  # fmt: skip
+    assert abs(counts["steerable"] - counts["relaxed_gcnn"]) / counts["relaxed_gcnn"] < 0.1
+    assert counts["rsteer"] < 2000  # small enough for a dense Hessian
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for name in ("steerable", "rsteer"):  # rsteer: at initialisation
+        model = td.build_model(name, td.DEFAULT, 0).double()
+        assert equivariance_error(model, x, rotate_fields, rotate_fields) < 1e-12, name
 
 
 def test_curvature_measures_agree_and_leave_the_model_alone(one_thread):
@@ -71,5 +82,23 @@ def test_quick_run_writes_all_cases_and_metrics(tmp_path):
         assert neg is None or (isinstance(neg, float) and neg >= 0)
         assert len(case["curves"]["val_rmse"]) == record["config"]["seeds"].__len__()
     assert record["cases"]["symmetric/gcnn"]["equivariance_error"] < 1e-5
+    assert record["cases"]["symmetric/steerable"]["equivariance_error"] < 1e-5
     for png in ("rmse_curves", "sharpness", "spectral_density", "top_eigenvalues"):
         assert (tmp_path / f"{png}.png").stat().st_size > 0
+
+
+def test_quick_marglik_objective_reports_the_learned_relaxation_per_layer(tmp_path):
+    """``--objective marglik``: relaxed_gcnn trained by the marginal likelihood; per relaxed
+    layer the equivariance error and the learned precision of its relaxation."""
+    record, _ = run_quick(
+        "training_dynamics", tmp_path, timeout=120, args=["--objective", "marglik"]
+    )
+    assert record["config"]["objective"] == "marglik"
+    assert set(record["cases"]) == {f"{d}/relaxed_gcnn_marglik" for d in DATASETS}
+    for name, case in record["cases"].items():
+        assert case["test_rmse"] > 0 and math.isfinite(case["neg_log_marglik"]), name
+        assert set(case["layers"]) == {"lift_density", "lift_velocity", "out"}  # QUICK: depth 1
+        for layer, row in case["layers"].items():
+            assert row["relaxation_precision"] > 0 and row["gconv_precision"] > 0, (name, layer)
+            assert row["relaxation_precision"] != 1.0  # learned (init 1)
+            assert 0 <= row["equivariance_error"] < 1 and row["relaxation_spread"] >= 0
