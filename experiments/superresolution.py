@@ -274,7 +274,7 @@ def main() -> None:
         "sharpness": "mean over directions and relative radii; se over seeds",
         "n_negative_eigs": "eigenvalues below -1e-8 lambda_max of the dense Hessian for the "
         "first dense_seeds seeds (n_dense_seeds per case), the SLQ estimate (P times the "
-        "quadrature weight on negative Ritz values, one probe) for the others",
+        "quadrature weight on Ritz values below -1e-3 lambda_max, one probe) for the others",
         "baseline_test_mae": baseline_mae,
         "baseline": "trilinear upsampling of the coarse middle frame, no learning",
         "min_eig_upper": f"smallest Ritz value after {settings['min_eig_steps']} Lanczos steps",

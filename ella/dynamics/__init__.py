@@ -2,13 +2,15 @@
 C4 data sets (:mod:`~ella.dynamics.plume`), networks on its density-and-velocity fields
 (:mod:`~ella.dynamics.networks`), next-frame training (:mod:`~ella.dynamics.training`) and the
 curvature measures of the trained models (:mod:`~ella.dynamics.measures`); generated isotropic
-3-D turbulence and its super-resolution data set (:mod:`~ella.dynamics.turbulence`).
+3-D turbulence and its super-resolution data set (:mod:`~ella.dynamics.turbulence`) and the
+3-D super-resolution networks (:mod:`~ella.dynamics.superres`).
 """
 
 from ella.dynamics.measures import curvature_measures
 from ella.dynamics.networks import (
     FieldCNN,
     FieldGCNN,
+    FieldSteerableCNN,
     cnn_width_for,
     regular_to_vector,
     vector_to_regular,
@@ -19,6 +21,16 @@ from ella.dynamics.plume import (
     next_frame_data,
     plume_dataset,
     simulate,
+)
+from ella.dynamics.superres import (
+    SuperResCNN,
+    SuperResFit,
+    SuperResGCNN,
+    fit_superresolution,
+    octahedral_to_vector,
+    superres_cnn_width,
+    upsample,
+    vector_to_octahedral,
 )
 from ella.dynamics.training import FitResult, fit_next_frame, rmse
 from ella.dynamics.turbulence import (
@@ -37,9 +49,13 @@ from ella.dynamics.turbulence import (
 __all__ = [
     "FieldCNN",
     "FieldGCNN",
+    "FieldSteerableCNN",
     "FitResult",
     "NextFrameData",
     "PlumeConfig",
+    "SuperResCNN",
+    "SuperResFit",
+    "SuperResGCNN",
     "SuperResolutionData",
     "TurbulenceConfig",
     "cnn_width_for",
@@ -48,6 +64,11 @@ __all__ = [
     "energy_spectrum",
     "evolve_turbulence",
     "fit_next_frame",
+    "fit_superresolution",
+    "octahedral_to_vector",
+    "superres_cnn_width",
+    "upsample",
+    "vector_to_octahedral",
     "flow_statistics",
     "initial_field",
     "next_frame_data",

@@ -45,9 +45,11 @@ def curvature_measures(
     * ``top_eigs``: the ``top_k`` largest Hessian eigenvalues by Lanczos;
     * ``slq``: the spectral density by stochastic Lanczos quadrature (``slq_steps`` steps, one
       probe), as ``grid`` and ``density`` lists;
-    * ``n_negative_slq``: the SLQ estimate of the number of negative eigenvalues, ``P`` times
-      the quadrature weight on Ritz values below ``-1e-8 * lambda_max`` (Ghorbani et al. 2019;
-      a coarse estimate, for models too large for the dense spectrum);
+    * ``n_negative_slq``: the SLQ estimate of the number of clearly negative eigenvalues,
+      ``P`` times the quadrature weight on Ritz values below ``-1e-3 * lambda_max`` (Ghorbani
+      et al. 2019; a coarse estimate for models too large for the dense spectrum: an interior
+      Ritz value stands for a cluster of eigenvalues on both of its sides, so the near-zero bulk
+      is not counted);
     * with ``dense``: ``eigenvalues`` (the full spectrum, ascending), ``n_negative`` (eigenvalues
       below ``-1e-8 * lambda_max``, a margin for rounding) and ``min_eig``; otherwise None.
     """
@@ -89,7 +91,7 @@ def curvature_measures(
     slq = slq_density(H, n_steps=min(slq_steps, H.shape[0]), generator=gen, grid=400)
     out["slq"] = {"grid": slq.grid.tolist(), "density": slq.density.tolist()}
     nodes = torch.nan_to_num(slq.nodes, nan=0.0)
-    cut = -1e-8 * max(float(nodes.abs().max()), out["top_eigs"][0])
+    cut = -1e-3 * max(float(nodes.abs().max()), out["top_eigs"][0])
     negative_mass = float((slq.weights * (nodes < cut)).sum(1).mean())
     out["n_negative_slq"] = negative_mass * out["params"]
     out["eigenvalues"] = out["n_negative"] = out["min_eig"] = None

@@ -44,10 +44,12 @@ from ella.layers.octahedral import (
 from ella.layers.pooling import PolyphasePool, Subsampling, polyphase_pool, subsample
 from ella.layers.relaxed import CONV, FC, FFC, SCONV, SFC, PathSum, PriorTarget, rbf_basis
 from ella.layers.relaxed_group import (
+    RELAXATION_PATH,
     RelaxedGroupConv,
     RelaxedLiftingConv,
     equivariance_error,
     layer_equivariance_errors,
+    prior_paths,
     relaxation_penalty,
 )
 from ella.layers.steerable import (
@@ -94,6 +96,8 @@ __all__ = [
     "RelaxedLiftingConv",
     "RelaxedGroupConv",
     "relaxation_penalty",
+    "RELAXATION_PATH",
+    "prior_paths",
     "equivariance_error",
     "layer_equivariance_errors",
     "ScalarBias",
