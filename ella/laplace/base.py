@@ -34,11 +34,19 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from ella.laplace.predictive import (
+    LinkApproximation,
+    PredictiveMethod,
+    Subset,
+    covered_parameters,
+    probit,
+    sample_softmax,
+    standard_normal,
+)
 from ella.laplace.priors import (
     Likelihood,
     PriorPrecision,
     Structure,
-    _trainable,
     precision_vector,
     prior_groups,
 )
@@ -48,10 +56,19 @@ from symdisc.curvature import (
     ModelFn,
     NonFiniteCurvatureError,
     Params,
+    flatten,
     functional,
     loss_value,
+    per_sample_jacobian,
+    unflatten,
 )
-from symdisc.runtime import NonFiniteLossError, check_choice, check_float, check_instance
+from symdisc.runtime import (
+    NonFiniteLossError,
+    check_choice,
+    check_float,
+    check_instance,
+    check_int,
+)
 
 __all__ = ["Laplace", "iter_batches"]
 
@@ -181,11 +198,21 @@ class Laplace(metaclass=_Factory):
             log-likelihood and the GGN.
         per_tensor: one prior group per parameter tensor instead of one per layer and path
             (see :func:`~ella.laplace.prior_groups`).
+        subset: which weights the posterior covers (:func:`~ella.laplace.covered_parameters`):
+            ``"all"``, ``"last_layer"`` (the last module that owns a posterior parameter) or a
+            list of module names, exact names of ``model.named_modules()`` (a module covers its
+            submodules; never substrings). Only the covered weights enter the curvature, the
+            prior groups (a group keeps its name and loses its uncovered members), the log
+            marginal likelihood and the predictive; the others stay at the model's values.
         kron_factors: (factory; used by ``"kron"`` only, ignored by the exact-GGN structures)
             see :class:`~ella.laplace.KronLaplace`.
 
+    Attributes:
+        covered: the names of the covered parameters (``named_parameters`` order).
+        subset_modules: the covered modules (None for ``subset="all"``).
+
     Attributes (after :meth:`fit`):
-        groups: ``{group: [parameter names]}``.
+        groups: ``{group: [parameter names]}`` (covered parameters only).
         n_params: P, the number of parameters integrated over.
         names, numels: the parameters' names and sizes, in the order of the flattening.
         group_sizes: ``{group: P_g}``.
@@ -193,15 +220,21 @@ class Laplace(metaclass=_Factory):
         log_likelihood: 0-d ``log p(D | theta*)`` (untempered), with its graph to the inputs.
         curvature: the structure's GGN of the untempered negative log-likelihood.
 
+    Predicting (after :meth:`fit`): :meth:`functional_variance`, :meth:`predictive` (GLM with
+    probit or Monte-Carlo link, or network Monte-Carlo), :meth:`sample`; saving:
+    :meth:`state_dict` / :meth:`load_state_dict`.
+
     Raises:
-        TypeError: for a non-module ``model``, a non-bool ``per_tensor`` or a non-number
-            ``sigma`` / ``temperature``.
+        TypeError: for a non-module ``model``, a non-bool ``per_tensor``, a non-number
+            ``sigma`` / ``temperature`` or a ``subset`` of another type.
         ValueError: for an unknown ``likelihood`` or ``structure``, a non-positive ``sigma`` or
-            ``temperature``.
+            ``temperature``, or a ``subset`` naming no module of ``model`` (listing the valid
+            names) or one without posterior parameters.
 
     Example:
         >>> la = Laplace(model, "classification", "kron").fit([(x, y)])
         >>> la.log_marginal_likelihood({g: torch.tensor(1.0) for g in la.groups})
+        >>> probs = la.predictive(x_test, 1.0)  # (N, C), GLM predictive with probit
     """
 
     structure: ClassVar[Structure]
@@ -221,13 +254,20 @@ class Laplace(metaclass=_Factory):
         sigma: float = 1.0,
         temperature: float = 1.0,
         per_tensor: bool = False,
+        subset: Subset = "all",
     ) -> None:
         self.model = check_instance(model, "model", nn.Module)
         self.likelihood: Likelihood = check_choice(likelihood, "likelihood", Likelihood)
         self.sigma = check_float(sigma, "sigma", positive=True)
         self.temperature = check_float(temperature, "temperature", positive=True)
-        self.groups = prior_groups(model, per_tensor)
         self.per_tensor = per_tensor
+        covered, self.subset_modules = covered_parameters(model, subset)
+        self.covered = covered
+        inside = set(covered)
+        groups = prior_groups(model, per_tensor)
+        self.groups = {
+            g: [n for n in ns if n in inside] for g, ns in groups.items() if set(ns) & inside
+        }
         self._group_of = {p: g for g, names in self.groups.items() for p in names}
         self._fitted = False
 
@@ -298,13 +338,15 @@ class Laplace(metaclass=_Factory):
                 requiring a gradient, wrongly shaped outputs or targets, or what the structure
                 rejects (see its class).
         """
-        model_fn, params = functional(self.model, list(_trainable(self.model)))
+        model_fn, params = functional(self.model, self.covered)
         first = next(iter(params.values()))
         self.dtype, self.device = first.dtype, first.device
         batches = iter_batches(data, "data", device=self.device)
         head = next(batches, None)
         if head is None:  # pragma: no cover  (iter_batches raises for no batch)
             raise ValueError("`data` must yield at least one (inputs, targets) batch, got none")
+        self._input_shape = tuple(head[0].shape[1:])
+        self._theta = flatten(params).detach()
         keep_graph = torch.is_grad_enabled() and head[0].requires_grad
         self.names = list(params)
         self.numels = {n: p.numel() for n, p in params.items()}
@@ -326,6 +368,7 @@ class Laplace(metaclass=_Factory):
                 f"the log-likelihood at the parameters must be finite, got {log_lik}"
             )
         self._log_likelihood = log_lik
+        self._cholesky_cache = None  # the full structure's factor of the last precisions
         self._prepare_evaluation()
         self._prepare_curvature()
         self._fitted = True
@@ -427,6 +470,296 @@ class Laplace(metaclass=_Factory):
             + self._log_prior(vector)
             - 0.5 * self._log_det(vector)
         )
+
+    # -- the posterior predictive ----------------------------------------------------------
+
+    def _check_inputs(self, x: object) -> Tensor:
+        """``x`` (N, ...) on the model's device, with the fitted inputs' shape beyond N."""
+        self._require_fit()
+        if not isinstance(x, Tensor):
+            raise TypeError(f"`x` must be a Tensor (N, ...), got {type(x).__name__}")
+        if x.ndim < 1 or x.shape[0] == 0 or tuple(x.shape[1:]) != self._input_shape:
+            raise ValueError(
+                f"`x` must have shape (N, {', '.join(map(str, self._input_shape))}) with N > 0 "
+                f"(the inputs the posterior was fitted on), got {tuple(x.shape)}"
+            )
+        return x.to(self.device)
+
+    def _map_function(self) -> tuple[ModelFn, Params]:
+        """The model as a function of the covered parameters, and those at the fitted MAP
+        (the other parameters are the model's own, at their MAP)."""
+        fn, params = functional(self.model, self.names)
+        return fn, unflatten(self._theta, params)
+
+    def _glm(self, x: Tensor, vector: Tensor) -> tuple[Tensor, Tensor]:
+        """``(f(x; theta*) (N, C), J Sigma J^T (N, C, C))``, in chunks of examples such that a
+        chunk's Jacobian (n, C, P) holds at most 2^24 entries."""
+        fn, params = self._map_function()
+        with torch.no_grad():
+            n_out = fn(params, x[:1]).shape[-1]
+        step = max(1, 2**24 // (n_out * self.n_params))
+        means, covs = [], []
+        for chunk in x.split(step):
+            jac = per_sample_jacobian(fn, params, chunk)  # (n, C, P)
+            if jac.ndim != 3:
+                raise ValueError(
+                    f"the predictive needs model outputs of shape (N, C), got per-example "
+                    f"outputs of shape {tuple(jac.shape[1:-1])}"
+                )
+            with torch.no_grad():
+                means.append(fn(params, chunk))
+            covs.append(self._functional_covariance(jac.detach(), vector))
+        return torch.cat(means), torch.cat(covs)
+
+    def functional_variance(self, x: Tensor, prior_precision: PriorPrecision) -> Tensor:
+        """(N, C, C) ``J(x) Sigma J(x)^T``: the covariance of the linearised model's outputs
+        under the posterior ``N(theta*, Sigma)``, ``Sigma = (H / T + diag(delta))^-1`` on the
+        covered weights in the structure's approximation of H (Immer et al. 2021, section 3).
+
+        ``J(x)`` (C, P) is the Jacobian of ``model(x_n)`` in the covered weights at theta*
+        (per example, :func:`symdisc.curvature.per_sample_jacobian`); for a model that averages
+        its outputs over augmentation draws (:class:`ella.invariance.DrawAverage`, paper 001,
+        eq. 16) it is the Jacobian of the average, i.e. the draw-averaged Jacobian.
+        Differentiable in the precisions.
+
+        Args:
+            x: inputs (N, ...) shaped like the inputs of :meth:`fit` beyond N.
+            prior_precision: as for :meth:`log_marginal_likelihood`.
+
+        Raises:
+            RuntimeError: before :meth:`fit`.
+            TypeError, ValueError: for an ``x`` that is not a tensor of that shape (naming
+                ``x``), or a bad ``prior_precision``.
+        """
+        x = self._check_inputs(x)
+        return self._glm(x, self._precision_vector(prior_precision))[1]
+
+    def predictive(
+        self,
+        x: Tensor,
+        prior_precision: PriorPrecision,
+        *,
+        method: PredictiveMethod = "glm",
+        link: LinkApproximation = "probit",
+        n_samples: int = 100,
+        generator: torch.Generator | None = None,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """The posterior predictive at ``x`` (see :mod:`ella.laplace.predictive`).
+
+        Args:
+            x: inputs (N, ...) shaped like the inputs of :meth:`fit` beyond N.
+            prior_precision: as for :meth:`log_marginal_likelihood`.
+            method: ``"glm"``: the linearised model, ``f ~ N(f(x; theta*), J Sigma J^T)``;
+                ``"mc"``: the network itself at ``n_samples`` posterior draws
+                (:meth:`sample`).
+            link: classification with ``method="glm"``: ``"probit"``, ``softmax(f / sqrt(1 +
+                pi/8 diag(J Sigma J^T)))``, or ``"mc"``, the mean softmax of ``n_samples``
+                draws of f. Ignored for regression and for ``method="mc"``.
+            n_samples: draws of ``link="mc"`` or ``method="mc"``.
+            generator: the random draws' generator (default: torch's global one).
+
+        Returns:
+            classification: probabilities (N, C). Regression: ``(mean (N, C), variance (N,
+            C))``, the variance including the observation noise sigma^2; ``"glm"``:
+            ``f(x; theta*)`` and ``diag(J Sigma J^T) + sigma^2``; ``"mc"``: the mean and the
+            (unbiased) variance of ``f(x; theta_s)`` over the draws, plus sigma^2.
+
+        Raises:
+            RuntimeError: before :meth:`fit`.
+            TypeError, ValueError: for a bad ``x`` (naming ``x``), ``method``, ``link``,
+                ``n_samples`` (at least 2 for regression with ``method="mc"``) or
+                ``generator``.
+        """
+        x = self._check_inputs(x)
+        check_choice(method, "method", PredictiveMethod)
+        check_choice(link, "link", LinkApproximation)
+        n_samples = check_int(n_samples, "n_samples", minimum=1)
+        if generator is not None:
+            check_instance(generator, "generator", torch.Generator)
+        vector = self._precision_vector(prior_precision)
+        regression = self.likelihood == "regression"
+        if method == "glm":
+            mean, cov = self._glm(x, vector)
+            var = cov.diagonal(dim1=-2, dim2=-1)
+            if regression:
+                return mean, var + self.sigma**2
+            if link == "probit":
+                return probit(mean, var)
+            return sample_softmax(mean, cov, n_samples, generator)
+        if regression and n_samples < 2:
+            raise ValueError(
+                f"`n_samples` must be at least 2 for a regression variance, got {n_samples}"
+            )
+        fn, params = self._map_function()
+        draws = self._theta + self._sample_offsets(n_samples, vector, generator)
+        chunk = max(1, min(n_samples, 2**22 // max(1, x.numel())))
+        with torch.no_grad():
+            outs = torch.vmap(lambda d: fn(unflatten(d, params), x), chunk_size=chunk)(
+                draws.detach()
+            )
+        if regression:
+            return outs.mean(0), outs.var(0) + self.sigma**2
+        return torch.softmax(outs, dim=-1).mean(0)
+
+    def sample(
+        self,
+        n: int,
+        prior_precision: PriorPrecision,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """(n, P) draws ``theta ~ N(theta*, Sigma)`` of the covered weights, flattened in the
+        order of :attr:`names` (:func:`symdisc.curvature.unflatten` gives them their shapes).
+
+        Raises:
+            RuntimeError: before :meth:`fit`.
+            TypeError, ValueError: for a bad ``n`` (at least 1), ``prior_precision`` or
+                ``generator``.
+        """
+        self._require_fit()
+        n = check_int(n, "n", minimum=1)
+        if generator is not None:
+            check_instance(generator, "generator", torch.Generator)
+        vector = self._precision_vector(prior_precision)
+        return self._theta + self._sample_offsets(n, vector, generator)
+
+    def _normal(self, shape: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
+        """Standard normal draws on :attr:`device`, made on the generator's device (a CPU
+        generator gives the same draws for a model on any device)."""
+        return standard_normal(shape, self.dtype, self.device, generator)
+
+    @abstractmethod
+    def _functional_covariance(self, jac: Tensor, vector: Tensor) -> Tensor:
+        """(N, C, C) ``J Sigma J^T`` for Jacobians ``jac`` (N, C, P) and the (n_groups,)
+        precisions ``vector``."""
+
+    @abstractmethod
+    def _sample_offsets(self, n: int, vector: Tensor, generator: torch.Generator | None) -> Tensor:
+        """(n, P) draws from ``N(0, Sigma)``."""
+
+    # -- saving and loading ----------------------------------------------------------------
+
+    def _fingerprint(self) -> dict[str, tuple[int, ...]]:
+        return {n: tuple(p.shape) for n, p in self.model.named_parameters()}
+
+    def _checksums(self) -> dict[str, tuple[float, float]]:
+        """``{name: (sum, sum of squares)}`` of every parameter of the model, in float64."""
+        out = {}
+        for n, p in self.model.named_parameters():
+            v = p.detach().to(torch.float64)
+            out[n] = (float(v.sum()), float(v.pow(2).sum()))
+        return out
+
+    def _options(self) -> dict[str, Any]:
+        return {
+            "structure": self.structure,
+            "likelihood": self.likelihood,
+            "sigma": self.sigma if self.likelihood == "regression" else None,
+            "temperature": self.temperature,
+            "per_tensor": self.per_tensor,
+            "covered parameters": list(self.covered),
+            "groups": {g: list(ns) for g, ns in self.groups.items()},
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a fitted posterior needs, detached, for ``torch.save``: the options, the
+        covered parameters and groups, the model's fingerprint (parameter names, shapes and
+        checksums), theta*, the log-likelihood, the squared norms and the curvature.
+
+        Raises:
+            RuntimeError: before :meth:`fit`.
+        """
+        self._require_fit()
+        return {
+            "format": 1,
+            "options": self._options(),
+            "fingerprint": self._fingerprint(),
+            "checksums": self._checksums(),
+            "input_shape": self._input_shape,
+            "theta": self._theta.detach().clone(),
+            "log_likelihood": self._log_likelihood.detach().clone(),
+            "sq_norms": {g: v.detach().clone() for g, v in self.sq_norms.items()},
+            "curvature": self._curvature_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> Laplace:
+        """Restore a posterior saved by :meth:`state_dict` (of a Laplace built with the same
+        options on the same model at the same parameters); the tensors are moved to the
+        model's device and dtype. Returns ``self``, fitted.
+
+        Raises:
+            TypeError: for a ``state`` that is not such a dict.
+            ValueError: naming what differs: the options (structure, likelihood, sigma,
+                temperature, per_tensor, covered parameters, groups), the model's parameter
+                names or shapes, or its parameter values.
+        """
+        keys = {"format", "options", "fingerprint", "checksums", "theta", "curvature"}
+        if not isinstance(state, dict) or not keys <= state.keys():
+            raise TypeError(
+                f"`state` must be a dict from Laplace.state_dict(), got {type(state).__name__}"
+                + (f" without {sorted(keys - state.keys())}" if isinstance(state, dict) else "")
+            )
+        mine, theirs = self._fingerprint(), state["fingerprint"]
+        if mine != theirs:
+            missing = [n for n in theirs if n not in mine]
+            extra = [n for n in mine if n not in theirs]
+            shapes = [
+                f"{n}: saved {tuple(theirs[n])}, model {mine[n]}"
+                for n in mine
+                if n in theirs and tuple(theirs[n]) != mine[n]
+            ]
+            raise ValueError(
+                f"`state` was saved for another model: parameters missing from the model "
+                f"{missing}, not in the saved posterior {extra}, different shapes {shapes}"
+            )
+        options = self._options()
+        differ = [k for k, v in options.items() if state["options"].get(k) != v]
+        if differ:
+            raise ValueError(
+                "`state` was saved with other options: "
+                + "; ".join(
+                    f"{k}: saved {state['options'].get(k)!r}, here {options[k]!r}" for k in differ
+                )
+            )
+        sums = self._checksums()
+        changed = [
+            n
+            for n, (s, q) in state["checksums"].items()
+            if not (
+                math.isclose(s, sums[n][0], rel_tol=1e-6, abs_tol=1e-9)
+                and math.isclose(q, sums[n][1], rel_tol=1e-6, abs_tol=1e-9)
+            )
+        ]
+        if changed:
+            raise ValueError(
+                f"`state` was saved at other parameter values: the model's {changed} differ "
+                f"from the saved posterior's MAP (load the model's own weights first)"
+            )
+        first = dict(self.model.named_parameters())[self.covered[0]]
+        self.dtype, self.device = first.dtype, first.device
+        like = {"dtype": self.dtype, "device": self.device}
+        shapes = self._fingerprint()
+        self.names = list(self.covered)
+        self.numels = {n: math.prod(shapes[n]) for n in self.names}
+        self.n_params = sum(self.numels.values())
+        self.group_sizes = {g: sum(self.numels[n] for n in ns) for g, ns in self.groups.items()}
+        self.sq_norms = {g: state["sq_norms"][g].to(**like) for g in self.groups}
+        self._input_shape = tuple(state["input_shape"])
+        self._theta = state["theta"].to(**like)
+        self._log_likelihood = state["log_likelihood"].to(**like)
+        self._load_curvature(state["curvature"])
+        self._cholesky_cache = None
+        self._prepare_evaluation()
+        self._fitted = True
+        return self
+
+    @abstractmethod
+    def _curvature_state(self) -> Any:
+        """The fitted curvature, detached, of plain tensors, lists and dicts."""
+
+    @abstractmethod
+    def _load_curvature(self, state: Any) -> None:
+        """Set the curvature (on :attr:`device`, in :attr:`dtype`) from
+        :meth:`_curvature_state`'s form and derive what :meth:`_prepare_curvature` would."""
 
     # -- what effective parameters and the eta-gradient need ------------------------------
 

@@ -35,6 +35,16 @@ class DiagLaplace(_ExactGGNLaplace):
     def _log_det(self, vector: Tensor) -> Tensor:
         return torch.log(self.curvature / self.temperature + vector[self._param_index]).sum()
 
+    def _precision_diagonal(self, vector: Tensor) -> Tensor:
+        """(P,) ``H_pp / T + delta_p``."""
+        return self.curvature.detach() / self.temperature + vector[self._param_index]
+
+    def _functional_covariance(self, jac: Tensor, vector: Tensor) -> Tensor:
+        return (jac / self._precision_diagonal(vector)) @ jac.mT
+
+    def _sample_offsets(self, n: int, vector: Tensor, generator: torch.Generator | None) -> Tensor:
+        return self._normal((n, self.n_params), generator) / self._precision_diagonal(vector).sqrt()
+
     def group_eigenvalues(self) -> dict[str, Tensor]:
         """The GGN's diagonal entries of every group."""
         self._require_fit()

@@ -38,6 +38,32 @@ class FullLaplace(_ExactGGNLaplace):
         chol = torch.linalg.cholesky(H)
         return 2.0 * chol.diagonal().log().sum()
 
+    def _cholesky(self, vector: Tensor) -> Tensor:
+        """L (P, P), lower, with ``L L^T = H / T + diag(delta)``; the last one is kept for
+        precisions without a graph (a predictive over many test batches factors once)."""
+        key = None if vector.requires_grad else tuple(vector.tolist())
+        cached = getattr(self, "_cholesky_cache", None)
+        if key is not None and cached is not None and cached[0] == key:
+            return cached[1]
+        H = self.curvature.detach() / self.temperature + torch.diag(vector[self._param_index])
+        chol = torch.linalg.cholesky(H)
+        self._cholesky_cache = (key, chol) if key is not None else None
+        return chol
+
+    def _functional_covariance(self, jac: Tensor, vector: Tensor) -> Tensor:
+        """``Z^T Z`` per example with ``Z = L^-1 J^T``: ``J (L L^T)^-1 J^T``."""
+        n, c, p = jac.shape
+        chol = self._cholesky(vector)
+        z = torch.linalg.solve_triangular(chol, jac.reshape(n * c, p).T, upper=False)
+        z = z.T.reshape(n, c, p)
+        return z @ z.mT
+
+    def _sample_offsets(self, n: int, vector: Tensor, generator: torch.Generator | None) -> Tensor:
+        """``L^-T eps``: covariance ``L^-T L^-1 = (L L^T)^-1``."""
+        chol = self._cholesky(vector)
+        eps = self._normal((self.n_params, n), generator)
+        return torch.linalg.solve_triangular(chol.mT, eps, upper=True).T
+
     def group_eigenvalues(self) -> dict[str, Tensor]:
         """Eigenvalues of the (P_g, P_g) sub-block of the GGN on every group's parameters: the
         block-diagonal approximation that ignores the coupling between groups (exact for a

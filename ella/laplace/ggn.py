@@ -69,6 +69,12 @@ class _ExactGGNLaplace(Laplace):
         names = self.groups[group]
         return torch.cat([torch.arange(*offsets[nm], device=self.device) for nm in names])
 
+    def _curvature_state(self) -> Any:
+        return self.curvature.detach().clone()
+
+    def _load_curvature(self, state: Any) -> None:
+        self.curvature = state.to(dtype=self.dtype, device=self.device)
+
     def curvature_pairing(
         self, weights: Any, inputs: Tensor, *, n_total: int
     ) -> tuple[Tensor, Tensor]:

@@ -28,6 +28,7 @@ from symdisc.curvature import (
     Params,
     StandardKFAC,
     kfac_batch,
+    kfac_layers,
     kfac_rule_for,
     kfac_with_loss,
 )
@@ -82,7 +83,7 @@ class KronLaplace(Laplace):
         if kron_factors is not None and not callable(kron_factors):
             raise TypeError(f"`kron_factors` must be callable, got {type(kron_factors).__name__}")
         self.kron_factors = kron_factors
-        ruleless = _ruleless_layers(model)
+        ruleless = _ruleless_layers(model, set(self.covered))
         if ruleless:
             raise ValueError(
                 f"structure='kron' needs a KFAC rule for every layer with parameters; "
@@ -123,6 +124,14 @@ class KronLaplace(Laplace):
             "create_graph": keep_graph,
             "bias": "separate" if self.per_tensor else "folded",
         }
+        if self.subset_modules is not None:  # only the layers of the covered modules
+            options["modules"] = [
+                name
+                for name in kfac_layers(self.model)
+                if any(
+                    m == "" or name == m or name.startswith(m + ".") for m in self.subset_modules
+                )
+            ]
         if fused:
             factors, value = kfac_with_loss(self.model, tap(), **options)
             log_lik = self._log_lik_of_loss(value, totals["entries"])
@@ -147,6 +156,11 @@ class KronLaplace(Laplace):
             G = scaled[id(f.G)]
             self.curvature[k] = KronFactors(f.A, G, f.params, f.bias)
         del self._factors
+        self._derive()
+
+    def _derive(self) -> None:
+        """From :attr:`curvature` (G scaled): the block groups, the eigendecompositions, the
+        per-group eigenvalue products and the blocks' positions in the flattened parameters."""
         self.block_groups = self._check_blocks(self.curvature)
         eigh: dict[int, tuple[Tensor, Tensor]] = {}
         self.eigendecompositions: dict[str, tuple[Tensor, Tensor, Tensor, Tensor]] = {}
@@ -164,6 +178,87 @@ class KronLaplace(Laplace):
             (i, blocks[0] if len(blocks) == 1 else torch.cat(blocks))
             for i, blocks in per_group.items()
         ]
+        # per block: the positions (D,) of its parameters in the flattened covered parameters,
+        # in KronFactors.to_dense order, and the permutation from that order to the row-major
+        # order of the augmented weight [W | b] (d_G, d_A), in which the block is kron(G, A)
+        offsets, start = {}, 0
+        for name in self.names:
+            offsets[name] = start
+            start += self.numels[name]
+        self._block_index: dict[str, tuple[Tensor, Tensor]] = {}
+        for k, f in self.curvature.items():
+            index = torch.cat(
+                [
+                    torch.arange(offsets[p], offsets[p] + self.numels[p], device=self.device)
+                    for p in f.params
+                ]
+            )
+            d_g, d_a = f.G.shape[0], f.A.shape[0]
+            grid = torch.arange(d_g * d_a, device=self.device).reshape(d_g, d_a)
+            order = torch.cat([grid[:, :-1].reshape(-1), grid[:, -1]]) if f.bias else grid.flatten()
+            if index.numel() != d_g * d_a:
+                raise ValueError(
+                    f"the Kronecker block {k!r} has {d_g} x {d_a} entries but its parameters "
+                    f"{list(f.params)} have {index.numel()}"
+                )
+            self._block_index[k] = (index, order)
+
+    def _block_precision(self, key: str, vector: Tensor) -> Tensor:
+        """(d_G, d_A) ``g_i a_j / T + delta`` of the block (eigenvalues clamped at 0)."""
+        a, _, g, _ = self.eigendecompositions[key]
+        position = list(self.groups).index(self.block_groups[key])
+        products = torch.outer(g.detach().clamp_min(0), a.detach().clamp_min(0))
+        return products / self.temperature + vector[position]
+
+    def _functional_covariance(self, jac: Tensor, vector: Tensor) -> Tensor:
+        """Per block, with ``V`` the block's Jacobian as (N, C, d_G, d_A) in the row-major order
+        of ``[W | b]`` and ``W = Q_G^T V Q_A``: ``sum_ij W_ci W_c'i / (g_i a_j / T + delta)``,
+        since ``(kron(G, A) / T + delta I)^-1 = (Q_G (x) Q_A) diag(1 / (g (x) a / T + delta))
+        (Q_G (x) Q_A)^T``."""
+        n, c, _ = jac.shape
+        out = jac.new_zeros(n, c, c)
+        for key, (index, order) in self._block_index.items():
+            _, qa, _, qg = (t.detach() for t in self.eigendecompositions[key])
+            block = jac.new_empty(n, c, index.numel())
+            block[..., order] = jac[..., index]
+            v = block.reshape(n, c, qg.shape[0], qa.shape[0])
+            w = qg.T @ v @ qa
+            out = out + torch.einsum("ncij,ndij->ncd", w / self._block_precision(key, vector), w)
+        return out
+
+    def _sample_offsets(self, n: int, vector: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Per block the symmetric root of the block's covariance applied to E (d_G, d_A)
+        standard normal, ``Q_G ((Q_G^T E Q_A) / sqrt(g_i a_j / T + delta)) Q_A^T``, put back in
+        the parameters' order."""
+        out = torch.zeros(n, self.n_params, dtype=self.dtype, device=self.device)
+        for key, (index, order) in self._block_index.items():
+            _, qa, _, qg = (t.detach() for t in self.eigendecompositions[key])
+            scale = self._block_precision(key, vector).rsqrt()
+            eps = self._normal((n, qg.shape[0], qa.shape[0]), generator)
+            # the symmetric root: independent of the eigenvectors' signs and of the basis
+            # chosen within repeated eigenvalues (the same draws on every device)
+            draw = (qg @ ((qg.T @ eps @ qa) * scale) @ qa.T).reshape(n, -1)
+            out[:, index] = draw[:, order]
+        return out
+
+    def _curvature_state(self) -> Any:
+        return {
+            k: {
+                "A": f.A.detach().clone(),
+                "G": f.G.detach().clone(),
+                "params": list(f.params),
+                "bias": f.bias,
+            }
+            for k, f in self.curvature.items()
+        }
+
+    def _load_curvature(self, state: Any) -> None:
+        like = {"dtype": self.dtype, "device": self.device}
+        self.curvature = {
+            k: KronFactors(f["A"].to(**like), f["G"].to(**like), tuple(f["params"]), f["bias"])
+            for k, f in state.items()
+        }
+        self._derive()
 
     def _check_blocks(self, factors: dict[str, KronFactors]) -> dict[str, str]:
         """The one prior group of every Kronecker block; ValueError if a block spans several."""
@@ -248,11 +343,12 @@ class KronLaplace(Laplace):
         return outputs, term
 
 
-def _ruleless_layers(model: nn.Module) -> list[str]:
-    """Modules that own trainable parameters directly but have no KFAC rule."""
+def _ruleless_layers(model: nn.Module, covered: set[str]) -> list[str]:
+    """Modules that own covered parameters directly but have no KFAC rule."""
     out = []
     for name, module in model.named_modules():
-        own = [p for p in module.parameters(recurse=False) if p.requires_grad]
+        dot = f"{name}." if name else ""
+        own = [p for p, _ in module.named_parameters(recurse=False) if dot + p in covered]
         if own and kfac_rule_for(module) is None:
             out.append(f"{name or ROOT_GROUP!s} ({type(module).__name__})")
     return out
