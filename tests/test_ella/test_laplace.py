@@ -485,6 +485,53 @@ def test_optimize_prior_precision_grid_finds_the_shared_optimum():
     assert set(coarse.prior_precision.values()) <= {0.01, 0.1, 1.0, 10.0, 100.0}
 
 
+@pytest.mark.parametrize("likelihood", ["classification", "regression"])
+def test_optimize_prior_precision_val_nll_minimises_the_held_out_nll(likelihood):
+    model, data = mlp(3), [batch(likelihood, 12, (3,), 6)]
+    la = Laplace(model, likelihood, "full", sigma=0.5).fit(data)
+    x, y = batch(likelihood, 9, (3,), 7)
+    tuned = optimize_prior_precision(la, "val_nll", val_data=(x, y))
+    (delta,) = set(tuned.prior_precision.values())
+    _, G, flat = brute(model, data, likelihood, 0.5)
+    shapes = {n: p.shape for n, p in model.named_parameters()}
+
+    def f(vec):
+        out, start = {}, 0
+        for n, shape in shapes.items():
+            out[n] = vec[start : start + math.prod(shape)].reshape(shape)
+            start += math.prod(shape)
+        return torch.func.functional_call(model, out, (x,))
+
+    outputs = f(flat).detach()
+    J = torch.autograd.functional.jacobian(f, flat)  # (N, C, P)
+
+    def held_out_nll(d: float) -> float:  # the GLM predictive from the inverted dense posterior
+        Sigma = torch.linalg.inv(G + d * torch.eye(len(flat), dtype=DTYPE))
+        var = torch.einsum("ncp,pq,ncq->nc", J, Sigma, J)
+        if likelihood == "classification":
+            probs = torch.softmax(outputs / torch.sqrt(1 + math.pi / 8 * var), -1)
+            return -float(probs[torch.arange(len(y)), y].log().mean())
+        v = var + 0.5**2
+        return float(
+            (0.5 * ((y - outputs) ** 2 / v + v.log() + math.log(2 * math.pi))).sum(1).mean()
+        )
+
+    assert tuned.val_nll == pytest.approx(held_out_nll(delta), rel=1e-9)
+    best = math.log10(delta)
+    # no point of the coarse grid, nor a fine-grid neighbour (the fine grid reaches one coarse
+    # step beyond the bounds), is better
+    neighbours = [p for p in (best - 0.05, best + 0.05) if -4.25 <= p <= 4.25]
+    for other in (*neighbours, -4.0, -2.0, 0.0, 2.0, 4.0):
+        assert held_out_nll(10.0**other) >= tuned.val_nll - 1e-12
+    assert tuned.log_marginal_likelihood == pytest.approx(float(la.log_marginal_likelihood(delta)))
+    with pytest.raises(ValueError, match="val_data"):
+        optimize_prior_precision(la, "val_nll")
+    with pytest.raises(ValueError, match="val_data"):
+        optimize_prior_precision(la, "val_nll", val_data=(x, y[:3]))
+    with pytest.raises(ValueError, match=r"\['val_data'\] are options of another method"):
+        optimize_prior_precision(la, "grid", val_data=(x, y))
+
+
 def test_optimize_prior_precision_errors():
     la = Laplace(mlp(), "classification", "diag")
     with pytest.raises(RuntimeError, match="fit"):
