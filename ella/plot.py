@@ -22,6 +22,7 @@ __all__ = [
     "decision_boundaries",
     "eta_trajectories",
     "flow_fields",
+    "reliability_diagram",
 ]
 
 
@@ -438,3 +439,108 @@ def learned_paths(
 
 
 __all__ += ["learned_paths"]
+
+
+def reliability_diagram(
+    results: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[int]]],
+    *,
+    title: str = "",
+) -> matplotlib.figure.Figure:
+    """Reliability diagram: accuracy over mean confidence per confidence bin, one line per
+    method, with the diagonal of perfect calibration; below, the share of examples per bin
+    (issue 17; the bins of :func:`ella.laplace.calibration.reliability_bins`).
+
+    Every method's legend entry carries its expected calibration error recomputed from the
+    bins, ``sum_b (n_b / N) |acc_b - conf_b|``. Empty bins are left out of the upper panel.
+
+    Args:
+        results: ``{method: (confidence (B,), accuracy (B,), count (B,))}`` over the same B
+            equal-width bins of [0, 1] for every method (tensors, arrays or sequences);
+            confidence and accuracy in [0, 1] where the count is positive (anything, NaN
+            included, where it is 0), counts non-negative integers with a positive sum.
+        title: the figure's title.
+
+    Returns:
+        A figure of two axes: the diagram (one line per method after the diagonal) and the
+        share of examples per bin (one step line per method, at the bins' centres).
+
+    Raises:
+        TypeError: for a ``results`` that is not a mapping or an entry that is not a triple.
+        ValueError: for no method, arrays that are not 1-D of one length B >= 1 (the same for
+            every method), counts that are negative, fractional or all 0, or confidence or
+            accuracy outside [0, 1] in a non-empty bin, naming the method.
+    """
+    if not isinstance(results, Mapping):
+        raise TypeError(
+            f"`results` must be a mapping {{method: (confidence, accuracy, count)}}, got "
+            f"{type(results).__name__}"
+        )
+    if not results:
+        raise ValueError("`results` must hold at least one method, got none")
+    curves = {name: _reliability_entry(name, entry) for name, entry in results.items()}
+    sizes = {name: len(c[0]) for name, c in curves.items()}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"`results`: every method must have the same number of bins, got {sizes}")
+    n_bins = next(iter(sizes.values()))
+    centres = (np.arange(n_bins) + 0.5) / n_bins
+    fig = matplotlib.figure.Figure(figsize=(4.2, 5.0), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+    top.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    colors = matplotlib.colormaps["tab10"]
+    for i, (name, (conf, acc, count)) in enumerate(curves.items()):
+        filled = count > 0
+        share = count / count.sum()
+        ece = float((share[filled] * np.abs(acc[filled] - conf[filled])).sum())
+        top.plot(
+            conf[filled],
+            acc[filled],
+            "o-",
+            color=colors(i % 10),
+            ms=3,
+            label=f"{name} (ECE {ece:.3f})",
+        )
+        bottom.plot(centres, share, drawstyle="steps-mid", color=colors(i % 10), label=name)
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy")
+    top.legend(fontsize=7, loc="upper left")
+    bottom.set_xlabel("confidence")
+    bottom.set_ylabel("share")
+    bottom.set_ylim(bottom=0)
+    if title:
+        top.set_title(title, fontsize=9)
+    return fig
+
+
+def _reliability_entry(name: str, entry: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One method's ``(confidence, accuracy, count)`` as float64 arrays, checked."""
+    if not isinstance(entry, (tuple, list)) or len(entry) != 3:
+        raise TypeError(
+            f"`results[{name!r}]` must be a (confidence, accuracy, count) triple, got "
+            f"{type(entry).__name__}"
+        )
+    conf, acc, count = (
+        np.asarray(a.detach().cpu() if isinstance(a, Tensor) else a, dtype=np.float64)
+        for a in entry
+    )
+    if not (conf.ndim == acc.ndim == count.ndim == 1) or not (
+        len(conf) == len(acc) == len(count) >= 1
+    ):
+        raise ValueError(
+            f"`results[{name!r}]`: confidence, accuracy and count must be 1-D of one length "
+            f"B >= 1, got shapes {conf.shape}, {acc.shape}, {count.shape}"
+        )
+    if (count < 0).any() or (count != np.round(count)).any() or count.sum() <= 0:
+        raise ValueError(
+            f"`results[{name!r}]`: counts must be non-negative integers with a positive sum, "
+            f"got {count.tolist()}"
+        )
+    filled = count > 0
+    for label, values in (("confidence", conf), ("accuracy", acc)):
+        inside = values[filled]
+        if not ((inside >= 0) & (inside <= 1)).all():
+            raise ValueError(
+                f"`results[{name!r}]`: {label} must lie in [0, 1] in every non-empty bin, got "
+                f"{inside.tolist()}"
+            )
+    return conf, acc, count

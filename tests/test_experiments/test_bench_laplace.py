@@ -75,7 +75,7 @@ def test_quick_benchmark_report(quick_run):
     reference = report["workload"]["reference"]
     for key in ("ours64_kron_abs_error", "ours64_full_abs_error", "ours64_kron_reeval_abs_error"):
         assert reference[key] <= 1e-8, (key, reference[key])
-    assert len(report["targets"]) == 3
+    assert len(report["targets"]) == len(report["config"]["tasks"]) == 6
     for target in report["targets"]:
         assert {"task", "criterion", "value", "pass"} <= set(target)
         assert target["pass"] is None  # ratios are not judged on --quick
@@ -90,3 +90,30 @@ def test_quick_benchmark_without_laplace_torch(tmp_path):
         else:
             assert row["error"] == "not installed: laplace", row
     assert all(t["value"] is None and t["pass"] is None for t in report["targets"])
+
+
+PREDICTIVE_TASKS = ("glm_predictive_kron", "glm_predictive_full", "last_layer_fit")
+
+
+def test_quick_benchmark_predictive_tasks(quick_run):
+    """The tasks of ella's predictive API (issue 17), run where ella has it."""
+    report, md = quick_run
+    tasks = report["config"]["tasks"]
+    assert set(PREDICTIVE_TASKS) <= set(tasks)
+    reference = report["workload"]["reference"]
+    assert reference["n_test"] == 100  # --quick
+    for key in ("ours64_glm_kron_abs_error", "ours64_glm_full_abs_error"):
+        assert reference[key] <= 1e-10, (key, reference[key])
+    assert reference["ours64_last_layer_abs_error"] <= 1e-8
+    rows = {(r["task"], r["method"]): r for r in report["rows"]}
+    for task in PREDICTIVE_TASKS:
+        ours = rows[(task, "ours")]
+        assert "error" not in ours and ours["agrees"] is True, ours
+        bound = 1e-4 if task.startswith("glm_") else 1e-3
+        assert ours["abs_error"] <= bound, ours
+        assert ("value" in ours) == (task == "last_layer_fit")
+        curvlinops = rows[(task, "laplace_curvlinops")]
+        if "error" not in curvlinops:  # the peer matches the same reference
+            assert curvlinops["abs_error"] <= bound, curvlinops
+    assert {t["task"] for t in report["targets"]} == set(tasks)
+    assert "glm_predictive_kron" in md
