@@ -92,7 +92,7 @@ def test_quick_benchmark_without_laplace_torch(tmp_path):
     assert all(t["value"] is None and t["pass"] is None for t in report["targets"])
 
 
-PREDICTIVE_TASKS = ("glm_predictive_kron", "glm_predictive_full", "last_layer_fit")
+PREDICTIVE_TASKS = ("glm_predictive", "glm_predictive_full", "last_layer_fit")
 
 
 def test_quick_benchmark_predictive_tasks(quick_run):
@@ -116,4 +116,4 @@ def test_quick_benchmark_predictive_tasks(quick_run):
         if "error" not in curvlinops:  # the peer matches the same reference
             assert curvlinops["abs_error"] <= bound, curvlinops
     assert {t["task"] for t in report["targets"]} == set(tasks)
-    assert "glm_predictive_kron" in md
+    assert "glm_predictive" in md
