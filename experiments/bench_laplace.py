@@ -331,7 +331,8 @@ def brute_last_layer(blocks: list[Tensor], model: nn.Sequential, X: Tensor, y: T
     head = [p.detach() for p in list(model.parameters())[-2:]]
     dense = torch.block_diag(*blocks[-2:])
     size = dense.shape[0]
-    _, log_det = torch.linalg.slogdet(dense + LL_PRIOR * torch.eye(size, dtype=dense.dtype))
+    eye = torch.eye(size, dtype=dense.dtype, device=dense.device)
+    _, log_det = torch.linalg.slogdet(dense + LL_PRIOR * eye)
     scatter = sum(p.pow(2).sum() for p in head)
     value = log_lik - 0.5 * LL_PRIOR * scatter + 0.5 * size * math.log(LL_PRIOR) - 0.5 * log_det
     return float(value)

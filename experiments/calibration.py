@@ -154,7 +154,7 @@ def predictors(
 
         def draws(v: Tensor) -> Tensor:
             """The same N_DRAWS_TEST draws of every test digit for both LILA methods."""
-            gen = torch.Generator(device=v.device).manual_seed(seed + 11)
+            gen = torch.Generator().manual_seed(seed + 11)
             with torch.no_grad():
                 return aug(v, N_DRAWS_TEST, gen)
 
