@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from symdisc._validate import check_algebra, check_tensor
 from symdisc.losses import ParamLoss
 from symdisc.runtime.checks import check_bool, check_instance, check_int
 
@@ -35,6 +36,7 @@ class Action(nn.Module):
 
         Shapes: h (k, d, d), theta (B, P), X (B, ...) -> ((B, P), (B, k, P)).
         """
+        _check_tangent_args(self, h, theta, X)
         eye = torch.eye(h.shape[-1], dtype=h.dtype, device=h.device)
 
         def one(theta_i: Tensor, X_i: Tensor, h_j: Tensor) -> tuple[Tensor, Tensor]:
@@ -43,6 +45,45 @@ class Action(nn.Module):
         over_generators = torch.vmap(one, in_dims=(None, None, 0))
         primal, v = torch.vmap(over_generators, in_dims=(0, 0, None))(theta, X, h)
         return primal[:, 0], v
+
+
+def _check_tangent_args(action: Action, h: Tensor, theta: Tensor, X: Tensor) -> None:
+    check_algebra(h, "h", action.d, finite=False)  # a NaN h is the trainer's to stop
+    check_tensor(theta, "theta", ndim=2, floating=True)
+    weight = next(action.parameters(), None)
+    if weight is not None and weight.dtype != theta.dtype:
+        raise TypeError(
+            f"`theta` must have the action's dtype {weight.dtype}, got {theta.dtype}: cast the "
+            f"action (e.g. action.double()) or draw the samples with sample(dtype=...)"
+        )
+    P = getattr(action, "num_params", None)
+    if P is not None and theta.shape[1] != P:
+        raise ValueError(f"`theta` must be (B, {P}) for this action, got {tuple(theta.shape)}")
+    check_instance(X, "X", Tensor)
+    x_shape = getattr(action, "x_shape", None) if action.data_dependent else None
+    want = (theta.shape[0], *x_shape) if x_shape is not None else None
+    if X.ndim == 0 or X.shape[0] != theta.shape[0] or (want and tuple(X.shape) != want):
+        what = want or f"({theta.shape[0]}, ...)"
+        raise ValueError(f"`X` must be {what}, one sample per row of theta, got {tuple(X.shape)}")
+
+
+def _check_one(action: Action, g: Tensor, theta: Tensor, X: Tensor | None) -> None:
+    """Shapes of one sample (g (d, d), theta (P,), X of the loss's shape); vmap-safe."""
+    for name, value in (("g", g), ("theta", theta)):
+        check_instance(value, name, Tensor)
+    if tuple(g.shape) != (action.d, action.d):
+        raise ValueError(f"`g` must be ({action.d}, {action.d}), got {tuple(g.shape)}")
+    P = getattr(action, "num_params", None)
+    if P is not None and tuple(theta.shape) != (P,):
+        raise ValueError(
+            f"`theta` must be one parameter vector ({P},) (lift batches with torch.vmap), "
+            f"got {tuple(theta.shape)}"
+        )
+    x_shape = getattr(action, "x_shape", None)
+    if X is not None and action.data_dependent and x_shape is not None:
+        check_instance(X, "X", Tensor)
+        if tuple(X.shape) != x_shape:
+            raise ValueError(f"`X` must be one sample {x_shape}, got {tuple(X.shape)}")
 
 
 class MLPAction(Action):
@@ -81,7 +122,7 @@ class MLPAction(Action):
         for i, w in enumerate(hidden):
             check_int(w, f"hidden[{i}]", minimum=1)
         self.d, self.data_dependent = d, check_bool(data_dependent, "data_dependent")
-        self.num_params = loss.num_params
+        self.num_params, self.x_shape = loss.num_params, tuple(loss.x_shape)
         x_dim = int(torch.Size(loss.x_shape).numel()) if data_dependent else 0
         sizes = [d * d + self.num_params + x_dim, *hidden]
         layers: list[nn.Module] = []
@@ -91,6 +132,7 @@ class MLPAction(Action):
         self.net = nn.Sequential(*layers)
 
     def forward(self, g: Tensor, theta: Tensor, X: Tensor) -> Tensor:
+        _check_one(self, g, theta, X)
         eye = torch.eye(self.d, dtype=g.dtype, device=g.device)
         parts = [(g - eye).reshape(-1), theta]
         if self.data_dependent:
@@ -106,6 +148,7 @@ class MLPAction(Action):
         vmapped ``jvp`` (tested in float64), without its per-sample tangent copies and
         zero-tangent products of the weights.
         """
+        _check_tangent_args(self, h, theta, X)
         B, k = theta.shape[0], h.shape[0]
         inputs = [theta] + ([X.reshape(B, -1)] if self.data_dependent else [])
         layers = list(self.net)
@@ -154,10 +197,11 @@ class LinearAction(Action):
                 f"`block` must hold a non-zero multiple of d={d} indices in [0, {P}), "
                 f"got {index.numel()} indices"
             )
-        self.d = d
+        self.d, self.num_params = d, P
         self.register_buffer("index", index)
 
     def forward(self, g: Tensor, theta: Tensor, X: Tensor) -> Tensor:
+        _check_one(self, g, theta, None)
         moved = (g @ theta[self.index].reshape(self.d, -1)).reshape(-1)
         return theta.index_put((self.index,), moved)
 
@@ -172,6 +216,7 @@ class CentredAction(Action):
 
     def __init__(self, action: Action) -> None:
         super().__init__()
+        check_instance(action, "action", Action)
         self.inner, self.d, self.data_dependent = action, action.d, action.data_dependent
 
     def forward(self, g: Tensor, theta: Tensor, X: Tensor) -> Tensor:

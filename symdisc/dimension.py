@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from symdisc._validate import check_algebra, check_fields, check_rows, check_tensor
 from symdisc.losses import ParamLoss
 from symdisc.metrics import RANK_RTOL, flow_drift, invariance_errors, singular_values
 from symdisc.runtime.checks import check_float, check_instance, check_int
@@ -119,8 +120,28 @@ def dimension_step(
     """Score k fields at N samples as one step of :func:`estimate_dimension`.
 
     Shapes: fields (N, k, P), grad (N, P); drift: k flow drift ratios or None.
+
+    Raises:
+        TypeError, ValueError: for fields or grad of other shapes (or non-finite), ``drift``
+            that is not k finite numbers, or thresholds that are not positive and finite.
     """
+    check_fields(fields)
+    check_tensor(fields, "fields", finite=True)
+    check_rows(grad, "grad", fields.shape[0], fields.shape[2])
+    check_tensor(grad, "grad", finite=True)
     k = fields.shape[1]
+    if drift is not None:
+        if isinstance(drift, Tensor):
+            drift = drift.tolist()
+        check_instance(drift, "drift", (list, tuple))
+        if len(drift) != k:
+            raise ValueError(f"`drift` must hold k={k} ratios, one per field, got {len(drift)}")
+        for i, x in enumerate(drift):
+            check_float(x, f"drift[{i}]", nonnegative=True)
+    check_float(invariance_threshold, "invariance_threshold", positive=True)
+    if drift_threshold is not None:
+        check_float(drift_threshold, "drift_threshold", positive=True)
+    check_float(rtol, "rtol", positive=True)
     errors = invariance_errors(fields, grad)
     inv = errors.median(dim=0).values  # (k,)
     p90 = torch.quantile(errors.double(), 0.9, dim=0)
@@ -274,6 +295,9 @@ class LieClosure:
     bracket: Tensor
     max_distance: float
 
+    def __repr__(self) -> str:
+        return f"LieClosure(k={self.distance.shape[0]}, max_distance={self.max_distance:.3g})"
+
     def closes(self, tol: float = 1e-2) -> bool:
         """Whether every bracket lies within ``tol`` (relative, as ``distance``) of the span."""
         return self.max_distance <= tol
@@ -290,9 +314,8 @@ def lie_closure(h: Tensor, *, rtol: float = 1e-6) -> LieClosure:
     Raises:
         TypeError: if h is not a tensor. ValueError: if it is not (k, d, d).
     """
-    check_instance(h, "h", Tensor)
-    if h.ndim != 3 or h.shape[1] != h.shape[2]:
-        raise ValueError(f"`h` must be (k, d, d), got {tuple(h.shape)}")
+    check_algebra(h, "h")
+    rtol = check_float(rtol, "rtol", positive=True)
     h = h.detach()
     k = h.shape[0]
     flat = h.reshape(k, -1)

@@ -10,9 +10,11 @@ from dataclasses import dataclass
 
 import torch
 
+from symdisc._validate import check_loss
 from symdisc.actions import MLPAction
 from symdisc.generators import Generators
 from symdisc.losses import ParamLoss
+from symdisc.runtime.checks import check_instance, check_int
 from symdisc.sampler import Samples, sample
 from symdisc.train import Discovery, TrainConfig, train
 
@@ -27,6 +29,14 @@ class DiscoveryRun:
     train_samples: Samples
     test_samples: Samples
     history: list[dict[str, float]]
+
+    def __repr__(self) -> str:
+        last = self.history[-1]["total"] if self.history else float("nan")
+        g = self.discovery.generators
+        return (
+            f"DiscoveryRun(k={g.k}, d={g.d}, steps={len(self.history)}, final_total={last:.4g}, "
+            f"train_samples={len(self.train_samples)}, test_samples={len(self.test_samples)})"
+        )
 
 
 def discover(
@@ -72,12 +82,33 @@ def discover(
         seed: seed of the samples and of the initialisation.
         device: where to train.
 
+    Raises:
+        TypeError: for a ``loss`` that is not a ParamLoss, a ``config`` that is not a
+            TrainConfig (a dict included), ``scales`` that is not a dict, or non-int sizes.
+        ValueError: for sizes below 1, a negative seed, or a key of ``scales`` that
+            :func:`~symdisc.sampler.sample` does not take.
+
     Example:
         >>> run = discover(two_layer("identity"), d=2, data_dependent=False,
         ...                config=TrainConfig(steps=100))
         >>> run.discovery.fields(run.test_samples).shape
         torch.Size([2000, 1, 2])
     """
+    check_loss(loss)
+    check_int(n_train, "n_train", minimum=1)
+    check_int(n_test, "n_test", minimum=1)
+    check_int(seed, "seed", minimum=0)
+    if scales is not None:
+        check_instance(scales, "scales", dict)
+        unknown = sorted(set(scales) - {"theta_scale", "x_scale", "y_scale"})
+        if unknown:
+            raise ValueError(
+                f"`scales` may hold 'theta_scale', 'x_scale' and 'y_scale' only, got {unknown}"
+            )
+    if isinstance(config, dict):
+        raise TypeError("`config` must be a TrainConfig, got dict: pass TrainConfig(**settings)")
+    if config is not None:
+        check_instance(config, "config", TrainConfig)
     scales = scales or {}
     train_samples = sample(loss, n_train, seed=seed, device=device, **scales)
     test_samples = sample(loss, n_test, seed=seed + 1, device=device, **scales)

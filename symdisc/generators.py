@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from symdisc.runtime.checks import check_int
+from symdisc._validate import check_tensor
+from symdisc.runtime.checks import check_float, check_int
 
 __all__ = ["Generators"]
 
@@ -20,14 +21,17 @@ class Generators(nn.Module):
         seed: seed of the initialisation.
 
     Raises:
-        TypeError: for a non-int ``k`` or ``d``.
-        ValueError: for ``k`` or ``d`` below 1.
+        TypeError: for a non-int ``k``, ``d`` or ``seed``, or a non-real ``init_scale``.
+        ValueError: for ``k`` or ``d`` below 1, a negative seed or an ``init_scale`` that is
+            not positive and finite.
     """
 
     def __init__(self, k: int, d: int, *, init_scale: float = 1.0, seed: int = 0) -> None:
         super().__init__()
         check_int(k, "k", minimum=1)
         check_int(d, "d", minimum=1)
+        check_float(init_scale, "init_scale", positive=True)
+        check_int(seed, "seed", minimum=0)
         g = torch.Generator().manual_seed(seed)
         self.h = nn.Parameter(init_scale * torch.randn(k, d, d, generator=g))
 
@@ -45,4 +49,9 @@ class Generators(nn.Module):
 
     def exp(self, t: Tensor) -> Tensor:
         """Group elements ``exp(t_i h_j)``: t (..., k) -> (..., k, d, d)."""
+        check_tensor(t, "t", floating=True)
+        if t.ndim == 0 or t.shape[-1] != self.k:
+            raise ValueError(
+                f"`t` must be (..., {self.k}), one per generator, got {tuple(t.shape)}"
+            )
         return torch.linalg.matrix_exp(t[..., None, None] * self.h)

@@ -13,6 +13,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from symdisc._validate import (
+    check_algebra,
+    check_fields,
+    check_loss,
+    check_rows,
+    check_samples,
+    check_tensor,
+)
 from symdisc.actions import Action
 from symdisc.losses import ParamLoss
 from symdisc.objective import tangent_fields
@@ -54,18 +62,21 @@ def invariance_errors(fields: Tensor, grad: Tensor) -> Tensor:
     0 means v is exactly tangent to the loss's level set; a random direction in P dimensions
     scores about ``sqrt(2 / (pi P))``.
     """
+    _check_fields_rows(fields, grad, "grad")
     dot = torch.einsum("np,nkp->nk", grad, fields).abs()
     return dot / (grad.norm(dim=-1, keepdim=True) * fields.norm(dim=-1)).clamp_min(_EPS)
 
 
 def quantiles(values: Tensor) -> dict[str, float]:
     """Median and 90th percentile of a tensor of errors."""
+    check_tensor(values, "values", nonempty=True, finite=True)
     flat = values.reshape(-1).double()
     return {"median": float(flat.median()), "p90": float(torch.quantile(flat, 0.9))}
 
 
 def cos_to_tangent(fields: Tensor, tangent: Tensor) -> Tensor:
     """``|cos(v, t)|`` against a one-dimensional known tangent t (N, P): (N, k)."""
+    _check_fields_rows(fields, tangent, "tangent")
     dot = torch.einsum("np,nkp->nk", tangent, fields).abs()
     return dot / (tangent.norm(dim=-1, keepdim=True) * fields.norm(dim=-1)).clamp_min(_EPS)
 
@@ -83,6 +94,7 @@ def energy_outside(fields: Tensor, basis: Tensor) -> float:
     ``sum_{n,j} ||(I - Q_n Q_n^T) v_nj||^2 / sum_{n,j} ||v_nj||^2`` with Q_n an orthonormal basis
     of the known tangent space at sample n: 0 when every learned field is a known symmetry.
     """
+    _check_fields_rows(fields, basis, "basis", ndim=3)
     Q = _orthonormal(basis)
     inside = torch.einsum("npr,nkp->nkr", Q, fields)
     total = (fields**2).sum()
@@ -94,6 +106,7 @@ def principal_angles(fields: Tensor, basis: Tensor) -> Tensor:
 
     Shapes: fields (N, k, P), basis (N, r, P) -> (N, min(k, r)), ascending.
     """
+    _check_fields_rows(fields, basis, "basis", ndim=3)
     Qv = _orthonormal(fields)
     Qt = _orthonormal(basis)
     s = torch.linalg.svdvals(Qv.transpose(1, 2) @ Qt).clamp(0.0, 1.0)
@@ -102,6 +115,7 @@ def principal_angles(fields: Tensor, basis: Tensor) -> Tensor:
 
 def singular_values(fields: Tensor) -> Tensor:
     """Singular values of the k fields at each sample, descending: (N, k, P) -> (N, min(k, P))."""
+    check_fields(fields)
     return torch.linalg.svdvals(fields)
 
 
@@ -112,6 +126,8 @@ def field_rank(fields: Tensor, *, rtol: float = RANK_RTOL) -> float:
     times the largest (0 where every field vanishes); the lower median over the N samples. k
     distinct fields score k, k copies of one field score 1.
     """
+    check_fields(fields)
+    rtol = check_float(rtol, "rtol", positive=True)
     S = singular_values(fields)
     ranks = (S > rtol * S[:, :1]).sum(dim=1)
     return float(ranks.median())
@@ -130,6 +146,8 @@ def coverage(fields: Tensor, basis: Tensor, *, rtol: float = RANK_RTOL) -> float
 
     Shapes: fields (N, k, P), basis (N, r, P).
     """
+    _check_fields_rows(fields, basis, "basis", ndim=3)
+    rtol = check_float(rtol, "rtol", positive=True)
     Qv = _orthonormal(fields, rtol)
     Qt = _orthonormal(basis)
     r = (Qt.norm(dim=1) > 0.5).sum(dim=1).clamp_min(1)  # rank of the known space per sample
@@ -139,6 +157,8 @@ def coverage(fields: Tensor, basis: Tensor, *, rtol: float = RANK_RTOL) -> float
 
 def identity_error(action: Action, samples: Samples) -> float:
     """Mean relative identity error ``||a_X(I, theta) - theta|| / ||theta||``."""
+    check_instance(action, "action", Action)
+    check_samples(samples)
     eye = torch.eye(action.d, dtype=samples.theta.dtype, device=samples.theta.device)
     with torch.no_grad():
         moved = torch.vmap(lambda t, x: action(eye, t, x))(samples.theta, samples.X)
@@ -152,6 +172,11 @@ def associativity_error(
 
     t is uniform in [-t_scale, t_scale] and the generators of g1 and g2 are drawn at random.
     """
+    check_instance(action, "action", Action)
+    check_algebra(h, "h", action.d)
+    check_samples(samples)
+    t_scale = check_float(t_scale, "t_scale", positive=True)
+    check_int(seed, "seed", minimum=0)
     gen = torch.Generator().manual_seed(seed)
     N, k = samples.theta.shape[0], h.shape[0]
     t = ((2 * torch.rand(2, N, generator=gen) - 1) * t_scale).to(h)
@@ -172,7 +197,16 @@ def flow(
 
     Classical RK4 with ``steps`` steps, vmapped over samples; X stays fixed along the flow.
     Shapes: h_j (d, d), theta (N, P), X (N, ...) -> path (steps + 1, N, P).
+
+    Raises:
+        TypeError, ValueError: for an ``h_j`` that is not (d, d) of the action's d, a ``tau``
+            that is not positive and finite, or ``steps`` below 1.
     """
+    check_instance(action, "action", Action)
+    check_algebra(h_j, "h_j", action.d, single=True)
+    check_tensor(theta, "theta", ndim=2, floating=True, nonempty=True)
+    tau = check_float(tau, "tau", positive=True)
+    steps = check_int(steps, "steps", minimum=1)
 
     def field(t: Tensor) -> Tensor:
         v = tangent_fields(action, h_j[None], t, X)[:, 0]
@@ -205,7 +239,14 @@ def flow_profile(
     along straight random directions (uniform on the sphere), at path lengths t in [0, tau].
 
     Returns ``t`` (steps + 1,), ``flow`` and ``random`` (steps + 1, N).
+
+    Raises:
+        TypeError, ValueError: for ``samples`` of another loss, a ``tau`` that is not positive
+            and finite, ``steps`` below 1 or a negative ``seed`` (and as :func:`flow`).
     """
+    check_loss(loss)
+    check_samples(samples, loss=loss)
+    check_int(seed, "seed", minimum=0)
     base = samples.loss.abs().clamp_min(_EPS)
     value = torch.vmap(torch.vmap(loss.flat), in_dims=(0, None, None))  # over t and samples
     path = flow(action, h_j, samples.theta, samples.X, tau=tau, steps=steps)
@@ -236,13 +277,31 @@ def flow_drift(
     generators, following each unit-speed flow for a path length tau, divided by the median over
     samples of the same quantity after a straight step of length tau in a random direction: near
     0 for a symmetry, near 1 for no better than chance.
+
+    Raises:
+        TypeError, ValueError: as :func:`flow_profile`, for an ``h`` that is not (k, d, d), and
+            when the random directions do not change the loss (the ratio would be 0/0: a
+            constant loss, or a ``tau`` too small for the dtype).
     """
+    check_instance(action, "action", Action)
+    check_algebra(h, "h", action.d)
     ends = [
         flow_profile(loss, action, h[j], samples, tau=tau, steps=steps, seed=seed)
         for j in range(h.shape[0])
     ]
     along = torch.stack([e["flow"][-1] for e in ends]).median()
     rand = ends[0]["random"][-1].median()
+    if not bool(torch.isfinite(along) & torch.isfinite(rand)):
+        raise ValueError(
+            f"the loss along the flows or the random directions of length `tau`={tau:g} is not "
+            f"finite (flow {float(along):.3g}, random {float(rand):.3g}): use a smaller `tau`"
+        )
+    if float(rand) <= torch.finfo(rand.dtype).eps:
+        raise ValueError(
+            f"random directions of length `tau`={tau:g} change the loss by {float(rand):.3g} "
+            f"(median relative change), so the drift ratio is 0/0: use a larger `tau`, or a "
+            f"loss that is not constant on these samples"
+        )
     return {
         "ratio": float(along / rand.clamp_min(_EPS)),
         "flow_rel_change": float(along),
@@ -269,6 +328,12 @@ def evaluate(
     |cos| between the fields and the known tangent). :func:`verdict` reads this dict: each score
     next to its random-direction baseline and its target.
     """
+    check_loss(loss)
+    check_instance(action, "action", Action)
+    check_algebra(h, "h", action.d)
+    check_samples(samples, loss=loss)
+    if known_basis is not None:
+        check_rows(known_basis, "known_basis", len(samples), loss.num_params, ndim=3)
     with torch.no_grad():
         fields = tangent_fields(action, h, samples.theta, samples.X)
     inv = quantiles(invariance_errors(fields, samples.grad))
@@ -288,6 +353,11 @@ def evaluate(
         if known_basis.shape[1] == 1:
             scores["cos_true"] = float(cos_to_tangent(fields, known_basis[:, 0]).mean())
     return scores
+
+
+def _check_fields_rows(fields: Tensor, other: Tensor, name: str, *, ndim: int = 2) -> None:
+    check_fields(fields)
+    check_rows(other, name, fields.shape[0], fields.shape[2], ndim=ndim)
 
 
 def random_invariance(P: int) -> float:

@@ -14,9 +14,10 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from symdisc._validate import check_algebra, check_loss, check_samples, check_tensor
 from symdisc.actions import Action
 from symdisc.losses import ParamLoss
-from symdisc.runtime.checks import check_choice, check_float
+from symdisc.runtime.checks import check_choice, check_float, check_instance
 from symdisc.sampler import Samples
 
 ObjectiveKind = Literal["infinitesimal", "exponential"]
@@ -95,11 +96,17 @@ def tangent_fields(action: Action, h: Tensor, theta: Tensor, X: Tensor) -> Tenso
 
     Shapes: h (k, d, d), theta (B, P), X (B, ...) -> (B, k, P).
     """
+    check_instance(action, "action", Action)
     return action.tangents(h, theta, X)[1]
 
 
 def identity_residual(action: Action, theta: Tensor, X: Tensor) -> Tensor:
     """``||a_X(I, theta) - theta||`` per sample (eq. 3): (B,)."""
+    check_instance(action, "action", Action)
+    check_tensor(theta, "theta", ndim=2, floating=True)
+    check_instance(X, "X", Tensor)
+    if X.ndim == 0 or X.shape[0] != theta.shape[0]:
+        raise ValueError(f"`X` must be ({theta.shape[0]}, ...), got {tuple(X.shape)}")
     eye = torch.eye(action.d, dtype=theta.dtype, device=theta.device)
     moved = torch.vmap(lambda t, x: action(eye, t, x))(theta, X)
     return (moved - theta).norm(dim=-1)
@@ -107,6 +114,9 @@ def identity_residual(action: Action, theta: Tensor, X: Tensor) -> Tensor:
 
 def orthogonality(h: Tensor) -> Tensor:
     """``sum_{i<j} |cos(h_i, h_j)|`` over the flattened generators (zero for k = 1)."""
+    check_tensor(h, "h", floating=True)
+    if h.ndim < 2 or h.shape[0] == 0:
+        raise ValueError(f"`h` must be (k, ...) with k >= 1 generators, got {tuple(h.shape)}")
     flat = h.reshape(h.shape[0], -1)
     unit = flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
     cos = unit @ unit.T
@@ -122,6 +132,8 @@ def field_orthogonality(v: Tensor, eps: float = 1e-3) -> Tensor:
     vanishes when two fields coincide, so coinciding fields stay stuck), it pushes hardest
     where fields are closest to coinciding. ``eps`` bounds it at ``k log((1 + eps) / eps)``.
     """
+    check_tensor(v, "v", ndim=3, floating=True)
+    eps = check_float(eps, "eps", positive=True)
     k = v.shape[1]
     unit = v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     eye = torch.eye(k, dtype=v.dtype, device=v.device)
@@ -166,6 +178,7 @@ def infinitesimal_objective(
     Returns:
         ``(total, terms)`` with ``terms`` a dict of the unweighted scalar terms.
     """
+    _check_objective_args(action, batch, weights)
     moved, v = action.tangents(h, batch.theta, batch.X)  # a_X(I, theta) (B, P), v (B, k, P)
     form = weights.form
     terms = {
@@ -203,6 +216,11 @@ def exponential_objective(
     the form ``weights.form`` picks (as in :func:`infinitesimal_objective`). The finite
     invariance term stays as written: a loss difference, not a field.
     """
+    _check_objective_args(action, batch, weights, loss)
+    check_algebra(h, "h", action.d, finite=False)
+    t_scale = check_float(t_scale, "t_scale", positive=True)
+    if generator is not None:
+        check_instance(generator, "generator", torch.Generator)
     B, k = batch.theta.shape[0], h.shape[0]
     gen_device = generator.device if generator is not None else torch.device("cpu")
 
@@ -230,6 +248,16 @@ def exponential_objective(
         "sparse": h.abs().sum(),
     }
     return _weighted(terms, weights), terms
+
+
+def _check_objective_args(
+    action: object, batch: object, weights: object, loss: object | None = None
+) -> None:
+    check_instance(action, "action", Action)
+    if loss is not None:
+        check_loss(loss)
+    check_samples(batch, "batch", loss=loss)  # type: ignore[arg-type]
+    check_instance(weights, "weights", Weights)
 
 
 def _weighted(terms: dict[str, Tensor], weights: Weights) -> Tensor:

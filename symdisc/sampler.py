@@ -38,8 +38,15 @@ class Samples:
     def __len__(self) -> int:
         return self.theta.shape[0]
 
+    def __repr__(self) -> str:
+        shapes = ", ".join(
+            f"{name}={tuple(getattr(self, name).shape)}" for name in ("theta", "X", "Y")
+        )
+        return f"Samples(n={len(self)}, {shapes}, dtype={self.theta.dtype})"
+
     def batch(self, index: Tensor) -> Samples:
         """The samples at ``index`` (a LongTensor of positions)."""
+        check_instance(index, "index", Tensor)
         return Samples(
             self.theta[index], self.X[index], self.Y[index], self.grad[index], self.loss[index]
         )
@@ -72,14 +79,21 @@ def sample(
     ``x_scale`` and ``y_scale``). Shapes: theta (n, P), X (n, *x_shape), Y (n, *y_shape).
 
     Raises:
-        TypeError: for a ``loss`` that is not a ParamLoss, a non-int ``n`` or a scale that is
-            not a real number.
-        ValueError: for ``n < 1`` or a scale that is not positive and finite.
+        TypeError: for a ``loss`` that is not a ParamLoss, a non-int ``n`` or ``seed``, a scale
+            that is not a real number or a ``dtype`` that is not a floating torch.dtype.
+        ValueError: for ``n < 1``, a negative ``seed``, a scale that is not positive and finite,
+            or samples whose loss or gradient is not finite (the scales are too large for the
+            dtype).
     """
     check_instance(loss, "loss", ParamLoss)
     check_int(n, "n", minimum=1)
     for name, s in (("theta_scale", theta_scale), ("x_scale", x_scale), ("y_scale", y_scale)):
         check_float(s, name, positive=True)
+    check_int(seed, "seed", minimum=0)
+    check_instance(dtype, "dtype", torch.dtype)
+    if not dtype.is_floating_point:
+        raise TypeError(f"`dtype` must be a floating torch.dtype, got {dtype}")
+    check_instance(device, "device", (str, torch.device))
     g = torch.Generator().manual_seed(seed)
     theta = theta_scale * torch.randn(n, loss.num_params, generator=g, dtype=dtype)
     if isinstance(loss, ModuleLoss) and loss.param_scale is not None:
@@ -94,4 +108,11 @@ def sample(
         Y = torch.softmax(Y, dim=1)
     theta, X, Y = theta.to(device), X.to(device), Y.to(device)
     grad, value = torch.vmap(torch.func.grad_and_value(loss.flat))(theta, X, Y)
+    bad = ~(torch.isfinite(value) & torch.isfinite(grad).all(dim=1))
+    if bool(bad.any()):
+        raise ValueError(
+            f"`theta_scale`, `x_scale` and `y_scale` ({theta_scale:g}, {x_scale:g}, {y_scale:g}) "
+            f"gave {int(bad.sum())} of {n} samples a non-finite loss or gradient in {dtype}; "
+            f"use smaller scales or a wider dtype"
+        )
     return Samples(theta, X, Y, grad, value)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from symdisc._validate import check_tensor
 from symdisc.actions import Action
 from symdisc.losses import ParamLoss
 from symdisc.runtime.checks import check_bool, check_float, check_instance, check_int
@@ -54,6 +55,14 @@ class TeleportResult:
     steps_taken: int
     max_drift: float
 
+    def __repr__(self) -> str:
+        return (
+            f"TeleportResult(theta={tuple(self.theta.shape)}, steps_taken={self.steps_taken}, "
+            f"loss {self.loss_before:.4g} -> {self.loss_after:.4g} "
+            f"(change {self.loss_change:.2g}), grad_norm_gain={self.grad_norm_gain:.3g}, "
+            f"max_drift={self.max_drift:.2g})"
+        )
+
     @property
     def accepted(self) -> bool:
         """Whether the teleport moved theta."""
@@ -67,6 +76,22 @@ def _loss_and_grad(loss: ParamLoss, theta: Tensor, X: Tensor, Y: Tensor) -> tupl
 
 def _relative(value: Tensor, ref: Tensor) -> float:
     return float((value - ref).abs() / ref.abs().clamp_min(torch.finfo(ref.dtype).tiny))
+
+
+def _check_sample(loss: ParamLoss, theta: Tensor, X: Tensor, Y: Tensor) -> None:
+    """theta (P,), X and Y of the loss's shapes, theta floating and finite."""
+    for name, value, shape in (
+        ("theta", theta, (loss.num_params,)),
+        ("X", X, tuple(loss.x_shape)),
+        ("Y", Y, tuple(loss.y_shape)),
+    ):
+        check_instance(value, name, Tensor)
+        if tuple(value.shape) != shape:
+            raise ValueError(
+                f"`{name}` must be one sample of shape {shape} for the loss {loss.name!r}, "
+                f"got {tuple(value.shape)}"
+            )
+    check_tensor(theta, "theta", floating=True, finite=True)
 
 
 def teleport(
@@ -139,8 +164,8 @@ def teleport(
             f"`generators` must be (k, {d}, {d}) for an action of GL({d}), "
             f"got {tuple(generators.shape)}"
         )
-    if theta.shape != (loss.num_params,):
-        raise ValueError(f"`theta` must be ({loss.num_params},), got {tuple(theta.shape)}")
+    _check_sample(loss, theta, X, Y)
+    check_tensor(generators, "generators", floating=True, finite=True)
     check_int(steps, "steps", minimum=1)
     check_float(step_size, "step_size", positive=True)
     check_float(tol, "tol", positive=True)
@@ -224,6 +249,7 @@ def gradient_descent(
     check_instance(loss, "loss", ParamLoss)
     check_float(lr, "lr", positive=True)
     check_int(steps, "steps", minimum=1)
+    _check_sample(loss, theta, X, Y)
     theta = theta.detach()
     losses = torch.full((steps + 1,), float("inf"), dtype=theta.dtype)
     for t in range(steps + 1):

@@ -14,8 +14,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from symdisc._validate import check_invertible, check_loss, check_samples, check_tensor
+from symdisc.actions import Action
 from symdisc.losses import ParamLoss
-from symdisc.runtime import check_bool, check_float, check_instance
+from symdisc.runtime import check_bool, check_float
 from symdisc.sampler import Samples
 
 __all__ = ["assert_loss_invariant"]
@@ -49,10 +51,12 @@ def assert_loss_invariant(
         The measured largest relative change (a Python float).
 
     Raises:
-        TypeError: for a ``samples`` that is not :class:`~symdisc.sampler.Samples` or a ``g``
-            that is not a tensor.
-        ValueError: for a non-finite or negative ``rtol``, a per-sample ``g`` of the wrong
-            length, or a moved parameter vector that is not finite.
+        TypeError: for a ``loss`` that is not a ParamLoss, an ``action`` that is not callable,
+            a ``samples`` that is not :class:`~symdisc.sampler.Samples` or a ``g`` that is not
+            a floating tensor.
+        ValueError: for samples of another loss, a ``g`` that is not finite, not (d, d) for an
+            Action of GL(d) or singular, a non-finite or negative ``rtol``, a per-sample ``g``
+            of the wrong length, or a moved parameter vector that is not finite.
         AssertionError: when the change exceeds ``rtol``, saying at which sample and by how much.
 
     Example:
@@ -64,8 +68,20 @@ def assert_loss_invariant(
         >>> assert_loss_invariant(loss, KnownAction(loss, "gl"), g, s) < 1e-12
         True
     """
-    check_instance(samples, "samples", Samples)
-    check_instance(g, "g", Tensor)
+    check_loss(loss)
+    if not callable(action):
+        raise TypeError(
+            f"`action` must be callable (g, theta, X) -> theta', got {type(action).__name__}"
+        )
+    check_samples(samples, loss=loss)
+    check_tensor(g, "g", floating=True, finite=True)
+    d = getattr(action, "d", None)
+    if isinstance(action, Action) and d is not None and tuple(g.shape[-2:]) != (d, d):
+        raise ValueError(
+            f"`g` must be ({d}, {d}) (or (N, {d}, {d}) per sample), got {tuple(g.shape)}"
+        )
+    if g.ndim >= 2 and g.shape[-1] == g.shape[-2]:
+        check_invertible(g, "g")
     per_sample = check_bool(per_sample, "per_sample")
     rtol = check_float(rtol, "rtol", nonnegative=True)
     if per_sample and (g.ndim == 0 or g.shape[0] != len(samples)):

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from symdisc import runtime
+from symdisc._validate import check_loss, check_samples
 from symdisc.actions import Action
 from symdisc.generators import Generators
 from symdisc.losses import ParamLoss
@@ -48,6 +49,8 @@ class Discovery(nn.Module):
 
     def __init__(self, action: Action, generators: Generators) -> None:
         super().__init__()
+        runtime.check_instance(action, "action", Action)
+        runtime.check_instance(generators, "generators", Generators)
         if action.d != generators.d:
             raise ValueError(
                 f"`generators` must live in gl(d) with the action's d={action.d}, "
@@ -104,7 +107,11 @@ class TrainConfig:
         runtime.check_int(self.steps, "steps", minimum=1)
         runtime.check_int(self.batch_size, "batch_size", minimum=1)
         runtime.check_float(self.lr, "lr", positive=True)
-        runtime.check_float(self.decay, "decay", positive=True)
+        if runtime.check_float(self.decay, "decay", positive=True) > 1.0:
+            raise ValueError(
+                f"`decay` must be in (0, 1] (the factor of the learning rate every "
+                f"`decay_every` steps), got {self.decay!r}"
+            )
         runtime.check_int(self.decay_every, "decay_every", minimum=1)
         runtime.check_choice(self.objective, "objective", ObjectiveKind)
         runtime.check_instance(self.weights, "weights", Weights)
@@ -137,7 +144,15 @@ def field_health(
     Warns with :class:`FieldCollapseWarning` when ``v_norm_mean < COLLAPSE_RATIO * beta``
     (the fields vanish: the norm term lost to the invariance term) or ``field_rank < k`` (some
     fields are combinations of others: e.g. two generators the action maps to the same direction).
+
+    Raises:
+        TypeError, ValueError: for a ``discovery`` that is not a Discovery, empty ``samples``,
+            a ``beta`` that is not positive and finite or ``max_samples`` below 1.
     """
+    runtime.check_instance(discovery, "discovery", Discovery)
+    check_samples(samples)
+    beta = runtime.check_float(beta, "beta", positive=True)
+    runtime.check_int(max_samples, "max_samples", minimum=1)
     index = torch.arange(min(len(samples), max_samples), device=samples.theta.device)
     with torch.no_grad():
         v = discovery.fields(samples.batch(index))  # (N, k, P)
@@ -161,6 +176,35 @@ def field_health(
             stacklevel=3,
         )
     return health
+
+
+def _check_train_args(
+    discovery: object,
+    loss: object,
+    samples: object,
+    config: object,
+    resume: object,
+    held_out: object,
+) -> None:
+    runtime.check_instance(discovery, "discovery", Discovery)
+    check_loss(loss)
+    if isinstance(config, dict):
+        raise TypeError("`config` must be a TrainConfig, got dict: pass TrainConfig(**settings)")
+    runtime.check_instance(config, "config", TrainConfig)
+    assert isinstance(discovery, Discovery) and isinstance(loss, ParamLoss)
+    check_samples(samples, "samples", loss=loss)
+    if held_out is not None:
+        check_samples(held_out, "held_out", loss=loss)
+    P = getattr(discovery.action, "num_params", None)
+    if P is not None and P != loss.num_params:
+        raise ValueError(
+            f"`discovery` acts on {P} parameters, but `loss` {loss.name!r} has "
+            f"{loss.num_params}: build the action from this loss"
+        )
+    if resume is not None:
+        runtime.check_instance(resume, "resume", (str, os.PathLike))
+        if not Path(resume).is_file():
+            raise FileNotFoundError(f"`resume` checkpoint {str(resume)!r} does not exist")
 
 
 def _postfix(record: dict[str, float]) -> dict[str, str]:
@@ -192,11 +236,16 @@ def train(
     ``held_out`` (default: the training samples), which warns when they vanish or coincide.
 
     Raises:
-        ValueError: for a ``resume`` checkpoint that does not fit, before anything changes.
+        TypeError: for arguments of the wrong type (a ``config`` that is not a TrainConfig:
+            build one with ``TrainConfig(**settings)``).
+        ValueError: for samples drawn for another loss, an action whose parameter count is not
+            the loss's, or a ``resume`` checkpoint that does not fit, before anything changes.
+        FileNotFoundError: for a ``resume`` path that does not exist.
         NonFiniteLossError: when the total loss is NaN or infinite. The checkpoint file is not
             overwritten, and the model, optimiser, scheduler and random state are restored to
             the last checkpointed state if there is one.
     """
+    _check_train_args(discovery, loss, samples, config, resume, held_out)
     params = [p for p in discovery.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.decay_every, config.decay)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from symdisc._validate import check_invertible
 from symdisc.actions import Action
 from symdisc.known.continuous import group_action
 from symdisc.known.deep import deep_net
@@ -60,6 +61,10 @@ class KnownAction(Action):
             self.d = sum(self._hidden)
 
     def forward(self, g: Tensor, theta: Tensor, X: Tensor) -> Tensor:
+        check_instance(g, "g", Tensor)
+        if tuple(g.shape) != (self.d, self.d):
+            raise ValueError(f"`g` must be ({self.d}, {self.d}), got {tuple(g.shape)}")
+        check_invertible(g, "g")  # outside vmap only: it reads values
         if self.symmetry == "rescaling":
             element = torch.diagonal(g)
         elif self._hidden is not None:  # a deep net's GL: the diagonal blocks, row-major

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from symdisc._validate import check_samples
 from symdisc.known.continuous import Ansatz
 from symdisc.known.deep import deep_net
 from symdisc.losses import MLPLoss, ModuleLoss, ParamLoss, TanhSkipLoss, TwoLayerLoss
@@ -44,6 +45,14 @@ class NullSpace:
     basis: Tensor
     a_shape: tuple[int, ...]
     scale: float
+
+    def __repr__(self) -> str:
+        top = float(self.singular_values[0]) if self.singular_values.numel() else 0.0
+        return (
+            f"NullSpace(dim={self.dim}, a_shape={self.a_shape}, "
+            f"basis={tuple(self.basis.shape)}, largest_singular_value={top:.3g}, "
+            f"scale={self.scale:.3g})"
+        )
 
     @property
     def generators(self) -> Tensor:
@@ -99,7 +108,7 @@ def null_space(
             default, samples of another loss, or an ansatz that does not return (P,).
     """
     check_instance(loss, "loss", ParamLoss)
-    check_instance(samples, "samples", Samples)
+    check_samples(samples, loss=loss)
     if not callable(ansatz):
         raise TypeError(
             f"`ansatz` must be callable (theta, X, A) -> (P,), got {type(ansatz).__name__}"

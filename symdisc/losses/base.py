@@ -57,7 +57,25 @@ class ParamLoss:
         return flatten({k: params[k] for k in self.param_shapes})
 
     def flat(self, theta: Tensor, X: Tensor, Y: Tensor) -> Tensor:
-        """The loss of one sample at a flat theta (P,)."""
+        """The loss of one sample at a flat theta (P,), X of ``x_shape`` and Y of ``y_shape``.
+
+        Raises:
+            TypeError: for an argument that is not a tensor.
+            ValueError: for an argument of another shape (naming it, the shape this loss
+                expects and the shape that came; lift batches with ``torch.vmap``).
+        """
+        for name, value, shape in (
+            ("theta", theta, (self.num_params,)),
+            ("X", X, tuple(self.x_shape)),
+            ("Y", Y, tuple(self.y_shape)),
+        ):
+            if not isinstance(value, Tensor):
+                raise TypeError(f"`{name}` must be a Tensor, got {type(value).__name__}")
+            if tuple(value.shape) != shape:
+                raise ValueError(
+                    f"`{name}` must be one sample of shape {shape} for the loss {self.name!r} "
+                    f"(lift batches with torch.vmap), got {tuple(value.shape)}"
+                )
         return self.fn(self.unflatten(theta), X, Y)
 
     def __call__(self, params: Params, X: Tensor, Y: Tensor) -> Tensor:
