@@ -11,9 +11,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from symdisc._validate import check_algebra, check_tensor
 from symdisc.losses import ParamLoss
 from symdisc.runtime.checks import check_bool, check_instance, check_int
+from symdisc.validation import check_algebra, check_tensor
 
 __all__ = ["Action", "MLPAction", "LinearAction", "CentredAction"]
 

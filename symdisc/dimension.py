@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from symdisc._validate import check_algebra, check_fields, check_rows, check_tensor
 from symdisc.losses import ParamLoss
 from symdisc.metrics import RANK_RTOL, flow_drift, invariance_errors, singular_values
 from symdisc.runtime.checks import check_float, check_instance, check_int
+from symdisc.validation import check_algebra, check_fields, check_rows, check_tensor
 
 __all__ = [
     "INVARIANCE_THRESHOLD",

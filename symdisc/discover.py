@@ -10,13 +10,13 @@ from dataclasses import dataclass
 
 import torch
 
-from symdisc._validate import check_loss
 from symdisc.actions import MLPAction
 from symdisc.generators import Generators
 from symdisc.losses import ParamLoss
 from symdisc.runtime.checks import check_instance, check_int
 from symdisc.sampler import Samples, sample
 from symdisc.train import Discovery, TrainConfig, train
+from symdisc.validation import check_loss
 
 __all__ = ["DiscoveryRun", "discover"]
 

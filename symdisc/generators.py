@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from symdisc._validate import check_tensor
 from symdisc.runtime.checks import check_float, check_int
+from symdisc.validation import check_tensor
 
 __all__ = ["Generators"]
 

@@ -13,7 +13,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from symdisc._validate import (
+from symdisc.actions import Action
+from symdisc.losses import ParamLoss
+from symdisc.objective import tangent_fields
+from symdisc.runtime.checks import check_float, check_instance, check_int
+from symdisc.sampler import Samples
+from symdisc.validation import (
     check_algebra,
     check_fields,
     check_loss,
@@ -21,11 +26,6 @@ from symdisc._validate import (
     check_samples,
     check_tensor,
 )
-from symdisc.actions import Action
-from symdisc.losses import ParamLoss
-from symdisc.objective import tangent_fields
-from symdisc.runtime.checks import check_float, check_instance, check_int
-from symdisc.sampler import Samples
 
 __all__ = [
     "REPORT_ORDER",

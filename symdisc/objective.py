@@ -14,11 +14,11 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from symdisc._validate import check_algebra, check_loss, check_samples, check_tensor
 from symdisc.actions import Action
 from symdisc.losses import ParamLoss
 from symdisc.runtime.checks import check_choice, check_float, check_instance
 from symdisc.sampler import Samples
+from symdisc.validation import check_algebra, check_loss, check_samples, check_tensor
 
 ObjectiveKind = Literal["infinitesimal", "exponential"]
 FormKind = Literal["fields", "paper"]

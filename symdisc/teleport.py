@@ -19,10 +19,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from symdisc._validate import check_tensor
 from symdisc.actions import Action
 from symdisc.losses import ParamLoss
 from symdisc.runtime.checks import check_bool, check_float, check_instance, check_int
+from symdisc.validation import check_tensor
 
 __all__ = ["TeleportResult", "gradient_descent", "teleport"]
 

@@ -14,11 +14,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from symdisc._validate import check_invertible, check_loss, check_samples, check_tensor
 from symdisc.actions import Action
 from symdisc.losses import ParamLoss
 from symdisc.runtime import check_bool, check_float
 from symdisc.sampler import Samples
+from symdisc.validation import check_invertible, check_loss, check_samples, check_tensor
 
 __all__ = ["assert_loss_invariant"]
 

@@ -13,7 +13,6 @@ import torch
 from torch import Tensor, nn
 
 from symdisc import runtime
-from symdisc._validate import check_loss, check_samples
 from symdisc.actions import Action
 from symdisc.generators import Generators
 from symdisc.losses import ParamLoss
@@ -27,6 +26,7 @@ from symdisc.objective import (
 )
 from symdisc.runtime import NonFiniteLossError
 from symdisc.sampler import Samples
+from symdisc.validation import check_loss, check_samples
 
 __all__ = [
     "Discovery",

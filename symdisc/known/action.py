@@ -9,12 +9,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from symdisc._validate import check_invertible
 from symdisc.actions import Action
 from symdisc.known.continuous import group_action
 from symdisc.known.deep import deep_net
 from symdisc.losses import MLPLoss, ModuleLoss, TwoLayerLoss
 from symdisc.runtime.checks import check_instance
+from symdisc.validation import check_invertible
 
 __all__ = ["KnownAction"]
 

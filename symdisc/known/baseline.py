@@ -12,12 +12,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from symdisc._validate import check_samples
 from symdisc.known.continuous import Ansatz
 from symdisc.known.deep import deep_net
 from symdisc.losses import MLPLoss, ModuleLoss, ParamLoss, TanhSkipLoss, TwoLayerLoss
 from symdisc.runtime.checks import check_float, check_instance
 from symdisc.sampler import Samples
+from symdisc.validation import check_samples
 
 __all__ = ["NullSpace", "null_space"]
 

@@ -15,6 +15,16 @@ from torch import Tensor
 
 from symdisc.runtime.checks import check_instance
 
+__all__ = [
+    "check_tensor",
+    "check_loss",
+    "check_samples",
+    "check_algebra",
+    "check_invertible",
+    "check_fields",
+    "check_rows",
+]
+
 if TYPE_CHECKING:
     from symdisc.losses import ParamLoss
     from symdisc.sampler import Samples
