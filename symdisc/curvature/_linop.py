@@ -18,6 +18,7 @@ __all__ = [
     "CurvatureOperator",
     "ParameterOperator",
     "SymmetricOperator",
+    "check_finite_product",
     "check_square",
     "check_vector_block",
 ]
@@ -47,7 +48,32 @@ def check_square(A: object, name: str = "A") -> int:
         )
     if len(shape) != 2 or shape[0] != shape[1]:
         raise ValueError(f"`{name}` must be square, got shape {tuple(shape)}")
+    dtype = getattr(A, "dtype", None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(
+            f"`{name}` must have a floating dtype (e.g. cast an integer matrix with "
+            f"`.to(torch.float64)`), got {dtype}"
+        )
+    if shape[0] == 0:
+        raise ValueError(f"`{name}` must not be empty, got shape {tuple(shape)}")
     return int(shape[0])
+
+
+def check_finite_product(product: Tensor, name: str = "A") -> Tensor:
+    """``product`` (of ``name`` with probe vectors) if every entry is finite.
+
+    Raises:
+        NonFiniteCurvatureError: (a ``ValueError``) naming the operator, instead of letting NaN
+            or an infinity reach an estimate.
+    """
+    if not bool(torch.isfinite(product).all()):
+        from symdisc.curvature.hessian import NonFiniteCurvatureError
+
+        raise NonFiniteCurvatureError(
+            f"`{name}` must produce finite products, got NaN or infinite entries in `{name} @ v` "
+            f"(check the matrix, or the loss and parameters the operator was built at)"
+        )
+    return product
 
 
 def check_vector_block(v: object, dim: int, name: str = "v") -> Tensor:

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from symdisc.curvature._linop import ParameterOperator
-from symdisc.curvature.derivatives import per_sample_jacobian
+from symdisc.curvature.derivatives import check_callable, check_inputs, per_sample_jacobian
 from symdisc.curvature.functional import ModelFn, Params, check_params, num_params
 from symdisc.curvature.hessian import check_finite_loss
 from symdisc.curvature.losses import (
@@ -26,6 +26,7 @@ from symdisc.curvature.losses import (
     output_hessian_sqrt,
     reduction_scale,
 )
+from symdisc.runtime.checks import check_optional_int
 
 __all__ = ["GGNOperator", "ggn", "ggn_rows"]
 
@@ -61,8 +62,11 @@ class GGNOperator(ParameterOperator):
         reduction: Reduction = "mean",
         chunk_size: int | None = 8,
     ) -> None:
+        check_callable(model_fn, "model_fn")
         params = check_params(params)
+        check_inputs(inputs)
         check_loss(loss, reduction)
+        check_optional_int(chunk_size, "chunk_size", minimum=1)
 
         def f(p: Params) -> Tensor:
             return model_fn(p, inputs)
@@ -96,6 +100,10 @@ def ggn_rows(
     ``outputs`` may pass ``model_fn(params, inputs)`` when the caller has it already. The
     reduction's scale is taken from this batch alone.
     """
+    check_callable(model_fn, "model_fn")
+    params = check_params(params)
+    check_inputs(inputs)
+    check_loss(loss, reduction)
     outputs = model_fn(params, inputs) if outputs is None else outputs
     jac = per_sample_jacobian(model_fn, params, inputs)  # (N, C, P)
     if jac.ndim != 3:
@@ -122,9 +130,19 @@ def ggn(
     ``G = sum_n (S_n^T J_n)^T (S_n^T J_n)`` with ``H_n = S_n S_n^T`` (:func:`ggn_rows`),
     accumulated over chunks of ``chunk_size`` samples (default: all at once) so that at most a
     (chunk, C, P) Jacobian is held. Differentiable in the inputs when they require a gradient.
+
+    Raises:
+        TypeError: for a non-callable ``model_fn``, ``params`` that are not a dict of floating
+            tensors, non-tensor ``inputs`` or ``targets``, or a ``chunk_size`` that is not an int.
+        ValueError: for an empty batch, a ``chunk_size`` below 1, an unknown loss or reduction,
+            targets of the wrong shape or out of the class range, or a loss that is not finite
+            (:class:`NonFiniteCurvatureError`).
     """
+    check_callable(model_fn, "model_fn")
     params = check_params(params)
+    check_inputs(inputs)
     check_loss(loss, reduction)
+    check_optional_int(chunk_size, "chunk_size", minimum=1)
     outputs = model_fn(params, inputs)
     check_finite_loss(loss_value(outputs.detach(), targets, loss, reduction))
     scale = reduction_scale(tuple(outputs.shape), loss, reduction)

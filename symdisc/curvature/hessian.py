@@ -14,6 +14,7 @@ from torch import Tensor
 
 from symdisc.curvature._linop import ParameterOperator
 from symdisc.curvature.functional import Params, check_params
+from symdisc.runtime.checks import check_int, check_optional_int
 
 HVPMode = Literal["vjp", "jvp"]
 LossFn = Callable[..., Tensor]
@@ -84,7 +85,10 @@ class HessianOperator(ParameterOperator):
         mode: HVPMode = "vjp",
         chunk_size: int | None = 8,
     ) -> None:
+        if not callable(loss_fn):
+            raise TypeError(f"`loss_fn` must be callable, got {type(loss_fn).__name__}")
         params = check_params(params)
+        check_optional_int(chunk_size, "chunk_size", minimum=1)
         if mode not in get_args(HVPMode):
             raise ValueError(f"`mode` must be one of {get_args(HVPMode)}, got {mode!r}")
         self.mode = mode
@@ -104,6 +108,8 @@ class HessianOperator(ParameterOperator):
             def product(v: Params) -> Params:
                 return torch.func.jvp(lambda p: grad_and_loss(p)[0], (params,), (v,))[1]
 
+        if not isinstance(self.loss, Tensor):
+            raise TypeError(f"`loss_fn` must return a Tensor, got {type(self.loss).__name__}")
         if self.loss.ndim != 0:
             raise ValueError(f"`loss_fn` must return a scalar, got shape {tuple(self.loss.shape)}")
         check_finite_loss(self.loss)
@@ -119,5 +125,6 @@ def hessian(loss_fn: LossFn, params: Params, *args: object, block_size: int = 12
     ``experiments/bench_curvature.py``). The result is symmetrised, ``(H + H^T) / 2``, to remove
     the rounding asymmetry of the products.
     """
+    check_int(block_size, "block_size", minimum=1)
     dense = HessianOperator(loss_fn, params, *args).to_dense(block_size=block_size)
     return (dense + dense.T) / 2

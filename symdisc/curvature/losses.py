@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from symdisc.curvature.functional import ModelFn, Params
+from symdisc.runtime.checks import check_int
 
 Loss = Literal["mse", "cross_entropy"]
 Reduction = Literal["mean", "sum"]
@@ -52,6 +53,10 @@ def check_loss(loss: object, reduction: object) -> None:
 
 
 def _check_outputs_targets(outputs: Tensor, targets: Tensor, loss: Loss) -> None:
+    if not isinstance(targets, Tensor):
+        raise TypeError(f"`targets` must be a Tensor, got {type(targets).__name__}")
+    if not isinstance(outputs, Tensor):
+        raise TypeError(f"model outputs must be a Tensor, got {type(outputs).__name__}")
     if outputs.ndim != 2:
         raise ValueError(f"model outputs must have shape (N, C), got {tuple(outputs.shape)}")
     if loss == "mse" and targets.shape != outputs.shape:
@@ -65,6 +70,17 @@ def _check_outputs_targets(outputs: Tensor, targets: Tensor, loss: Loss) -> None
                 f"`targets` must be class indices of shape ({outputs.shape[0]},) and dtype "
                 f"torch.long for 'cross_entropy', got shape {tuple(targets.shape)}, {targets.dtype}"
             )
+        plain = _unwrapped(targets)
+        if plain.numel():
+            low, high = int(plain.min()), int(plain.max())
+            classes = outputs.shape[1]
+            if low < 0 or high >= classes:
+                raise ValueError(
+                    f"`targets` must be class indices in [0, {classes - 1}] for the model's "
+                    f"{classes} outputs, got values in [{low}, {high}]"
+                )
+    if loss == "mse" and not targets.is_floating_point():
+        raise TypeError(f"`targets` must be floating point for 'mse', got {targets.dtype}")
 
 
 def loss_value(outputs: Tensor, targets: Tensor, loss: Loss, reduction: Reduction) -> Tensor:
@@ -88,6 +104,8 @@ def supervised_loss(
         torch.Size([])
     """
     check_loss(loss, reduction)
+    if not callable(model_fn):
+        raise TypeError(f"`model_fn` must be callable, got {type(model_fn).__name__}")
 
     def loss_fn(params: Params, inputs: Tensor, targets: Tensor) -> Tensor:
         return loss_value(model_fn(params, inputs), targets, loss, reduction)
@@ -98,9 +116,13 @@ def supervised_loss(
 def reduction_scale(outputs_shape: tuple[int, ...], loss: Loss, reduction: Reduction) -> float:
     """The factor s that the reduction puts in front of the summed loss: 1, 1/N or 1/(N C)."""
     check_loss(loss, reduction)
+    if not (isinstance(outputs_shape, (tuple, list, torch.Size)) and len(outputs_shape) == 2):
+        raise ValueError(f"`outputs_shape` must be (N, C), got {outputs_shape!r}")
     if reduction == "sum":
         return 1.0
     n, c = outputs_shape
+    if n * c == 0:
+        raise ValueError(f"`outputs_shape` must be non-empty for a mean, got {outputs_shape!r}")
     return 1.0 / (n * c) if loss == "mse" else 1.0 / n
 
 
@@ -119,6 +141,7 @@ def output_hessian_sqrt(outputs: Tensor, loss: Loss, reduction: Reduction) -> Te
     ``s (diag(p_n) - p_n p_n^T)`` because ``sum_c p_nc = 1``; for mse ``S_n = sqrt(2 s) I``.
     """
     check_loss(loss, reduction)
+    _check_output_batch(outputs)
     n, c = outputs.shape
     scale = reduction_scale((n, c), loss, reduction)
     if loss == "mse":
@@ -153,6 +176,12 @@ def sample_output_gradients(
     GGN for these losses).
     """
     check_loss(loss, reduction)
+    _check_output_batch(outputs)
+    check_int(mc_samples, "mc_samples", minimum=1)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"`generator` must be a torch.Generator or None, got {type(generator).__name__}"
+        )
     n, c = outputs.shape
     scale = reduction_scale((n, c), loss, reduction) / mc_samples
     gen_device = generator.device if generator is not None else torch.device("cpu")
@@ -165,3 +194,18 @@ def sample_output_gradients(
     draws = torch.multinomial(p.to(gen_device), mc_samples, replacement=True, generator=generator)
     onehot = F.one_hot(draws.to(outputs.device), c).to(outputs.dtype)  # (N, mc, C)
     return scale**0.5 * (p[:, :, None] - onehot.transpose(1, 2))
+
+
+def _check_output_batch(outputs: object) -> None:
+    if not isinstance(outputs, Tensor):
+        raise TypeError(f"`outputs` must be a Tensor (N, C), got {type(outputs).__name__}")
+    if outputs.ndim != 2:
+        raise ValueError(f"`outputs` must have shape (N, C), got {tuple(outputs.shape)}")
+
+
+def _unwrapped(x: Tensor) -> Tensor:
+    """``x`` outside every ``torch.func`` transform (a vmapped tensor with its batch dimension),
+    so that its values can be read for a check."""
+    while torch._C._functorch.is_functorch_wrapped_tensor(x):
+        x = torch._C._functorch.get_unwrapped(x)
+    return x

@@ -17,7 +17,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from symdisc.curvature.functional import ModelFn, Params, flatten, unflatten
+from symdisc.curvature.derivatives import check_inputs
+from symdisc.curvature.functional import ModelFn, Params, check_params, flatten, unflatten
 
 __all__ = ["dense_ggn", "dense_hessian"]
 
@@ -45,6 +46,9 @@ def dense_hessian(loss_fn: Callable[..., Tensor], params: Params, *args: object)
         tensor([[ 6.,  0.],
                 [ 0., 12.]], dtype=torch.float64)
     """
+    if not callable(loss_fn):
+        raise TypeError(f"`loss_fn` must be callable, got {type(loss_fn).__name__}")
+    params = check_params(params)
     theta = flatten({name: p.detach() for name, p in params.items()}).requires_grad_(True)
     with torch.enable_grad():
         (grad,) = torch.autograd.grad(
@@ -74,7 +78,19 @@ def dense_ggn(model_fn: ModelFn, params: Params, inputs: Tensor, output_hessians
     Returns:
         (P, P).
     """
-    params = {name: p.detach() for name, p in params.items()}
+    if not callable(model_fn):
+        raise TypeError(f"`model_fn` must be callable, got {type(model_fn).__name__}")
+    params = {name: p.detach() for name, p in check_params(params).items()}
+    check_inputs(inputs)
+    if not isinstance(output_hessians, Tensor):
+        raise TypeError(
+            f"`output_hessians` must be a Tensor (N, C, C), got {type(output_hessians).__name__}"
+        )
+    if output_hessians.ndim != 3 or output_hessians.shape[0] != inputs.shape[0]:
+        raise ValueError(
+            f"`output_hessians` must have shape ({inputs.shape[0]}, C, C), got "
+            f"{tuple(output_hessians.shape)}"
+        )
 
     def sample_outputs(p: Params, x: Tensor) -> Tensor:
         return model_fn(p, x[None])[0]

@@ -16,8 +16,8 @@ from torch import Tensor
 
 from symdisc.curvature._random import SeedLike, as_generator, random_probes
 from symdisc.curvature.functional import Params, check_params, flatten, num_params, unflatten
-from symdisc.curvature.hessian import check_finite_loss
-from symdisc.runtime.checks import check_choice, check_int
+from symdisc.curvature.hessian import NonFiniteCurvatureError, check_finite_loss
+from symdisc.runtime.checks import check_choice, check_int, check_optional_int
 
 DirectionKind = Literal["sphere", "filter"]
 RadiusKind = Literal["absolute", "relative"]
@@ -64,7 +64,7 @@ def random_directions(
     return d / norms
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class SharpnessResult:
     """Loss changes per radius over the directions.
 
@@ -74,7 +74,9 @@ class SharpnessResult:
         loss: the unperturbed loss L(theta).
         delta: (R, n) ``L(theta + step_r d_i) - L(theta)``.
         mean_abs: (R,) mean |dL| over directions; ``mean_abs_se`` its standard error.
-        mean_rel: (R,) mean dL / L; ``mean_rel_se`` its standard error.
+        mean_rel: (R,) mean dL / L; ``mean_rel_se`` its standard error. Infinite or NaN
+            when the unperturbed loss is exactly 0 (a perfect fit): use ``mean_abs`` then.
+            The standard errors are NaN for a single direction.
     """
 
     radii: Tensor
@@ -85,6 +87,20 @@ class SharpnessResult:
     mean_abs_se: Tensor
     mean_rel: Tensor
     mean_rel_se: Tensor
+
+    def __repr__(self) -> str:
+        return (
+            f"SharpnessResult(radii={_short(self.radii)}, directions={self.delta.shape[-1]}, "
+            f"loss={float(self.loss):.4g}, mean_abs={_short(self.mean_abs)}, "
+            f"mean_rel={_short(self.mean_rel)})"
+        )
+
+
+def _short(x: Tensor, shown: int = 4) -> str:
+    """At most ``shown`` entries of a 1-D tensor, in 4 significant digits."""
+    values = [f"{float(v):.4g}" for v in x.reshape(-1)[:shown]]
+    more = f", ... ({x.numel()} in all)" if x.numel() > shown else ""
+    return "[" + ", ".join(values) + more + "]"
 
 
 def sharpness(
@@ -117,24 +133,47 @@ def sharpness(
         chunk_size: perturbed losses per vmapped chunk.
 
     Raises:
-        ValueError: for negative radii, directions of the wrong shape, an unknown radius kind, or
-            a non-finite unperturbed loss (:class:`NonFiniteCurvatureError`).
+        TypeError: for a non-callable ``loss_fn``, radii or directions of the wrong type.
+        ValueError: for radii that are negative, NaN or infinite, directions of the wrong shape
+            or with NaN or zero rows, an unknown radius kind, or a non-finite unperturbed loss or
+            perturbed loss (:class:`NonFiniteCurvatureError`, naming the radii).
     """
+    if not callable(loss_fn):
+        raise TypeError(f"`loss_fn` must be callable, got {type(loss_fn).__name__}")
     params = check_params(params)
     if radius not in get_args(RadiusKind):
         raise ValueError(f"`radius` must be one of {get_args(RadiusKind)}, got {radius!r}")
+    check_optional_int(chunk_size, "chunk_size", minimum=1)
     first = next(iter(params.values()))
-    radii_t = torch.as_tensor(radii, dtype=first.dtype, device=first.device).reshape(-1)
-    if radii_t.numel() == 0 or bool((radii_t < 0).any()):
-        raise ValueError(f"`radii` must be a non-empty list of non-negative numbers, got {radii!r}")
+    radii_t = _check_radii(radii).to(dtype=first.dtype, device=first.device)
     dim = num_params(params)
+    if isinstance(directions, bool):
+        raise TypeError("`directions` must be a positive int or an (n, P) tensor, got bool")
     if isinstance(directions, int):
         d = random_directions(params, directions, generator=generator)
     elif isinstance(directions, Tensor) and directions.ndim == 2 and directions.shape[1] == dim:
-        d = directions.to(first.dtype) / directions.norm(dim=1, keepdim=True)
+        if directions.shape[0] == 0 or not directions.is_floating_point():
+            raise ValueError(
+                f"`directions` must be a non-empty floating (n, {dim}) tensor, got shape "
+                f"{tuple(directions.shape)} and dtype {directions.dtype}"
+            )
+        norms = directions.norm(dim=1, keepdim=True)
+        if not bool(torch.isfinite(directions).all()) or bool((norms == 0).any()):
+            raise ValueError(
+                "`directions` must have finite, non-zero rows (each is normalised), got NaN, "
+                "infinite or all-zero rows"
+            )
+        d = directions.to(first.dtype) / norms.to(first.dtype)
+    elif isinstance(directions, Tensor):
+        raise ValueError(
+            f"`directions` must be a positive int or an (n, {dim}) tensor, got shape "
+            f"{tuple(directions.shape)}"
+        )
     else:
-        got = tuple(directions.shape) if isinstance(directions, Tensor) else directions
-        raise ValueError(f"`directions` must be a positive int or an (n, {dim}) tensor, got {got}")
+        raise TypeError(
+            f"`directions` must be a positive int or an (n, {dim}) tensor, got "
+            f"{type(directions).__name__}"
+        )
     theta = flatten(params)
     step = radii_t * (theta.norm() if radius == "relative" else 1.0)
     base = loss_fn(params, *args).detach()
@@ -146,6 +185,11 @@ def sharpness(
     deltas = (step[:, None, None] * d[None]).reshape(-1, dim)
     with torch.no_grad():
         losses = torch.vmap(perturbed, chunk_size=chunk_size)(deltas).reshape(len(step), -1)
+    if not bool(torch.isfinite(losses).all()):
+        bad = [float(r) for r, row in zip(radii_t, losses) if not bool(torch.isfinite(row).all())]
+        raise NonFiniteCurvatureError(
+            f"the perturbed loss must be finite, got NaN or infinite values at `radii` {bad}"
+        )
     change = (losses - base).to(torch.float64)
     rel = change / base.to(torch.float64)
     return SharpnessResult(
@@ -158,6 +202,30 @@ def sharpness(
         mean_rel=rel.mean(1),
         mean_rel_se=_standard_error(rel),
     )
+
+
+def _check_radii(radii: object) -> Tensor:
+    """``radii`` as a float64 vector (R,) of finite non-negative numbers, R >= 1."""
+    if isinstance(radii, (str, bytes, bool)) or not isinstance(
+        radii, (Sequence, Tensor, float, int)
+    ):
+        raise TypeError(
+            f"`radii` must be a sequence or tensor of non-negative numbers, got "
+            f"{type(radii).__name__}"
+        )
+    if isinstance(radii, Tensor):
+        values = radii.detach().to("cpu", torch.float64).reshape(-1)
+    else:
+        items = list(radii) if isinstance(radii, Sequence) else [radii]
+        wrong = [r for r in items if isinstance(r, bool) or not isinstance(r, (int, float))]
+        if wrong:
+            raise TypeError(f"`radii` must hold numbers, got {wrong[:3]!r}")
+        values = torch.tensor(items, dtype=torch.float64)
+    if values.numel() == 0:
+        raise ValueError("`radii` must be a non-empty list of non-negative numbers, got none")
+    if not bool(torch.isfinite(values).all()) or bool((values < 0).any()):
+        raise ValueError(f"`radii` must be finite and non-negative, got {values.tolist()[:8]}")
+    return values
 
 
 def _standard_error(x: Tensor) -> Tensor:

@@ -20,9 +20,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from symdisc.curvature._linop import SymmetricOperator, check_square
+from symdisc.curvature._linop import SymmetricOperator, check_finite_product, check_square
 from symdisc.curvature._random import SeedLike, as_generator, random_probes
-from symdisc.runtime.checks import check_choice, check_int
+from symdisc.runtime.checks import check_choice, check_float, check_int
 
 Which = Literal["LA", "SA", "LM"]
 
@@ -39,9 +39,16 @@ logger = logging.getLogger(__name__)
 
 
 def eigenvalues(A: SymmetricOperator, *, block_size: int = 256) -> Tensor:
-    """All eigenvalues of A in ascending order, from its dense form (small operators only)."""
+    """All eigenvalues of A in ascending order, from its dense form (small operators only).
+
+    Raises:
+        TypeError: for an ``A`` that is not a square operator or matrix of a floating dtype.
+        NonFiniteCurvatureError: for a matrix with NaN or infinite entries.
+    """
     check_square(A)
+    check_int(block_size, "block_size", minimum=1)
     dense = A if isinstance(A, Tensor) else A.to_dense(block_size=block_size)
+    check_finite_product(dense)
     return torch.linalg.eigvalsh((dense + dense.T) / 2)
 
 
@@ -71,7 +78,7 @@ class _Lanczos:
     def step(self) -> None:
         m = self.steps
         v = self.V[m]
-        w = (self.A @ v.to(self.A.dtype)).to(torch.float64)
+        w = check_finite_product(self.A @ v.to(self.A.dtype)).to(torch.float64)
         alpha = float(v @ w)
         w = w - alpha * v - (self.beta[-1] * self.V[m - 1] if m > 0 else 0.0)
         basis = self.V[: m + 1]
@@ -106,7 +113,7 @@ class _Lanczos:
         return torch.linalg.eigh(T)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class LanczosResult:
     """Extreme eigenpairs found by :func:`lanczos`.
 
@@ -124,6 +131,20 @@ class LanczosResult:
     residuals: Tensor
     converged: Tensor
     n_iter: int
+
+    def __repr__(self) -> str:
+        return (
+            f"LanczosResult(eigenvalues={_short(self.eigenvalues)}, "
+            f"converged={int(self.converged.sum())}/{self.converged.numel()}, "
+            f"eigenvectors={tuple(self.eigenvectors.shape)}, n_iter={self.n_iter})"
+        )
+
+
+def _short(x: Tensor, shown: int = 4) -> str:
+    """At most ``shown`` entries of a tensor, in 4 significant digits."""
+    values = [f"{float(v):.4g}" for v in x.reshape(-1)[:shown]]
+    more = f", ... ({x.numel()} in all)" if x.numel() > shown else ""
+    return "[" + ", ".join(values) + more + "]"
 
 
 def _select(theta: Tensor, which: Which, k: int) -> Tensor:
@@ -161,7 +182,12 @@ def lanczos(
         generator: seed or ``torch.Generator`` for the start vector.
 
     Raises:
-        ValueError: for k out of range, an unknown ``which``, or a non-positive ``max_iter``.
+        TypeError: for an ``A`` that is not a square operator or matrix of a floating dtype
+            (an integer matrix must be cast, e.g. ``A.to(torch.float64)``), or arguments of the
+            wrong type.
+        ValueError: for k out of range, an unknown ``which``, a non-positive ``max_iter`` or a
+            ``tol`` that is not a positive finite float.
+        NonFiniteCurvatureError: when a product with ``A`` is NaN or infinite.
     """
     dim = check_square(A)
     if check_int(k, "k", minimum=1) > dim:
@@ -173,6 +199,7 @@ def lanczos(
     max_iter = min(max_iter, dim)
     if tol is None:
         tol = 1e-10 if A.dtype == torch.float64 else 1e-6
+    tol = check_float(tol, "tol", positive=True)
     gen = as_generator(generator)
     v0 = random_probes((dim,), "gaussian", gen, torch.float64, A.device)
     process = _Lanczos(A, v0, max_iter, gen, restart=True)
@@ -197,7 +224,7 @@ def lanczos(
     return LanczosResult(theta[chosen], vectors, residuals[chosen], converged, m)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class SpectralDensity:
     """A Gaussian-broadened eigenvalue density from stochastic Lanczos quadrature.
 
@@ -215,6 +242,14 @@ class SpectralDensity:
     nodes: Tensor
     weights: Tensor
     sigma: float
+
+    def __repr__(self) -> str:
+        nodes = self.nodes[torch.isfinite(self.nodes)]
+        span = f"[{float(nodes.min()):.4g}, {float(nodes.max()):.4g}]" if nodes.numel() else "[]"
+        return (
+            f"SpectralDensity(grid={self.grid.numel()} points, probes={self.nodes.shape[0]}, "
+            f"nodes in {span}, sigma={self.sigma:.4g})"
+        )
 
     def moment(self, order: int) -> float:
         """``int t^order phi(t) dt`` of the unbroadened quadrature: an estimate of tr(A^order)/P."""
@@ -247,14 +282,28 @@ def slq_density(
         generator: seed or ``torch.Generator`` for the probes.
 
     Raises:
-        ValueError: for n_steps out of range, n_probes < 1 or sigma <= 0.
+        TypeError: for an ``A`` that is not a square operator or matrix of a floating dtype, or
+            arguments of the wrong type.
+        ValueError: for n_steps out of range, n_probes < 1, a ``sigma`` that is not a positive
+            finite float, or a ``grid`` that is not a positive int or a non-empty finite (G,)
+            tensor.
+        NonFiniteCurvatureError: when a product with ``A`` is NaN or infinite.
     """
     dim = check_square(A)
     if check_int(n_steps, "n_steps", minimum=1) > dim:
         raise ValueError(f"`n_steps` must be an int in [1, P={dim}], got {n_steps!r}")
     check_int(n_probes, "n_probes", minimum=1)
-    if sigma is not None and not sigma > 0:
-        raise ValueError(f"`sigma` must be positive, got {sigma!r}")
+    if sigma is not None:
+        sigma = check_float(sigma, "sigma", positive=True)
+    if isinstance(grid, Tensor):
+        if grid.ndim != 1 or grid.numel() == 0 or not bool(torch.isfinite(grid).all()):
+            raise ValueError(
+                f"`grid` must be a non-empty finite (G,) tensor, got shape {tuple(grid.shape)}"
+            )
+        if not grid.is_floating_point():
+            raise TypeError(f"`grid` must be a floating tensor, got {grid.dtype}")
+    else:
+        check_int(grid, "grid", minimum=1)
     gen = as_generator(generator)
     nodes = torch.full((n_probes, n_steps), float("nan"), dtype=torch.float64)
     weights = torch.zeros(n_probes, n_steps, dtype=torch.float64)

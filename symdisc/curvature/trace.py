@@ -13,26 +13,33 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from symdisc.curvature._linop import SymmetricOperator, check_square
+from symdisc.curvature._linop import SymmetricOperator, check_finite_product, check_square
 from symdisc.curvature._random import Distribution, SeedLike, as_generator, random_probes
 from symdisc.runtime.checks import check_choice, check_int
 
 __all__ = ["TraceEstimate", "hutchinson", "hutchpp"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class TraceEstimate:
     """A trace estimate with its standard error and cost.
 
     Attributes:
         value: the estimate of tr(A) (float64 scalar tensor).
-        std_error: standard error of the random part (sample standard deviation / sqrt(probes)).
+        std_error: standard error of the random part (sample standard deviation / sqrt(probes));
+            NaN when a single probe leaves no spread to measure.
         n_matvecs: products with A spent.
     """
 
     value: Tensor
     std_error: Tensor
     n_matvecs: int
+
+    def __repr__(self) -> str:
+        return (
+            f"TraceEstimate(value={float(self.value):.6g}, std_error={float(self.std_error):.3g}, "
+            f"n_matvecs={self.n_matvecs})"
+        )
 
 
 def _check(A: SymmetricOperator, n: int, name: str, distribution: str, minimum: int) -> int:
@@ -44,7 +51,7 @@ def _check(A: SymmetricOperator, n: int, name: str, distribution: str, minimum: 
 
 def _quadratic_forms(A: SymmetricOperator, V: Tensor) -> Tensor:
     """``v_i^T A v_i`` for the columns of V (P, k), as float64 (k,)."""
-    AV = (A @ V.to(A.dtype)).to(torch.float64)
+    AV = check_finite_product(A @ V.to(A.dtype)).to(torch.float64)
     return (V.to(torch.float64) * AV).sum(0)
 
 
@@ -67,7 +74,10 @@ def hutchinson(
     does not contribute) for Rademacher probes.
 
     Raises:
+        TypeError: for an ``A`` that is not a square operator or matrix of a floating dtype
+            (cast an integer matrix first), or arguments of the wrong type.
         ValueError: for ``n_probes < 1`` or an unknown distribution.
+        NonFiniteCurvatureError: when a product with ``A`` is NaN or infinite.
     """
     dim = _check(A, n_probes, "n_probes", distribution, 1)
     V = random_probes((dim, n_probes), distribution, as_generator(generator), A.dtype, A.device)
@@ -89,14 +99,17 @@ def hutchpp(
     spectrum (curvature matrices) the error falls as 1/m instead of 1/sqrt(m).
 
     Raises:
+        TypeError: for an ``A`` that is not a square operator or matrix of a floating dtype
+            (cast an integer matrix first), or arguments of the wrong type.
         ValueError: for ``n_matvecs < 3`` or an unknown distribution.
+        NonFiniteCurvatureError: when a product with ``A`` is NaN or infinite.
     """
     dim = _check(A, n_matvecs, "n_matvecs", distribution, 3)
     third = n_matvecs // 3
     gen = as_generator(generator)
     S = random_probes((dim, third), distribution, gen, A.dtype, A.device)
     G = random_probes((dim, n_matvecs - 2 * third), distribution, gen, torch.float64, A.device)
-    Q, _ = torch.linalg.qr((A @ S).to(torch.float64))
+    Q, _ = torch.linalg.qr(check_finite_product(A @ S).to(torch.float64))
     exact = _quadratic_forms(A, Q).sum()
     G = G - Q @ (Q.T @ G)
     value, err = _mean_and_error(_quadratic_forms(A, G))

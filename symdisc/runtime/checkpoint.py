@@ -38,12 +38,17 @@ only files you trust.
 from __future__ import annotations
 
 import os
+import pickle
+import zipfile
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from symdisc.runtime.checks import check_instance, check_path
+from symdisc.runtime.errors import CheckpointError
 
 __all__ = [
     "MAY_CHANGE_ON_RESUME",
@@ -63,7 +68,13 @@ _SHOWN = 4  # differences listed per object before "and N more"
 
 def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> None:
     """``torch.save(state)`` to ``path`` through ``{path}.tmp`` and an atomic rename: a crash
-    mid-write never leaves a broken checkpoint (the previous one stays whole)."""
+    mid-write never leaves a broken checkpoint (the previous one stays whole).
+
+    Raises:
+        TypeError: for a ``state`` that is not a dict or a ``path`` that is not a str or path.
+    """
+    check_instance(state, "state", Mapping)
+    path = check_path(path, "path")
     tmp = Path(f"{os.fspath(path)}.tmp")
     torch.save(dict(state), tmp)
     tmp.replace(path)
@@ -73,10 +84,20 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """The dict saved at ``path``.
 
     Raises:
+        TypeError: for a ``path`` that is not a str or path.
         FileNotFoundError: for a missing file.
+        CheckpointError: (a ``ValueError``) for a truncated or corrupted file, or one that
+            ``torch.save`` did not write.
         ValueError: for a file that does not hold a checkpoint dict.
     """
-    state = torch.load(path, weights_only=False)
+    path = check_path(path, "path", exists=True)
+    try:
+        state = torch.load(path, weights_only=False)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
+        raise CheckpointError(
+            f"`path` {str(path)!r} is not a readable checkpoint (truncated, corrupted or not "
+            f"written by torch.save): {type(error).__name__}: {error}"
+        ) from error
     if not isinstance(state, dict):
         raise ValueError(f"checkpoint {path} must hold a dict, got {type(state).__name__}")
     return state
@@ -225,6 +246,10 @@ def checkpoint_mismatches(
         may_change: settings that may differ.
         keys: names of further saved values (a history, a position) that must be present.
     """
+    check_instance(state, "state", Mapping)
+    check_instance(objects, "objects", Mapping)
+    if settings is not None:
+        check_instance(settings, "settings", Mapping)
     out = []
     settings = settings or {}
     for name in (*objects, *settings, *keys):
@@ -254,8 +279,11 @@ def load_checkpoint(
         the whole checkpoint dict (for the caller's plain values, e.g. ``state["history"]``).
 
     Raises:
+        TypeError: for ``objects`` that is not a dict.
+        FileNotFoundError, CheckpointError: as :func:`read_checkpoint`.
         ValueError: naming every difference, before any object is changed.
     """
+    check_instance(objects, "objects", Mapping)
     state = read_checkpoint(path)
     problems = checkpoint_mismatches(
         state, objects, settings=settings, may_change=may_change, keys=keys

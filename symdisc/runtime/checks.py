@@ -14,18 +14,22 @@ came (DESIGN.md, conventions):
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, get_args
 
 from torch import Tensor
 
 __all__ = [
+    "check_batches",
     "check_bool",
     "check_choice",
     "check_float",
     "check_instance",
     "check_int",
     "check_optional_int",
+    "check_path",
     "check_train_data",
 ]
 
@@ -126,6 +130,51 @@ def check_train_data(value: object, name: str = "train_data") -> tuple[Tensor, T
             f"{tuple(x.shape)} and {tuple(y.shape)}"
         )
     return x, y
+
+
+def check_batches(value: object, name: str = "data") -> Iterable[Any]:
+    """``value`` if it can be an iterable of ``(inputs, targets)`` batches (a list, a
+    DataLoader, a generator).
+
+    A single batch, a pair of tensors, is the commonest slip: it is rejected with a message that
+    says to wrap it in a list (iterating over it would unpack rows of the inputs instead).
+
+    Raises:
+        TypeError: for a single ``(inputs, targets)`` pair, a lone tensor or a non-iterable.
+    """
+    if (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, Tensor) for v in value)
+    ):
+        raise TypeError(
+            f"`{name}` must be an iterable of (inputs, targets) batches, got a single batch "
+            f"(a {type(value).__name__} of two tensors); wrap it in a list: [(inputs, targets)]"
+        )
+    if isinstance(value, (Tensor, str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(
+            f"`{name}` must be an iterable of (inputs, targets) batches, got {type(value).__name__}"
+        )
+    return value
+
+
+def check_path(value: object, name: str = "path", *, exists: bool = False) -> Path:
+    """``value`` (a ``str`` or ``os.PathLike``) as a ``Path``; with ``exists`` it must be a file.
+
+    Raises:
+        TypeError: for anything but a str or a path.
+        FileNotFoundError: with ``exists``, for a path that does not exist.
+        ValueError: with ``exists``, for a path that is a directory.
+    """
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"`{name}` must be a str or os.PathLike, got {type(value).__name__}")
+    path = Path(value)
+    if exists:
+        if not path.exists():
+            raise FileNotFoundError(f"`{name}` must name an existing file, got {str(path)!r}")
+        if path.is_dir():
+            raise ValueError(f"`{name}` must name a file, got the directory {str(path)!r}")
+    return path
 
 
 def _type_names(types: Iterable[type]) -> str:

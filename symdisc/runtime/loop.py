@@ -45,7 +45,7 @@ from symdisc.runtime.checkpoint import (
     save_checkpoint,
 )
 from symdisc.runtime.checks import check_bool, check_choice, check_instance, check_int
-from symdisc.runtime.errors import NonFiniteLossError
+from symdisc.runtime.errors import CheckpointError, NonFiniteLossError
 
 __all__ = ["TrainingLoop", "Unit", "is_finite", "non_finite"]
 
@@ -53,14 +53,21 @@ Unit = Literal["step", "epoch"]
 
 
 def is_finite(value: Tensor | float) -> bool:
-    """Whether a number, or every entry of a tensor, is finite (neither NaN nor infinite)."""
+    """Whether a number, or every entry of a tensor, is finite (neither NaN nor infinite).
+
+    Raises:
+        TypeError: for anything but a tensor or a real number.
+    """
     if isinstance(value, Tensor):
         return bool(torch.isfinite(value.detach()).all())
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"`value` must be a Tensor or a real number, got {type(value).__name__}")
     return math.isfinite(value)
 
 
 def non_finite(values: Mapping[str, Tensor | float]) -> list[str]:
     """The names of the ``values`` that are not finite (:func:`is_finite`), in order."""
+    check_instance(values, "values", Mapping)
     return [name for name, v in values.items() if not is_finite(v)]
 
 
@@ -119,6 +126,18 @@ class TrainingLoop:
             raise ValueError("`checkpoint` must name a file when `checkpoint_every` > 0")
         self.checkpoint = checkpoint
         self.progress = check_bool(progress, "progress")
+        if settings is not None:
+            check_instance(settings, "settings", Mapping)
+            for name, s in settings.items():
+                check_instance(s, f"settings[{name!r}]", Mapping)
+        if desc is not None:
+            check_instance(desc, "desc", str)
+        if postfix is not None and not callable(postfix):
+            raise TypeError(f"`postfix` must be callable or None, got {type(postfix).__name__}")
+        if logger is not None:
+            check_instance(logger, "logger", logging.Logger)
+        if isinstance(may_change, (str, bytes)):
+            raise TypeError("`may_change` must be a collection of setting names, got a str")
         self.settings = {name: dict(s) for name, s in (settings or {}).items()}
         self.may_change = frozenset(may_change)
         self.desc, self.postfix, self.logger = desc, postfix, logger
@@ -240,6 +259,7 @@ class TrainingLoop:
     def check_finite(self, value: Tensor | float, what: str) -> None:
         """The NaN stop (:meth:`stop`) unless ``value`` (a number or every entry of a tensor)
         is finite; ``what`` names it in the message."""
+        check_instance(what, "what", str)
         if is_finite(value):
             return
         if isinstance(value, Tensor):
@@ -265,8 +285,12 @@ class TrainingLoop:
         elif not Path(path).exists():
             done = "no checkpoint was written, nothing was restored"
         else:
-            state = read_checkpoint(path)
-            problems = self.mismatches(state)
+            try:
+                state = read_checkpoint(path)
+            except CheckpointError as error:  # reported in the NonFiniteLossError below
+                state, problems = None, [str(error)]
+            else:
+                problems = self.mismatches(state)
             if problems:
                 done = f"the checkpoint {path} does not fit, nothing was restored: " + "; ".join(
                     problems

@@ -38,7 +38,8 @@ import torch
 from torch import Tensor, nn
 
 from symdisc.curvature._random import SeedLike, as_generator
-from symdisc.curvature.functional import Params, check_params
+from symdisc.curvature.derivatives import check_inputs
+from symdisc.curvature.functional import Params, check_eval_mode, check_params
 from symdisc.curvature.hessian import check_finite_loss
 from symdisc.curvature.kfac.registry import KronTerms, kfac_layers, kfac_rule_for
 from symdisc.curvature.losses import (
@@ -51,7 +52,13 @@ from symdisc.curvature.losses import (
     sample_output_gradients,
     softmax_root,
 )
-from symdisc.runtime.checks import check_bool, check_choice, check_int
+from symdisc.runtime.checks import (
+    check_batches,
+    check_bool,
+    check_choice,
+    check_instance,
+    check_int,
+)
 
 FisherType = Literal["type2", "mc"]
 BiasHandling = Literal["folded", "separate"]
@@ -80,7 +87,7 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class KronFactors:
     """The KFAC block ``A (x) G`` of one layer.
 
@@ -95,6 +102,12 @@ class KronFactors:
     G: Tensor
     params: tuple[str, ...]
     bias: bool
+
+    def __repr__(self) -> str:
+        return (
+            f"KronFactors(A={tuple(self.A.shape)}, G={tuple(self.G.shape)}, "
+            f"params={self.params}, bias={self.bias})"
+        )
 
     def to_dense(self) -> Tensor:
         """The block as a dense matrix, ordered like ``flatten({weight, bias})``.
@@ -111,7 +124,7 @@ class KronFactors:
         return dense[order][:, order]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class BlockSums:
     """One batch's contribution to one Kronecker-factored block, before normalisation.
 
@@ -131,8 +144,14 @@ class BlockSums:
     params: tuple[str, ...]
     bias: bool
 
+    def __repr__(self) -> str:
+        return (
+            f"BlockSums(aa={tuple(self.aa.shape)}, rows={self.rows}, gg={tuple(self.gg.shape)}, "
+            f"params={self.params}, bias={self.bias})"
+        )
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, repr=False)
 class LayerBatch:
     """Where one block's rows come from: a layer in a batch (for :meth:`KFACVariant.factor_rows`).
 
@@ -147,6 +166,12 @@ class LayerBatch:
     n_columns: int
     layer: str
     module: nn.Module
+
+    def __repr__(self) -> str:
+        return (
+            f"LayerBatch(inputs={tuple(self.inputs.shape)}, n_columns={self.n_columns}, "
+            f"layer={self.layer!r}, module={type(self.module).__name__})"
+        )
 
     def describe(self) -> str:
         """``"layer 'name' (ModuleType)"``, for messages."""
@@ -301,9 +326,14 @@ def kfac(
         keeps ``k``.
 
     Raises:
-        ValueError: for unknown options, a named module that has no rule, no data, or a loss
-            that is not finite (:class:`~symdisc.curvature.NonFiniteCurvatureError`).
-        TypeError: for a missing ``loss``, an unknown keyword or a non-bool ``create_graph``.
+        ValueError: for unknown options, a named module that has no rule, no data, an empty
+            batch, ``params`` keyed by names that are not parameters of ``model`` (a subset is
+            fine) or of other shapes, class targets out of range, a BatchNorm in training mode
+            (call ``model.eval()``), or a loss that is not finite
+            (:class:`~symdisc.curvature.NonFiniteCurvatureError`).
+        TypeError: for a missing ``loss``, an unknown keyword, a non-bool ``create_graph``, a
+            single ``(inputs, targets)`` batch where an iterable of batches is expected (wrap it
+            in a list) or a batch that is not a pair of tensors.
     """
     return kfac_with_loss(model, data, **options)[0]
 
@@ -359,14 +389,22 @@ def accumulate_kfac(
             ``create_graph``, or a model the variant rejects.
         ValueError: as :func:`kfac`.
     """
+    check_instance(model, "model", nn.Module)
+    check_batches(data, "data")
     check_loss(loss, reduction)
     check_bool(create_graph, "create_graph")
     check_choice(bias, "bias", BiasHandling)
+    if modules is not None and (isinstance(modules, str) or not isinstance(modules, Iterable)):
+        raise TypeError(
+            f"`modules` must be a list of layer names, got {type(modules).__name__}"
+            + (f" (write [{modules!r}])" if isinstance(modules, str) else "")
+        )
     _check_variant(variant, model)
-    layers = kfac_layers(model, modules)
+    check_eval_mode(model, "model")
+    layers = kfac_layers(model, None if modules is None else list(modules))
     point = {n: p.detach() for n, p in model.named_parameters()}
     if params is not None:
-        point.update(check_params(params))
+        point.update(_check_point(params, point))
     point = {n: p.detach().requires_grad_(True) for n, p in point.items()}
 
     a_sum: dict[str, Tensor] = {}
@@ -376,7 +414,8 @@ def accumulate_kfac(
     n_total = 0
     out_shape: tuple[int, ...] | None = None
     loss_sum: Tensor | None = None
-    for inputs, targets in data:
+    for index, batch in enumerate(data):
+        inputs, targets = _check_batch(batch, index)
         outputs, value, blocks = _batch(
             model, layers, point, inputs, targets, variant, loss, create_graph
         )
@@ -419,13 +458,67 @@ def kfac_batch(
     Raises:
         TypeError, ValueError: as :func:`accumulate_kfac`.
     """
+    check_instance(model, "model", nn.Module)
+    check_inputs(inputs)
     check_loss(loss, "sum")
     check_bool(create_graph, "create_graph")
     _check_variant(variant, model)
+    check_eval_mode(model, "model")
     layers = kfac_layers(model)
     point = {n: p.detach().requires_grad_(True) for n, p in model.named_parameters()}
     outputs, _, blocks = _batch(model, layers, point, inputs, None, variant, loss, create_graph)
     return outputs, blocks
+
+
+def _check_point(params: object, own: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``params`` if every entry names a parameter of the model with its shape (a subset may be
+    given: the others stay at the module's values)."""
+    params = check_params(params)
+    unknown = [k for k in params if k not in own]
+    if unknown:
+        raise ValueError(
+            f"`params` must be keyed by full parameter names of `model`; {unknown} are not among "
+            f"{list(own)}"
+        )
+    wrong = [
+        f"{k!r} {tuple(v.shape)} (the model's is {tuple(own[k].shape)})"
+        for k, v in params.items()
+        if v.shape != own[k].shape
+    ]
+    if wrong:
+        raise ValueError(f"`params` must have the shapes of the model's parameters, got {wrong}")
+    return params
+
+
+def _check_batch(batch: object, index: int) -> tuple[Tensor, Tensor]:
+    """Batch ``index`` of ``data`` as ``(inputs, targets)``: two tensors of one non-empty N."""
+    name = f"data[{index}]"
+    if not (
+        isinstance(batch, (tuple, list))
+        and len(batch) == 2
+        and all(isinstance(t, Tensor) for t in batch)
+    ):
+        got = (
+            f"a {type(batch).__name__} of {len(batch)}"
+            if isinstance(batch, (tuple, list))
+            else type(batch).__name__
+        )
+        raise TypeError(
+            f"`{name}` must be an (inputs, targets) pair of tensors, got {got}; `data` is an "
+            f"iterable of such batches (wrap a single batch in a list)"
+        )
+    inputs, targets = batch
+    if inputs.ndim == 0 or targets.ndim == 0 or inputs.shape[0] == 0:
+        raise ValueError(
+            f"`{name}` must be a non-empty batch, got inputs {tuple(inputs.shape)} and targets "
+            f"{tuple(targets.shape)}"
+        )
+    if inputs.shape[0] != targets.shape[0]:
+        raise ValueError(
+            f"`{name}` inputs and targets must share their first dimension, got "
+            f"{tuple(inputs.shape)} and {tuple(targets.shape)}"
+        )
+    return inputs, targets
 
 
 def _check_variant(variant: object, model: nn.Module) -> None:

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 __all__ = ["KronTerms", "KFACRule", "register_kfac_rule", "kfac_rule_for", "kfac_layers"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class KronTerms:
     """What a layer rule extracts from one batch for one Kronecker-factored block.
 
@@ -39,6 +39,12 @@ class KronTerms:
     a: Tensor
     g: Tensor
     bias: bool
+
+    def __repr__(self) -> str:
+        return (
+            f"KronTerms(params={self.params}, a={tuple(self.a.shape)}, g={tuple(self.g.shape)}, "
+            f"bias={self.bias})"
+        )
 
 
 KFACRule = Callable[[nn.Module, Tensor, Sequence[Tensor]], list[KronTerms]]
@@ -89,6 +95,10 @@ def kfac_layers(model: nn.Module, modules: Sequence[str] | None = None) -> dict[
         ValueError: for a model without any layer that has a rule, or named modules that are
             not submodules of ``model`` or have no rule.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"`model` must be an nn.Module, got {type(model).__name__}")
+    if modules is not None and (isinstance(modules, str) or not isinstance(modules, Sequence)):
+        raise TypeError(f"`modules` must be a list of layer names, got {type(modules).__name__}")
     named = dict(model.named_modules())
     if modules is None:
         layers = {n: m for n, m in named.items() if kfac_rule_for(m) is not None}
