@@ -24,6 +24,7 @@ module             contents
 ``data``           embedded and local data: toy arcs, transformed digits, quadrant canvases,
                    MNIST IDX loaders (never imports a method module)
 ``affine``         the affine generators and resampling shared by ``invariance`` and ``data``
+``summary``        the short ``__repr__`` of the result classes (shapes, not whole tensors)
 ``plot``           figures (matplotlib, Agg)
 ``testing``        ``assert_equivariant``
 =================  ==========================================================================

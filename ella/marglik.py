@@ -45,7 +45,6 @@ from pathlib import Path
 from typing import Any, Literal, NoReturn
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, IterableDataset
 
@@ -60,6 +59,8 @@ from ella.laplace import (
     prior_groups,
 )
 from ella.laplace.base import Batch, iter_batches
+from ella.summary import summary_repr
+from symdisc.curvature import loss_value
 from symdisc.runtime import NonFiniteLossError
 
 __all__ = [
@@ -198,7 +199,7 @@ class MarglikConfig:
         return max(0, (self.epochs - self.burn_in) // self.marglik_every)
 
 
-@dataclass
+@dataclass(repr=False)
 class MarglikResult:
     """What :func:`train_marglik` returns (the model itself holds the *final* weights).
 
@@ -222,6 +223,9 @@ class MarglikResult:
     best_precisions: dict[str, float]
     precisions: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        return summary_repr(self)
 
 
 # --------------------------------------------------------------------------------------------
@@ -633,7 +637,8 @@ class MarglikLoop:
         """Mean per-point negative log-likelihood of (B, C) ``outputs``, normalisers
         included (module docstring)."""
         if self.config.likelihood == "classification":
-            return F.cross_entropy(outputs, targets, reduction="mean")
+            # checked: (B,) long class indices within the outputs' C classes (ValueError)
+            return loss_value(outputs, targets, "cross_entropy", "mean")
         if outputs.shape != targets.shape:
             raise ValueError(
                 f"regression outputs {tuple(outputs.shape)} and targets "
@@ -847,7 +852,13 @@ def effective_parameters(laplace: Laplace, prior_precision: PriorPrecision) -> d
 
     Returns:
         ``{group: gamma_g}`` in the order of ``laplace.groups``.
+
+    Raises:
+        TypeError: for a ``laplace`` that is not a :class:`~ella.laplace.Laplace`.
+        RuntimeError: for an unfitted ``laplace`` (the message says to call ``fit``).
+        ValueError: for a ``prior_precision`` that is not positive and finite.
     """
+    runtime.check_instance(laplace, "laplace", Laplace)
     fractions = _eigen_fractions(laplace, laplace.precisions(prior_precision))
     return {g: float(f.detach().sum()) for g, f in fractions.items()}
 

@@ -117,7 +117,17 @@ def transform_images(images: Tensor, version: str, seed: int) -> Tensor:
     ``rotated``: angle ~ U[-pi, pi]; ``partially_rotated``: U[-pi/2, pi/2]; ``translated``:
     dx, dy ~ U[-8/28, 8/28] of the side (U[-8, 8] pixels at MNIST's 28); ``scaled``: both axes
     by exp(s), s ~ U[-log 2, log 2]; ``original``: unchanged. Bilinear, zeros outside.
+
+    Raises:
+        TypeError: for ``images`` that are not a floating tensor, a non-int ``seed``.
+        ValueError: for ``images`` not of shape (N, C, H, W), an unknown ``version``.
     """
+    if not isinstance(images, Tensor) or not images.is_floating_point():
+        what = images.dtype if isinstance(images, Tensor) else type(images).__name__
+        raise TypeError(f"`images` must be a floating tensor (N, C, H, W), got {what}")
+    if images.dim() != 4:
+        raise ValueError(f"`images` must have shape (N, C, H, W), got {tuple(images.shape)}")
+    check_int(seed, "seed")
     if version not in VERSIONS:
         raise ValueError(f"`version` must be one of {VERSIONS}, got {version!r}")
     if version == "original":

@@ -51,8 +51,24 @@ def embedded_mnist() -> tuple[Tensor, Tensor]:
 
 def standardise(train: Tensor, *others: Tensor) -> tuple[Tensor, ...]:
     """``(t - mean) / std`` for ``train`` and each of ``others``, with the one scalar mean and
-    standard deviation of ``train`` (appendix F.5 of paper 000)."""
+    standard deviation of ``train`` (appendix F.5 of paper 000).
+
+    Raises:
+        TypeError: for a ``train`` or one of ``others`` that is not a floating tensor.
+        ValueError: for a ``train`` of fewer than two entries or a constant one (std 0).
+    """
+    for i, t in enumerate((train, *others)):
+        name = "train" if i == 0 else f"others[{i - 1}]"
+        if not isinstance(t, Tensor) or not t.is_floating_point():
+            what = t.dtype if isinstance(t, Tensor) else type(t).__name__
+            raise TypeError(f"`{name}` must be a floating tensor, got {what}")
+    if train.numel() < 2:
+        raise ValueError(f"`train` must have at least 2 entries, got shape {tuple(train.shape)}")
     mean, std = train.mean(), train.std()
+    if not (torch.isfinite(std) and std > 0):
+        raise ValueError(
+            f"`train` must have a finite, non-zero standard deviation, got {float(std)}"
+        )
     return tuple((t - mean) / std for t in (train, *others))
 
 

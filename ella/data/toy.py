@@ -45,6 +45,15 @@ def rotation_toy(
             f"`n` must be >= 1, `n_classes` >= 2 and `n_sectors`, `n_rings` >= 1, got "
             f"{n}, {n_classes}, {n_sectors}, {n_rings}"
         )
+    for value, name in ((max_angle_deg, "max_angle_deg"), (jitter_deg, "jitter_deg")):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"`{name}` must be a float, got {type(value).__name__}")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"`{name}` must be a non-negative finite float, got {value!r}")
+    if not (isinstance(radius, (tuple, list)) and len(radius) == 2):
+        raise TypeError(f"`radius` must be a pair (min, max) of floats, got {radius!r}")
+    if not all(math.isfinite(float(v)) for v in radius) or not 0 <= radius[0] < radius[1]:
+        raise ValueError(f"`radius` must be (min, max) with 0 <= min < max, got {radius!r}")
     g = torch.Generator().manual_seed(seed)
     sector = torch.randint(0, n_sectors, (n,), generator=g)
     lo, hi = radius

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from symdisc.runtime import check_bool, check_float, check_instance, check_int
+
 __all__ = ["curvature_measures"]
 
 
@@ -53,6 +55,7 @@ def curvature_measures(
     * with ``dense``: ``eigenvalues`` (the full spectrum, ascending), ``n_negative`` (eigenvalues
       below ``-1e-8 * lambda_max``, a margin for rounding) and ``min_eig``; otherwise None.
     """
+    from ella.dynamics.training import check_pair
     from symdisc.curvature import (
         HessianOperator,
         eigenvalues,
@@ -63,6 +66,18 @@ def curvature_measures(
         slq_density,
     )
 
+    check_instance(model, "model", torch.nn.Module)
+    x, y = check_pair(x, y)
+    check_int(directions, "directions", minimum=1)
+    check_int(hessian_samples, "hessian_samples", minimum=1)
+    check_int(top_k, "top_k", minimum=1)
+    check_int(slq_steps, "slq_steps", minimum=1)
+    check_bool(dense, "dense")
+    check_int(seed, "seed", minimum=0)
+    if not isinstance(radii, (tuple, list)) or not radii:
+        raise TypeError(f"`radii` must be a non-empty sequence of floats, got {radii!r}")
+    for i, r in enumerate(radii):
+        check_float(r, f"radii[{i}]", positive=True)
     f, params = functional(model)
     params = {k: v.to(torch.float64) for k, v in params.items()}
     x, y = x.to(torch.float64), y.to(torch.float64)

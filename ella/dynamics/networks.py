@@ -31,9 +31,10 @@ from ella.layers import (
     RelaxedSteerableConv,
     SteerableConv,
     check_feature_map,
+    check_input_dtype,
     check_kernel_size,
 )
-from symdisc.runtime import check_bool, check_choice, check_int
+from symdisc.runtime import check_bool, check_choice, check_instance, check_int
 
 Activation = Literal["elu", "relu"]
 
@@ -66,6 +67,14 @@ def regular_to_vector(y: Tensor) -> Tensor:
     y_1 - y_3)``, ``(B, 2, H, W)``; equivariant from :func:`rotate_p4` to vector rotations."""
     y = check_feature_map(y, "regular_to_vector", group=True, channels=1)[:, 0]
     return torch.stack([y[:, 0] - y[:, 2], y[:, 1] - y[:, 3]], dim=1)
+
+
+def _check_states(x: object, module: nn.Module) -> Tensor:
+    """``x`` if it is a tensor of states (B, 3, H, W) of ``module``'s floating dtype."""
+    x = check_instance(x, "x", Tensor)
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"`x` must be states of shape (B, 3, H, W), got {tuple(x.shape)}")
+    return check_input_dtype(x, type(module).__name__, module)
 
 
 def _activation(name: object) -> nn.Module:
@@ -111,8 +120,7 @@ class FieldGCNN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, 3, H, W) -> (B, 3, H, W)``."""
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"`x` must be states of shape (B, 3, H, W), got {tuple(x.shape)}")
+        _check_states(x, self)
         h = self.lift_density(x[:, :1]) + self.lift_velocity(vector_to_regular(x[:, 1:]))
         h = self.act(h)
         for layer in self.hidden:
@@ -132,6 +140,7 @@ class FieldCNN(nn.Module):
         activation: Activation = "elu",
     ) -> None:  # fmt: skip
         super().__init__()
+        check_int(width, "width", minimum=1)
         check_int(depth, "depth", minimum=1)
         self.act = _activation(activation)
         k = check_kernel_size(kernel_size)
@@ -143,6 +152,7 @@ class FieldCNN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, 3, H, W) -> (B, 3, H, W)``."""
+        _check_states(x, self)
         h = x
         for i, conv in enumerate(self.convs):
             h = conv(h)
@@ -200,8 +210,7 @@ class FieldSteerableCNN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, 3, H, W) -> (B, 3, H, W)``."""
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"`x` must be states of shape (B, 3, H, W), got {tuple(x.shape)}")
+        _check_states(x, self)
         h = self.act(self.inp(x))
         for layer in self.hidden:
             h = self.act(layer(h))
@@ -209,7 +218,15 @@ class FieldSteerableCNN(nn.Module):
 
 
 def cnn_width_for(n_params: int, depth: int = 2, kernel_size: int = 3) -> int:
-    """The width C of :class:`FieldCNN` whose parameter count is closest to ``n_params``."""
+    """The width C of :class:`FieldCNN` whose parameter count is closest to ``n_params``.
+
+    Raises:
+        TypeError, ValueError: for a non-int or non-positive ``n_params``, ``depth`` or
+            ``kernel_size`` (an even or non-positive kernel size).
+    """
+    check_int(n_params, "n_params", minimum=1)
+    check_int(depth, "depth", minimum=1)
+    check_kernel_size(kernel_size)
     best, best_gap = 1, None
     for c in range(1, 257):
         count = sum(p.numel() for p in FieldCNN(c, depth, kernel_size=kernel_size).parameters())

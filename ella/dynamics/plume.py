@@ -59,7 +59,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from symdisc.runtime import check_choice, check_instance, check_int
+from ella.summary import summary_repr
+from symdisc.runtime import check_choice, check_float, check_instance, check_int
 
 DatasetKind = Literal["symmetric", "broken"]
 E_UP = (-1.0, 0.0)
@@ -137,6 +138,23 @@ def rotate_fields(x: Tensor, k: int = 1) -> Tensor:
 # --------------------------------------------------------------------------------------------
 # the solver
 # --------------------------------------------------------------------------------------------
+
+
+def _check_floats(values: object, name: str, n: int) -> tuple[float, ...]:
+    """``values`` as a tuple of ``n`` finite floats."""
+    if not isinstance(values, (tuple, list)):
+        raise TypeError(f"`{name}` must be a tuple of {n} floats, got {type(values).__name__}")
+    if len(values) != n:
+        raise ValueError(f"`{name}` must be a tuple of {n} floats, got {len(values)}: {values}")
+    return tuple(check_float(v, f"{name}[{i}]") for i, v in enumerate(values))
+
+
+def _broadcasts_into(shape: torch.Size, target: torch.Size) -> bool:
+    """Whether ``shape`` broadcasts to ``target`` without changing it."""
+    try:
+        return torch.broadcast_shapes(shape, target) == target
+    except RuntimeError:
+        return False
 
 
 def _check_fields(x: object, channels: int, name: str) -> Tensor:
@@ -264,13 +282,44 @@ def simulate(
         ``(..., n_frames, 3, H, W)``.
 
     Raises:
-        TypeError: for a non-int ``n_frames`` or ``substeps``.
-        ValueError: for ``n_frames < 1`` or ``substeps < 1``.
+        TypeError: for a non-int ``n_frames`` or ``substeps``, a non-tensor ``state`` or
+            ``source``, or a ``buoyancy`` that is not a sequence or tensor.
+        ValueError: for ``n_frames < 1`` or ``substeps < 1``, a non-positive ``dt``, a
+            ``source`` off the state's grid, a ``buoyancy`` whose last dimension is not 2 (one
+            value per velocity component; a single value is not broadcast), and non-finite
+            values.
     """
     state = _check_fields(state, 3, "state")
+    if not state.is_floating_point():
+        raise TypeError(f"`state` must be a floating tensor, got dtype {state.dtype}")
+    source = check_instance(source, "source", Tensor)
+    batch, grid = state.shape[:-3], state.shape[-2:]
+    if source.dim() < 2 or source.shape[-2:] != grid:
+        raise ValueError(
+            f"`source` must have shape (..., {grid[0]}, {grid[1]}) like the state's grid, got "
+            f"{tuple(source.shape)}"
+        )
     check_int(n_frames, "n_frames", minimum=1)
     check_int(substeps, "substeps", minimum=1)
+    check_float(dt, "dt", positive=True)
+    if not isinstance(buoyancy, (Tensor, tuple, list)):
+        raise TypeError(
+            f"`buoyancy` must be a (2,) or (..., 2) vector, got {type(buoyancy).__name__}"
+        )
     b = torch.as_tensor(buoyancy, dtype=state.dtype, device=state.device)
+    if b.dim() == 0 or b.shape[-1] != 2:
+        raise ValueError(
+            f"`buoyancy` must be a (2,) or (..., 2) vector (one value per velocity component), "
+            f"got shape {tuple(b.shape)}"
+        )
+    for name, shape in (("buoyancy", b.shape[:-1]), ("source", source.shape[:-2])):
+        if not _broadcasts_into(shape, batch):
+            raise ValueError(
+                f"`{name}`'s batch shape {tuple(shape)} must broadcast to the state's batch shape "
+                f"{tuple(batch)}"
+            )
+    if not (torch.isfinite(b).all() and torch.isfinite(state).all()):
+        raise ValueError("`state` and `buoyancy` must be finite (no NaN or infinite values)")
     frames = [state]
     for _ in range(n_frames - 1):
         for _ in range(substeps):
@@ -312,6 +361,25 @@ class PlumeConfig:
     velocity_scale: float = 0.3
     dtype: torch.dtype = field(default=torch.float64)
 
+    def __post_init__(self) -> None:
+        check_int(self.size, "size", minimum=1)
+        check_int(self.n_plumes, "n_plumes", minimum=1)
+        check_int(self.n_frames, "n_frames", minimum=1)
+        check_float(self.strength, "strength")
+        _check_floats(self.factors, "factors", 4)
+        check_float(self.dt, "dt", positive=True)
+        check_int(self.substeps, "substeps", minimum=1)
+        check_float(self.source_rate, "source_rate")
+        lo, hi = _check_floats(self.source_radius, "source_radius", 2)
+        if not 0 < lo <= hi:
+            raise ValueError(
+                f"`source_radius` must be (min, max) with 0 < min <= max, got {self.source_radius}"
+            )
+        check_float(self.velocity_scale, "velocity_scale", nonnegative=True)
+        check_instance(self.dtype, "dtype", torch.dtype)
+        if not self.dtype.is_floating_point:
+            raise ValueError(f"`dtype` must be a floating dtype, got {self.dtype}")
+
 
 def random_plume(config: PlumeConfig, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """A random initial state ``(3, n, n)`` and inflow ``(n, n)``.
@@ -346,9 +414,12 @@ def plume_dataset(kind: DatasetKind, config: PlumeConfig, seed: int) -> Tensor:
     ``b_k = strength`` for ``"symmetric"``, ``strength * factors[k]`` for ``"broken"``.
 
     Raises:
-        ValueError: for an unknown ``kind``.
+        TypeError: for a ``config`` that is not a :class:`PlumeConfig` or a non-int ``seed``.
+        ValueError: for an unknown ``kind`` or a negative ``seed``.
     """
     check_choice(kind, "kind", DatasetKind)
+    check_instance(config, "config", PlumeConfig)
+    check_int(seed, "seed", minimum=0)
     gen = torch.Generator().manual_seed(seed)
     plumes = [random_plume(config, gen) for _ in range(config.n_plumes)]
     states = torch.stack([p[0] for p in plumes])
@@ -372,7 +443,7 @@ def plume_dataset(kind: DatasetKind, config: PlumeConfig, seed: int) -> Tensor:
     return torch.stack(out, dim=1).flatten(0, 1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class NextFrameData:
     """Pairs (frame t, frame t+1), split by time step, normalised.
 
@@ -385,6 +456,9 @@ class NextFrameData:
     val: tuple[Tensor, Tensor]
     test: tuple[Tensor, Tensor]
     scale: tuple[float, float]
+
+    def __repr__(self) -> str:
+        return summary_repr(self)
 
 
 def next_frame_data(
@@ -407,6 +481,9 @@ def next_frame_data(
         ValueError: if ``sequences`` is not ``(S, T >= 4, 3, H, W)``, or the fractions leave a
             split empty.
     """
+    sequences = check_instance(sequences, "sequences", Tensor)
+    fractions = _check_floats(fractions, "fractions", 2)
+    check_int(seed, "seed", minimum=0)
     if sequences.dim() != 5 or sequences.shape[2] != 3 or sequences.shape[1] < 4:
         raise ValueError(
             f"`sequences` must have shape (S, T >= 4, 3, H, W), got {tuple(sequences.shape)}"

@@ -46,9 +46,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ella.dynamics.training import check_pair, check_splits
 from ella.layers import OctahedralGroupConv
 from ella.layers.octahedral import OCTAHEDRAL_ORDER, OCTAHEDRAL_ROTATIONS
-from symdisc.runtime import check_bool, check_float, check_instance, check_int
+from ella.summary import summary_repr
+from symdisc.runtime import (
+    NonFiniteLossError,
+    check_bool,
+    check_float,
+    check_instance,
+    check_int,
+)
 
 __all__ = [
     "vector_to_octahedral",
@@ -152,6 +160,8 @@ def _check_frames(x: Tensor, frames: int) -> Tensor:
             f"`x` must be {frames} stacked velocity frames of shape (B, {3 * frames}, m, m, m), "
             f"got {tuple(x.shape)}"
         )
+    if not x.is_floating_point():
+        raise TypeError(f"`x` must be a floating tensor, got dtype {x.dtype}")
     return x
 
 
@@ -283,7 +293,14 @@ def superres_cnn_width(n_params: int, depth: int = 2, kernel_size: int = 3) -> i
 
 
 def mae(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 16) -> float:
-    """Mean absolute error ``mean |model(x) - y|`` over all entries (no gradients)."""
+    """Mean absolute error ``mean |model(x) - y|`` over all entries (no gradients).
+
+    Raises:
+        TypeError, ValueError: as :func:`ella.dynamics.rmse`.
+    """
+    check_instance(model, "model", nn.Module)
+    x, y = check_pair(x, y)
+    check_int(batch_size, "batch_size", minimum=1)
     total, count = 0.0, 0
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
@@ -293,7 +310,7 @@ def mae(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 16) -> float:
     return total / count
 
 
-@dataclass
+@dataclass(repr=False)
 class SuperResFit:
     """What :func:`fit_superresolution` returns.
 
@@ -308,6 +325,9 @@ class SuperResFit:
     best_epoch: int
     early_epoch: int
     checkpoints: dict[str, dict[str, Tensor]]
+
+    def __repr__(self) -> str:
+        return summary_repr(self)
 
 
 def _snapshot(model: nn.Module) -> dict[str, Tensor]:
@@ -334,8 +354,13 @@ def fit_superresolution(
         early_epoch: the epoch of the ``"early"`` weights, in ``[1, epochs]``.
 
     Raises:
-        TypeError, ValueError: for malformed arguments.
-        FloatingPointError: for a non-finite minibatch loss.
+        TypeError, ValueError: for malformed arguments (a ``data`` without ``train``, ``val``,
+            ``test`` pairs of tensors, ``early_epoch`` not in ``[1, epochs]``).
+        NonFiniteLossError: (a ``FloatingPointError``) for a non-finite minibatch loss (e.g.
+            NaN in the training data) or a non-finite MAE (the initial model's validation or
+            test MAE, before any step, or any MAE after an epoch); the model is left at the
+            weights of its last finite step (the step of a non-finite loss is not taken; after
+            a non-finite MAE the weights of the previous epoch are restored).
     """
     check_instance(model, "model", nn.Module)
     epochs = check_int(epochs, "epochs", minimum=1)
@@ -345,6 +370,7 @@ def fit_superresolution(
     check_float(lr, "lr", positive=True)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     seed = check_int(seed, "seed", minimum=0)
+    check_splits(data)
     x, y = data.train
     gen = torch.Generator(device=x.device).manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -353,21 +379,37 @@ def fit_superresolution(
     def record() -> dict[str, float]:
         return {f"{s}_mae": mae(model, *getattr(data, s)) for s in splits}
 
+    def check_record(now: dict[str, float], epoch: int, keys: tuple[str, ...]) -> None:
+        for key in keys:
+            if not math.isfinite(now[key]):
+                if epoch:
+                    model.load_state_dict(good)
+                where = f"epoch {epoch}" if epoch else "the initial model"
+                done = "restored the weights of the previous epoch" if epoch else "no step taken"
+                raise NonFiniteLossError(
+                    f"training stopped at {where}: the {key} is {now[key]}; {done}"
+                )
+
     history = [record()]
+    check_record(history[0], 0, ("val_mae", "test_mae"))
     best, snapshots = 0, {"best": _snapshot(model)}
     for epoch in range(1, epochs + 1):
+        good = _snapshot(model)
         order = torch.randperm(len(x), generator=gen, device=x.device)
         for i in range(0, len(x), batch_size):
             idx = order[i : i + batch_size]
             loss = F.mse_loss(model(x[idx]), y[idx])
-            if not math.isfinite(float(loss.detach())):
-                raise FloatingPointError(
-                    f"non-finite minibatch loss {float(loss)} in epoch {epoch}"
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise NonFiniteLossError(
+                    f"training stopped at epoch {epoch}: the minibatch loss is {value}; "
+                    f"the model keeps the weights of its last finite step"
                 )
             opt.zero_grad()
             loss.backward()
             opt.step()
         history.append(record())
+        check_record(history[-1], epoch, tuple(history[-1]))
         if epoch == early_epoch:
             snapshots["early"] = _snapshot(model)
         if history[-1]["val_mae"] < history[best]["val_mae"]:

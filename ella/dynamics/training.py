@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ella.dynamics.plume import NextFrameData
+from ella.summary import summary_repr
 from symdisc.runtime import (
     TrainingLoop,
     check_bool,
@@ -26,8 +27,42 @@ __all__ = ["rmse", "FitResult", "fit_next_frame"]
 _SPLITS = ("train", "val", "test")
 
 
+def check_pair(x: object, y: object, names: tuple[str, str] = ("x", "y")) -> tuple[Tensor, Tensor]:
+    """``(x, y)`` if both are tensors with the same non-zero number of examples (dim 0)."""
+    x = check_instance(x, names[0], Tensor)
+    y = check_instance(y, names[1], Tensor)
+    if x.dim() == 0 or y.dim() == 0 or len(x) != len(y) or len(x) == 0:
+        raise ValueError(
+            f"`{names[0]}` and `{names[1]}` must share a non-empty first dimension, got "
+            f"{tuple(x.shape)} and {tuple(y.shape)}"
+        )
+    return x, y
+
+
+def check_splits(data: object, name: str = "data") -> None:
+    """``data`` has ``train``, ``val`` and ``test`` pairs of tensors (:func:`check_pair`)."""
+    for split in _SPLITS:
+        if not hasattr(data, split):
+            raise TypeError(
+                f"`{name}` must have `train`, `val` and `test` pairs (x, y) (e.g. NextFrameData), "
+                f"got {type(data).__name__} without `{split}`"
+            )
+        pair = getattr(data, split)
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise TypeError(f"`{name}.{split}` must be a pair (x, y) of tensors")
+        check_pair(*pair, names=(f"{name}.{split}[0]", f"{name}.{split}[1]"))
+
+
 def rmse(model: torch.nn.Module, x: Tensor, y: Tensor, batch_size: int = 256) -> float:
-    """Root mean squared error ``sqrt(mean (model(x) - y)^2)`` over all entries."""
+    """Root mean squared error ``sqrt(mean (model(x) - y)^2)`` over all entries.
+
+    Raises:
+        TypeError, ValueError: for a ``model`` that is not a module, ``x`` and ``y`` that are
+            not tensors of the same non-zero number of examples, or a ``batch_size`` < 1.
+    """
+    check_instance(model, "model", torch.nn.Module)
+    x, y = check_pair(x, y)
+    check_int(batch_size, "batch_size", minimum=1)
     total, count = 0.0, 0
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
@@ -37,7 +72,7 @@ def rmse(model: torch.nn.Module, x: Tensor, y: Tensor, batch_size: int = 256) ->
     return math.sqrt(total / count)
 
 
-@dataclass
+@dataclass(repr=False)
 class FitResult:
     """What :func:`fit_next_frame` returns.
 
@@ -54,6 +89,9 @@ class FitResult:
     best_epoch: int
     early_epoch: int
     checkpoints: dict[str, dict[str, Tensor]]
+
+    def __repr__(self) -> str:
+        return summary_repr(self)
 
 
 def _snapshot(model: torch.nn.Module) -> dict[str, Tensor]:
@@ -106,11 +144,13 @@ def fit_next_frame(
         progress: show a tqdm progress bar over epochs.
 
     Raises:
-        TypeError, ValueError: for malformed arguments (``early_epoch`` not in ``[1,
-            epochs]``, ``checkpoint_every > 0`` without a ``checkpoint``), or a ``resume``
-            checkpoint that does not fit (before anything changes).
+        TypeError, ValueError: for malformed arguments (a ``data`` without ``train``, ``val``,
+            ``test`` pairs of tensors, ``early_epoch`` not in ``[1, epochs]``,
+            ``checkpoint_every > 0`` without a ``checkpoint``), or a ``resume`` checkpoint that
+            does not fit (before anything changes).
         NonFiniteLossError: for a non-finite minibatch loss (e.g. NaN in the training data)
-            or a non-finite RMSE after an epoch (e.g. NaN in the validation data); the model,
+            or a non-finite RMSE (the initial model's validation or test RMSE, before any step,
+            or any RMSE after an epoch: e.g. NaN in the validation data); the model,
             optimiser and shuffles are restored to the last checkpoint if there is one, and
             the checkpoint file is kept.
     """
@@ -126,6 +166,7 @@ def fit_next_frame(
     check_int(seed, "seed", minimum=0)
     check_float(penalty, "penalty", nonnegative=True)
     check_bool(progress, "progress")
+    check_splits(data)
     x, y = data.train
     gen = torch.Generator(device=x.device).manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -156,7 +197,10 @@ def fit_next_frame(
     if resume is not None:
         loop.resume(resume)
     else:
-        loop.history.append(record())
+        first = record()
+        for key in ("val_rmse", "test_rmse"):  # NaN in a held-out split: stop before a step
+            loop.check_finite(first[key], f"the initial {key}")
+        loop.history.append(first)
         loop.values["snapshots"]["best"] = _snapshot(model)
     for epoch in loop:
         order = torch.randperm(len(x), generator=gen, device=x.device)

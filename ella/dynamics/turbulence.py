@@ -73,6 +73,7 @@ import torch
 from torch import Tensor
 
 from ella.layers.octahedral import OCTAHEDRAL_ORDER, OCTAHEDRAL_ROTATIONS, rotate_volume
+from ella.summary import summary_repr
 from symdisc.runtime import check_float, check_instance, check_int
 
 __all__ = [
@@ -522,7 +523,7 @@ def rotate_velocity(u: Tensor, g: int) -> Tensor:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class SuperResolutionData:
     """The super-resolution task, normalised, float32.
 
@@ -537,6 +538,9 @@ class SuperResolutionData:
     test: tuple[Tensor, Tensor]
     scale: float
     factor: int
+
+    def __repr__(self) -> str:
+        return summary_repr(self)
 
 
 def _split_counts(total: int, split: tuple[float, float, float]) -> tuple[int, int, int]:

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ella.affine import AFFINE_NAMES, affine_matrices, affine_transform
-from symdisc.runtime import check_bool, check_int
+from symdisc.runtime import check_bool, check_instance, check_int
 
 __all__ = ["Augmentation", "AffineAugmentation", "PointRotation"]
 
@@ -50,6 +50,10 @@ class Augmentation:
             value = torch.as_tensor(eta, dtype=dtype, device=device).detach().clone()
         if value.shape != (k,):
             raise ValueError(f"`eta` must have shape ({k},), got {tuple(value.shape)}")
+        if not value.is_floating_point():
+            raise TypeError(f"`dtype` must be a floating dtype, got {value.dtype}")
+        if not torch.isfinite(value).all():
+            raise ValueError(f"`eta` must be finite, got {value.tolist()}")
         self.eta = value.requires_grad_(check_bool(learnable, "learnable"))
 
     @property
@@ -62,6 +66,7 @@ class Augmentation:
     ) -> Tensor:
         """Draws eps ~ U[-1, 1]^k, independent per example and per draw: (n, S, k), drawn on
         the CPU with ``generator`` (so the same seed gives the same draws everywhere)."""
+        check_int(n, "n", minimum=0)
         check_int(n_samples, "n_samples", minimum=1)
         eps = torch.rand(n, n_samples, self.k, generator=generator, dtype=self.eta.dtype)
         return (2.0 * eps - 1.0).to(self.eta.device)
@@ -74,6 +79,9 @@ class Augmentation:
         self, x: Tensor, n_samples: int, generator: torch.Generator | None = None
     ) -> Tensor:
         """``apply(x, sample_eps(len(x), n_samples, generator))``: (B, S, ...)."""
+        x = check_instance(x, "x", Tensor)
+        if x.ndim == 0:
+            raise ValueError("`x` must have a batch dimension (B, ...), got a 0-d tensor")
         return self.apply(x, self.sample_eps(x.shape[0], n_samples, generator))
 
     def _check_eps(self, x: Tensor, eps: Tensor) -> None:
@@ -85,6 +93,17 @@ class Augmentation:
     def extent(self) -> dict[str, float]:
         """``{component: |eta_i|}``: the half-width of the learned uniform distribution."""
         return {n: abs(float(v)) for n, v in zip(self.names, self.eta.detach())}
+
+
+def _check_inputs(x: object, name: str, eps: object) -> Tensor:
+    """``x`` if it is a floating tensor, with ``eps`` a floating tensor."""
+    x = check_instance(x, name, Tensor)
+    check_instance(eps, "eps", Tensor)
+    if not x.is_floating_point():
+        raise TypeError(f"`{name}` must be a floating tensor, got dtype {x.dtype}")
+    if not eps.is_floating_point():
+        raise TypeError(f"`eps` must be a floating tensor, got dtype {eps.dtype}")
+    return x
 
 
 class AffineAugmentation(Augmentation):
@@ -120,6 +139,7 @@ class AffineAugmentation(Augmentation):
     """
 
     def apply(self, x: Tensor, eps: Tensor, eta: Tensor | None = None) -> Tensor:
+        x = _check_inputs(x, "x", eps)
         if x.ndim != 4:
             raise ValueError(f"`x` must be images of shape (B, C, H, W), got {tuple(x.shape)}")
         self._check_eps(x, eps)
@@ -149,6 +169,7 @@ class PointRotation(Augmentation):
     """2 pi, as the rotation of :class:`AffineAugmentation` (:attr:`Augmentation.limits`)."""
 
     def apply(self, x: Tensor, eps: Tensor, eta: Tensor | None = None) -> Tensor:
+        x = _check_inputs(x, "x", eps)
         if x.ndim != 2 or x.shape[1] != 2:
             raise ValueError(f"`x` must be 2-D points of shape (B, 2), got {tuple(x.shape)}")
         self._check_eps(x, eps)

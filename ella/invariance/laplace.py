@@ -13,7 +13,7 @@ from ella.invariance.kfac import AugmentedKFAC
 from ella.invariance.models import InvariantModel
 from ella.laplace import Laplace, Likelihood, PriorPrecision, Structure
 from symdisc.curvature import loss_value
-from symdisc.runtime import check_bool, check_instance, check_int
+from symdisc.runtime import NonFiniteLossError, check_bool, check_instance, check_int
 
 __all__ = ["invariant_laplace", "eta_gradient"]
 
@@ -23,6 +23,47 @@ def _split(x: Tensor, eps: Tensor, y: Tensor, batch_size: int) -> list[tuple[Ten
         (x[i : i + batch_size], eps[i : i + batch_size], y[i : i + batch_size])
         for i in range(0, x.shape[0], batch_size)
     ]
+
+
+def _triples(data: object, name: str = "data") -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """The ``(x, eps, y)`` batches of ``data``, each checked to be a triple of tensors as it is
+    read.
+
+    Raises:
+        TypeError: for a ``data`` that is not an iterable of batches (a single triple of
+            tensors included: it must be wrapped in a list), or a batch that is not a triple of
+            tensors, naming ``name`` and the batch's position.
+    """
+    is_triple = isinstance(data, (tuple, list)) and len(data) == 3
+    if isinstance(data, (Tensor, str, bytes)) or (
+        is_triple and all(isinstance(t, Tensor) for t in data)
+    ):
+        raise TypeError(
+            f"`{name}` must be an iterable of (x, eps, y) batches, got "
+            + (
+                "a single (x, eps, y) triple: pass [(x, eps, y)]"
+                if is_triple
+                else type(data).__name__
+            )
+        )
+    try:
+        iterator = iter(data)  # type: ignore[call-overload]
+    except TypeError:
+        raise TypeError(
+            f"`{name}` must be an iterable of (x, eps, y) batches, got {type(data).__name__}"
+        ) from None
+    for i, batch in enumerate(iterator):
+        if not (
+            isinstance(batch, (tuple, list))
+            and len(batch) == 3
+            and all(isinstance(t, Tensor) for t in batch)
+        ):
+            size = f" of {len(batch)}" if isinstance(batch, (tuple, list)) else ""
+            raise TypeError(
+                f"`{name}` must yield (x, eps, y) triples of tensors (eps from "
+                f"`augmentation.sample_eps`); batch {i} is a {type(batch).__name__}{size}"
+            )
+        yield batch[0], batch[1], batch[2]
 
 
 def invariant_laplace(
@@ -72,7 +113,7 @@ def _augmented(
     fit reads them (with a graph to eta only if ``differentiable`` and eta requires one)."""
     aug = model.augmentation
     keep = differentiable and aug.eta.requires_grad
-    for x, eps, y in data:
+    for x, eps, y in _triples(data):
         with torch.set_grad_enabled(keep):
             inputs = aug.apply(x, eps)
         yield (inputs if keep else inputs.detach()), y
@@ -109,7 +150,8 @@ def eta_gradient(
         (k,) the gradient, in eta's dtype.
 
     Raises:
-        RuntimeError: for an unfitted ``laplace``.
+        RuntimeError: for an unfitted ``laplace`` (the message says to call ``fit``).
+        NonFiniteLossError: for a gradient that is not finite (NaN in the data or the draws).
         TypeError: for a ``laplace`` or ``model`` of the wrong type, a non-int ``n_total``.
         ValueError: for an eta that does not require a gradient, a non-positive ``n_total`` or
             no data.
@@ -125,7 +167,7 @@ def eta_gradient(
     T = laplace.temperature
     grad = torch.zeros_like(eta)
     seen = 0
-    for x, eps, y in data:
+    for x, eps, y in _triples(data):
         with torch.enable_grad():
             inputs = model.augmentation.apply(x, eps)
             outputs, term = laplace.curvature_pairing(weights, inputs, n_total=n_total)
@@ -139,5 +181,10 @@ def eta_gradient(
         grad = grad + part
         seen += x.shape[0]
     if seen == 0:
-        raise ValueError("`data` must yield at least one (x, eps, y) batch")
+        raise ValueError("`data` must yield at least one (x, eps, y) batch, got none")
+    if not torch.isfinite(grad).all():
+        raise NonFiniteLossError(
+            f"the eta-gradient of the marginal likelihood must be finite, got {grad.tolist()} "
+            f"(check `data` and `prior_precision` for NaN or infinite values)"
+        )
     return grad * (n_total / seen)

@@ -52,6 +52,7 @@ from ella.marglik import (
     as_source,
     model_device,
 )
+from ella.summary import summary_repr
 
 __all__ = [
     "InvarianceMethod",
@@ -164,7 +165,7 @@ class InvarianceConfig:
             runtime.check_float(getattr(self, name), name, nonnegative=True)
 
 
-@dataclass
+@dataclass(repr=False)
 class InvarianceResult(MarglikResult):
     """:class:`ella.marglik.MarglikResult` plus eta: ``best_eta`` (with the best state; the
     final eta when the marginal likelihood was never evaluated), ``eta`` (final) and
@@ -178,6 +179,9 @@ class InvarianceResult(MarglikResult):
     best_eta: list[float] | None = None
     eta: list[float] | None = None
     eta_diverged: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        return summary_repr(self)
 
 
 def count_eta_steps(

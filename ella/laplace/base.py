@@ -94,7 +94,8 @@ def iter_batches(
             already are).
 
     Raises:
-        TypeError: at once for a ``data`` that is not iterable; while streaming, for a batch
+        TypeError: at once for a ``data`` that is not iterable or is a single ``(inputs,
+            targets)`` pair (to be wrapped in a list); while streaming, for a batch
             that is not such a pair of tensors (naming ``name`` and the batch's position).
         ValueError: while streaming, for a batch of 0-d tensors, different or zero B, or
             shapes unlike the first batch's; after the last batch, for no batch at all.
@@ -103,6 +104,12 @@ def iter_batches(
         raise TypeError(
             f"`{name}` must be an iterable of (inputs, targets) batches, got {type(data).__name__}"
         )
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        if all(isinstance(t, Tensor) for t in data):
+            raise TypeError(
+                f"`{name}` must be an iterable of (inputs, targets) batches, got a single "
+                f"(inputs, targets) pair of tensors: pass it as a list of one batch, [(x, y)]"
+            )
     try:
         iterator = iter(data)
     except TypeError:
@@ -403,7 +410,11 @@ class Laplace(metaclass=_Factory):
 
     def _require_fit(self) -> None:
         if not self._fitted:
-            raise RuntimeError("call `fit(data)` before evaluating the Laplace approximation")
+            raise RuntimeError(
+                f"this {type(self).__name__} is not fitted yet: call `fit(data)` first (data: an "
+                f"iterable of (inputs, targets) batches, e.g. [(x, y)]), or `load_state_dict` "
+                f"of a fitted one"
+            )
 
     @property
     def log_likelihood(self) -> Tensor:
@@ -482,6 +493,10 @@ class Laplace(metaclass=_Factory):
             raise ValueError(
                 f"`x` must have shape (N, {', '.join(map(str, self._input_shape))}) with N > 0 "
                 f"(the inputs the posterior was fitted on), got {tuple(x.shape)}"
+            )
+        if not x.is_floating_point():
+            raise TypeError(
+                f"`x` must be a floating tensor (the model's dtype {self.dtype}), got {x.dtype}"
             )
         return x.to(self.device)
 

@@ -35,7 +35,7 @@ class FullLaplace(_ExactGGNLaplace):
     def _log_det(self, vector: Tensor) -> Tensor:
         """Cholesky of ``H / T + diag(delta)``: ``2 sum log diag(L)``."""
         H = self.curvature / self.temperature + torch.diag(vector[self._param_index])
-        chol = torch.linalg.cholesky(H)
+        chol = _checked_cholesky(H, vector)
         return 2.0 * chol.diagonal().log().sum()
 
     def _cholesky(self, vector: Tensor) -> Tensor:
@@ -46,7 +46,7 @@ class FullLaplace(_ExactGGNLaplace):
         if key is not None and cached is not None and cached[0] == key:
             return cached[1]
         H = self.curvature.detach() / self.temperature + torch.diag(vector[self._param_index])
-        chol = torch.linalg.cholesky(H)
+        chol = _checked_cholesky(H, vector)
         self._cholesky_cache = (key, chol) if key is not None else None
         return chol
 
@@ -106,3 +106,23 @@ def _gram(rows: Tensor, block: int = 512) -> Tensor:
         left = [uppers[j][:, i - starts[j] : i - starts[j] + width].T for j in range(k)]
         lines.append(torch.cat([*left, uppers[k]], dim=1))
     return torch.cat(lines, dim=0)
+
+
+def _checked_cholesky(H: Tensor, vector: Tensor) -> Tensor:
+    """The Cholesky factor of the posterior precision ``H`` (P, P) at the per-group prior
+    precisions ``vector``.
+
+    Raises:
+        ValueError: naming ``prior_precision`` when ``H`` is not numerically positive
+            definite (a prior precision too small for a curvature with zero directions, e.g.
+            inputs that are all zero, in ``H``'s dtype).
+    """
+    chol, info = torch.linalg.cholesky_ex(H)
+    if int(info) != 0:
+        raise ValueError(
+            f"the posterior precision H / T + diag(`prior_precision`) ({tuple(H.shape)}, "
+            f"{H.dtype}) is not numerically positive definite (leading minor {int(info)}) at "
+            f"prior precisions in [{float(vector.min()):.3g}, {float(vector.max()):.3g}]: the "
+            f"curvature has (near-)zero directions; use a larger `prior_precision` or float64"
+        )
+    return chol

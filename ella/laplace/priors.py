@@ -149,6 +149,8 @@ def share_prior(module: nn.Module, path: str = "shared") -> nn.Module:
     """
     check_instance(module, "module", nn.Module)
     check_instance(path, "path", str)
+    if not path:
+        raise ValueError("`path` must be a non-empty str (the group's suffix), got ''")
     tagged = [n for n, m in module.named_modules() if m is not module and getattr(m, "paths", None)]
     if tagged:
         raise ValueError(

@@ -15,6 +15,7 @@ from ella.layers._base import (
     Path,
     RelaxedLayer,
     check_feature_map,
+    check_input_dtype,
     check_kernel_size,
     parameter_paths,
 )
@@ -71,6 +72,7 @@ __all__ = [
     "RelaxedLayer",
     "parameter_paths",
     "check_feature_map",
+    "check_input_dtype",
     "check_kernel_size",
     "PolyphasePool",
     "polyphase_pool",

@@ -33,6 +33,7 @@ __all__ = [
     "RelaxedLayer",
     "parameter_paths",
     "check_feature_map",
+    "check_input_dtype",
     "check_kernel_size",
     "check_out_size",
     "check_shape",
@@ -152,6 +153,31 @@ def check_out_size(in_size: int, out_size: int) -> None:
         )
 
 
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # pragma: no cover  (an older torch without the device argument)
+        return torch.is_autocast_enabled()
+
+
+def check_input_dtype(x: Tensor, layer: str, module: nn.Module | None = None) -> Tensor:
+    """``x`` if its dtype is floating and, for a ``module`` with parameters, the dtype of its
+    first parameter (any floating dtype under autocast, which casts inside the layer).
+
+    Raises:
+        TypeError: naming ``x``, the expected and the given dtype, and the fix.
+    """
+    want = None if module is None else next((p.dtype for p in module.parameters()), None)
+    if x.is_floating_point() and (want is None or x.dtype == want or _autocast_on(x.device.type)):
+        return x
+    if want is None:
+        raise TypeError(f"{layer}: `x` must be a floating tensor, got dtype {x.dtype}")
+    raise TypeError(
+        f"{layer}: `x` must have the layer's floating dtype {want}, got {x.dtype} "
+        f"(convert it with `x.to({want})`, or the layer with `.to({x.dtype})`)"
+    )
+
+
 def check_feature_map(
     x: object,
     layer: str,
@@ -159,6 +185,7 @@ def check_feature_map(
     group: bool = False,
     channels: int | None = None,
     size: tuple[int, int] | None = None,
+    module: nn.Module | None = None,
 ) -> Tensor:
     """``x`` if it is a planar feature map ``(B, C, H, W)`` (or, with ``group``, a group feature
     map ``(B, C, 4, H, W)``) with ``C == channels`` and ``(H, W) == size`` when given.
@@ -169,9 +196,11 @@ def check_feature_map(
         group: whether a group map is expected.
         channels: the expected C, or None for any.
         size: the expected (H, W), or None for any.
+        module: the layer whose parameters' dtype ``x`` must have (:func:`check_input_dtype`),
+            or None for any floating dtype.
 
     Raises:
-        TypeError: if ``x`` is not a Tensor.
+        TypeError: if ``x`` is not a floating Tensor (of ``module``'s dtype).
         ValueError: naming the expected and the given shape.
     """
     x = check_instance(x, "x", Tensor)
@@ -194,15 +223,18 @@ def check_feature_map(
             f"{layer}: `x` must have spatial size {size}, got {tuple(x.shape[-2:])} "
             f"(shape {tuple(x.shape)})"
         )
-    return x
+    return check_input_dtype(x, layer, module)
 
 
-def check_shape(x: object, expected: tuple[int, ...], layer: str) -> Tensor:
+def check_shape(
+    x: object, expected: tuple[int, ...], layer: str, module: nn.Module | None = None
+) -> Tensor:
     """``x`` if it has shape ``(B, *expected)``: ``expected`` is (C, H, W) for a planar map and
-    (C, 4, H, W) for a group map.
+    (C, 4, H, W) for a group map; a floating dtype, ``module``'s when given
+    (:func:`check_input_dtype`).
 
     Raises:
-        TypeError: if ``x`` is not a Tensor.
+        TypeError: if ``x`` is not a floating Tensor (of ``module``'s dtype).
         ValueError: naming the expected and the given shape.
     """
     x = check_instance(x, "x", Tensor)
@@ -212,4 +244,4 @@ def check_shape(x: object, expected: tuple[int, ...], layer: str) -> Tensor:
             f"{layer} expects input of shape {dims} = (B, {', '.join(map(str, expected))}), "
             f"got shape {tuple(x.shape)}"
         )
-    return x
+    return check_input_dtype(x, layer, module)

@@ -260,7 +260,7 @@ class LiftingConv(_GroupFilter):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, C', 4, H, W)``."""
-        x = check_feature_map(x, "LiftingConv", channels=self.in_channels)
+        x = check_feature_map(x, "LiftingConv", channels=self.in_channels, module=self)
         return _lifting_conv(x, self.expanded_weight(), self.bias)
 
 
@@ -292,7 +292,7 @@ class GroupConv(_GroupFilter):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, 4, H, W) -> (B, C', 4, H, W)``."""
-        x = check_feature_map(x, "GroupConv", group=True, channels=self.in_channels)
+        x = check_feature_map(x, "GroupConv", group=True, channels=self.in_channels, module=self)
         return _group_conv(x, self.expanded_weight(), self.bias)
 
 
@@ -313,7 +313,9 @@ class PointwiseGroupConv(_GroupFilter):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, 4, H, W) -> (B, C', 4, H, W)``."""
-        x = check_feature_map(x, "PointwiseGroupConv", group=True, channels=self.in_channels)
+        x = check_feature_map(
+            x, "PointwiseGroupConv", group=True, channels=self.in_channels, module=self
+        )
         b, c, n, h, w = x.shape
         k = self.kernel_size
         # rotation-major channels, one convolution group per rotation r with filter R^r θ̄.
@@ -348,7 +350,9 @@ class _GroupDense(RelaxedLayer):
 
     def _check_input(self, x: object) -> Tensor:
         name = type(self).__name__
-        return check_feature_map(x, name, group=True, channels=self.in_channels, size=self.size)
+        return check_feature_map(
+            x, name, group=True, channels=self.in_channels, size=self.size, module=self
+        )
 
     def extra_repr(self) -> str:
         return (

@@ -94,7 +94,7 @@ class GroupPath(RelaxedLayer):
 
     def forward(self, x: Tensor) -> Tensor:
         expected = (self.in_channels, GROUP_ORDER, self.in_size, self.in_size)
-        check_shape(x, expected, f"{type(self.module).__name__} path")
+        check_shape(x, expected, f"{type(self.module).__name__} path", module=self)
         out = self.module(x)
         return _pool_group(out) if self.subsample else out
 

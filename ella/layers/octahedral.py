@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ella.layers._base import check_kernel_size, uniform_
+from ella.layers._base import check_input_dtype, check_kernel_size, uniform_
 from ella.layers.relaxed_group import equivariance_error, prior_paths
 from symdisc.runtime import check_bool, check_instance, check_int
 
@@ -305,6 +305,7 @@ class OctahedralLiftingConv(_OctahedralRelaxed):
                 f"got shape {tuple(x.shape)}"
             )
         _check_channels(x, "OctahedralLiftingConv", self.in_channels)
+        check_input_dtype(x, "OctahedralLiftingConv", self)
         return self._conv(x, self.expanded_weight())
 
 
@@ -343,6 +344,7 @@ class OctahedralGroupConv(_OctahedralRelaxed):
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, 24, D, H, W) -> (B, C', 24, D, H, W)``."""
         x = _check_group_map(x, "OctahedralGroupConv", self.in_channels)
+        check_input_dtype(x, "OctahedralGroupConv", self)
         return self._conv(x.flatten(1, 2), self.expanded_weight())
 
 

@@ -32,7 +32,7 @@ def _check_even(x: Tensor, caller: str, what: str) -> tuple[int, int]:
     check_feature_map(x, caller)
     h, w = x.shape[-2:]
     if h % 2 or w % 2:
-        raise ValueError(f"{what} needs even H and W, got H={h}, W={w}")
+        raise ValueError(f"{what} needs even H and W, got H={h}, W={w}: `x` must have an even size")
     return h, w
 
 

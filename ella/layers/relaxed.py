@@ -80,7 +80,7 @@ from ella.layers._base import (
     circular_conv,
 )
 from ella.layers.pooling import Subsampling, subsample
-from symdisc.runtime import check_choice, check_int
+from symdisc.runtime import check_choice, check_instance, check_int
 
 PriorTarget = Literal["weights", "anchors", "lengthscales"]
 
@@ -122,7 +122,9 @@ class _Shaped(RelaxedLayer):
         return self.out_size != self.in_size
 
     def _check_input(self, x: Tensor) -> None:
-        check_shape(x, (self.in_channels, self.in_size, self.in_size), type(self).__name__)
+        check_shape(
+            x, (self.in_channels, self.in_size, self.in_size), type(self).__name__, module=self
+        )
 
     def _add_anchors(
         self, suffix: str, size: int, m: int, centred: bool, learn: bool, path: Path
@@ -192,7 +194,18 @@ def rbf_basis(points: Tensor, anchors: Tensor, omega: Tensor) -> Tensor:
     """Basis of eq. (6): phi(j, k) = exp(-omega_j^2 |points_k - anchors_j|^2).
 
     Shapes: points (K, 2), anchors (M, 2), omega (M,) -> (M, K).
+
+    Raises:
+        TypeError, ValueError: for arguments that are not tensors of these shapes.
     """
+    for value, name in ((points, "points"), (anchors, "anchors"), (omega, "omega")):
+        check_instance(value, name, Tensor)
+    if points.dim() != 2 or points.shape[1] != 2:
+        raise ValueError(f"`points` must have shape (K, 2), got {tuple(points.shape)}")
+    if anchors.dim() != 2 or anchors.shape[1] != 2:
+        raise ValueError(f"`anchors` must have shape (M, 2), got {tuple(anchors.shape)}")
+    if omega.shape != anchors.shape[:1]:
+        raise ValueError(f"`omega` must have shape ({anchors.shape[0]},), got {tuple(omega.shape)}")
     d2 = (anchors[:, None, :] - points[None, :, :]).pow(2).sum(-1)
     return torch.exp(-omega.pow(2)[:, None] * d2)
 

@@ -173,7 +173,7 @@ class RelaxedLiftingConv(_Relaxed):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, C', 4, H, W)``."""
-        x = check_feature_map(x, "RelaxedLiftingConv", channels=self.in_channels)
+        x = check_feature_map(x, "RelaxedLiftingConv", channels=self.in_channels, module=self)
         return _lifting_conv(x, self.expanded_weight(), self.bias)
 
 
@@ -205,7 +205,9 @@ class RelaxedGroupConv(_Relaxed):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, 4, H, W) -> (B, C', 4, H, W)``."""
-        x = check_feature_map(x, "RelaxedGroupConv", group=True, channels=self.in_channels)
+        x = check_feature_map(
+            x, "RelaxedGroupConv", group=True, channels=self.in_channels, module=self
+        )
         return _group_conv(x, self.expanded_weight(), self.bias)
 
 

@@ -68,7 +68,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ella.layers._base import check_kernel_size, circular_conv
+from ella.layers._base import check_input_dtype, check_kernel_size, circular_conv
 from symdisc.runtime import check_choice, check_instance, check_int
 
 __all__ = [
@@ -434,11 +434,13 @@ class _SteerableBase(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C_in, H, W) -> (B, C_out, H, W)``, circular padding."""
+        x = check_instance(x, "x", Tensor)
         if x.dim() != 4 or x.shape[1] != self.in_type.size:
             raise ValueError(
                 f"{type(self).__name__}: `x` must have shape (B, {self.in_type.size}, H, W), "
                 f"got {tuple(x.shape)}"
             )
+        check_input_dtype(x, type(self).__name__, self)
         return circular_conv(x, self.expanded_weight(), self.expanded_bias())
 
     def extra_repr(self) -> str:

@@ -277,6 +277,11 @@ def he_rescale(model: nn.Sequential, n_probe: int = 16, seed: int = 0) -> nn.Seq
     """
     gen = torch.Generator().manual_seed(check_int(seed, "seed"))
     check_int(n_probe, "n_probe", minimum=1)
+    if not (isinstance(model, nn.Sequential) and hasattr(model, "layer1")):
+        raise TypeError(
+            f"`model` must be a network of :func:`neyshabur` (an nn.Sequential with `layer1`), "
+            f"got {type(model).__name__}"
+        )
     first = model.layer1
     param = next(first.parameters())
     shape = (n_probe, first.in_channels, first.in_size, first.in_size)
