@@ -56,7 +56,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ella.layers._base import check_input_dtype, check_kernel_size, uniform_
-from ella.layers.relaxed_group import equivariance_error, prior_paths
+from ella.layers.relaxed_group import (
+    add_combination_weights,
+    combine,
+    equivariance_error,
+    prior_paths,
+)
 from symdisc.runtime import check_bool, check_instance, check_int
 
 __all__ = [
@@ -229,12 +234,7 @@ class _OctahedralRelaxed(nn.Module):
         fan_in = in_channels * math.prod(group) * k**3
         shape = (banks, out_channels, in_channels, *group, k, k, k)
         self.weight = nn.Parameter(uniform_(torch.empty(shape), fan_in * banks))
-        # the equivariant part and the departure from it (zero: exactly equivariant at first)
-        self.relaxed_weights = nn.Parameter(torch.ones(banks, 1))
-        if tied:
-            self.register_parameter("relaxation", None)
-        else:
-            self.relaxation = nn.Parameter(torch.zeros(banks, OCTAHEDRAL_ORDER))
+        add_combination_weights(self, banks, OCTAHEDRAL_ORDER, tied)
         if bias:
             self.bias = nn.Parameter(uniform_(torch.empty(out_channels), fan_in))
         else:
@@ -244,8 +244,7 @@ class _OctahedralRelaxed(nn.Module):
     def combination_weights(self) -> Tensor:
         """``w_l(h) = relaxed_weights[l] + relaxation[l, h]`` as ``(L, 24)`` (tied: the
         ``relaxed_weights`` broadcast over the group)."""
-        w = self.relaxed_weights.expand(self.n_filter_banks, OCTAHEDRAL_ORDER)
-        return w if self.relaxation is None else w + self.relaxation
+        return combine(self.relaxed_weights, self.relaxation, OCTAHEDRAL_ORDER)
 
     def _conv(self, x: Tensor, filters: Tensor) -> Tensor:
         """``conv3d`` with zero same padding, output reshaped to ``(B, C', 24, D, H, W)``."""

@@ -87,6 +87,25 @@ def prior_paths(module: nn.Module, path: str = "gconv") -> dict[str, str]:
     }
 
 
+def add_combination_weights(module: nn.Module, banks: int, order: int, tied: bool) -> None:
+    """Register a relaxed layer's combination weights ``w_l(h) = relaxed_weights[l] +
+    relaxation[l, h]``: the equivariant part ``relaxed_weights`` ``(L, 1)`` (ones) and the
+    departure from it ``relaxation`` ``(L, |G|)`` (zeros, so the layer starts exactly
+    equivariant; None when ``tied``)."""
+    module.relaxed_weights = nn.Parameter(torch.ones(banks, 1))
+    if tied:
+        module.register_parameter("relaxation", None)
+    else:
+        module.relaxation = nn.Parameter(torch.zeros(banks, order))
+
+
+def combine(relaxed_weights: Tensor, relaxation: Tensor | None, order: int) -> Tensor:
+    """``w_l(h) = relaxed_weights[l] + relaxation[l, h]`` as ``(L, |G|)`` (no relaxation:
+    ``relaxed_weights`` broadcast over the group)."""
+    w = relaxed_weights.expand(relaxed_weights.shape[0], order)
+    return w if relaxation is None else w + relaxation
+
+
 class _Relaxed(nn.Module):
     """Shared constructor: filter banks ``weight (L, C', C, [4,] k, k)`` (the rotation axis with
     :attr:`group_input`), the equivariant combination weights ``relaxed_weights (L, 1)`` (ones),
@@ -113,13 +132,7 @@ class _Relaxed(nn.Module):
         fan_in = in_channels * math.prod(rotations) * k * k
         shape = (banks, out_channels, in_channels, *rotations, k, k)
         self.weight = nn.Parameter(uniform_(torch.empty(shape), fan_in * banks))
-        # w_l(r) = relaxed_weights[l] + relaxation[l, r]: the equivariant part and the
-        # departure from it (zero at initialisation: the layer starts exactly equivariant)
-        self.relaxed_weights = nn.Parameter(torch.ones(banks, 1))
-        if tied:
-            self.register_parameter("relaxation", None)
-        else:
-            self.relaxation = nn.Parameter(torch.zeros(banks, GROUP_ORDER))
+        add_combination_weights(self, banks, GROUP_ORDER, tied)
         if bias:
             self.bias = nn.Parameter(uniform_(torch.empty(out_channels), fan_in))
         else:
@@ -129,8 +142,7 @@ class _Relaxed(nn.Module):
     def combination_weights(self) -> Tensor:
         """``w_l(r) = relaxed_weights[l] + relaxation[l, r]`` as ``(L, 4)`` (tied: the
         ``relaxed_weights`` broadcast over the rotations)."""
-        w = self.relaxed_weights.expand(self.banks, GROUP_ORDER)
-        return w if self.relaxation is None else w + self.relaxation
+        return combine(self.relaxed_weights, self.relaxation, GROUP_ORDER)
 
     def extra_repr(self) -> str:
         return (
