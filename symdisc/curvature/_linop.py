@@ -155,3 +155,10 @@ class ParameterOperator(CurvatureOperator):
             return flatten(self._product(unflatten(V[0], self._params)))[None]
         products = torch.vmap(self._product, chunk_size=self.chunk_size)(unflatten(V, self._params))
         return torch.cat([products[k].reshape(V.shape[0], -1) for k in self._params], dim=1)
+
+
+def short_values(x: Tensor, shown: int = 4) -> str:
+    """At most ``shown`` entries of a tensor (result reprs), in 4 significant digits."""
+    values = [f"{float(v):.4g}" for v in x.reshape(-1)[:shown]]
+    more = f", ... ({x.numel()} in all)" if x.numel() > shown else ""
+    return "[" + ", ".join(values) + more + "]"

@@ -14,6 +14,7 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
+from symdisc.curvature._linop import short_values
 from symdisc.curvature._random import SeedLike, as_generator, random_probes
 from symdisc.curvature.functional import Params, check_params, flatten, num_params, unflatten
 from symdisc.curvature.hessian import NonFiniteCurvatureError, check_finite_loss
@@ -90,17 +91,10 @@ class SharpnessResult:
 
     def __repr__(self) -> str:
         return (
-            f"SharpnessResult(radii={_short(self.radii)}, directions={self.delta.shape[-1]}, "
-            f"loss={float(self.loss):.4g}, mean_abs={_short(self.mean_abs)}, "
-            f"mean_rel={_short(self.mean_rel)})"
+            f"SharpnessResult(radii={short_values(self.radii)}, directions={self.delta.shape[-1]}, "
+            f"loss={float(self.loss):.4g}, mean_abs={short_values(self.mean_abs)}, "
+            f"mean_rel={short_values(self.mean_rel)})"
         )
-
-
-def _short(x: Tensor, shown: int = 4) -> str:
-    """At most ``shown`` entries of a 1-D tensor, in 4 significant digits."""
-    values = [f"{float(v):.4g}" for v in x.reshape(-1)[:shown]]
-    more = f", ... ({x.numel()} in all)" if x.numel() > shown else ""
-    return "[" + ", ".join(values) + more + "]"
 
 
 def sharpness(

@@ -20,7 +20,12 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from symdisc.curvature._linop import SymmetricOperator, check_finite_product, check_square
+from symdisc.curvature._linop import (
+    SymmetricOperator,
+    check_finite_product,
+    check_square,
+    short_values,
+)
 from symdisc.curvature._random import SeedLike, as_generator, random_probes
 from symdisc.runtime.checks import check_choice, check_float, check_int
 
@@ -134,17 +139,10 @@ class LanczosResult:
 
     def __repr__(self) -> str:
         return (
-            f"LanczosResult(eigenvalues={_short(self.eigenvalues)}, "
+            f"LanczosResult(eigenvalues={short_values(self.eigenvalues)}, "
             f"converged={int(self.converged.sum())}/{self.converged.numel()}, "
             f"eigenvectors={tuple(self.eigenvectors.shape)}, n_iter={self.n_iter})"
         )
-
-
-def _short(x: Tensor, shown: int = 4) -> str:
-    """At most ``shown`` entries of a tensor, in 4 significant digits."""
-    values = [f"{float(v):.4g}" for v in x.reshape(-1)[:shown]]
-    more = f", ... ({x.numel()} in all)" if x.numel() > shown else ""
-    return "[" + ", ".join(values) + more + "]"
 
 
 def _select(theta: Tensor, which: Which, k: int) -> Tensor:
