@@ -1,6 +1,7 @@
 """What the image scripts of paper 001 share (``transformed_digits.py``, ``data_efficiency.py``):
 the data sets, the MLP and CNN of appendix B in miniature, one case (a method trained on one
-seed) with its metrics, the cases of a grid run in worker processes, and the seed summary.
+seed) with its metrics, the cases of a grid (run by ``_grid.run_grid``: here, in worker processes
+or on a cluster), and the seed summary.
 
 A case is ``(version, model, method, seed)`` plus the run's settings; everything it needs is
 made inside the worker from those (data are seeded, networks are seeded), so a case gives the
@@ -14,15 +15,15 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from functools import lru_cache
-from multiprocessing import get_context
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from _grid import GridOptions
+from _grid import run_grid as run_jobs
 from _results import mean_std
 from ella.data import transformed_digits, transformed_idx
 from ella.invariance import (
@@ -107,8 +108,9 @@ class DataSpec:
 
 
 def add_data_flags(p: argparse.ArgumentParser, datasets: tuple[str, ...]) -> None:
-    """``--dataset`` (one of ``datasets``; ``--data`` is its alias), ``--data-dir`` and
-    ``--workers``, the flags the image scripts share."""
+    """``--dataset`` (one of ``datasets``; ``--data`` is its alias) and ``--data-dir``, the
+    data flags the image scripts share (their ``--workers`` is a grid flag:
+    ``_cli.add_grid_flags``)."""
     p.add_argument(
         "--dataset",
         "--data",
@@ -119,7 +121,6 @@ def add_data_flags(p: argparse.ArgumentParser, datasets: tuple[str, ...]) -> Non
         + (", sklearn (8x8 digits at 16x16)" if "sklearn" in datasets else ""),
     )
     p.add_argument("--data-dir", type=Path, default=None, help="local MNIST/Fashion-MNIST IDX")
-    p.add_argument("--workers", type=int, default=2, help="processes running cases at once")
 
 
 def check_data_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -128,8 +129,6 @@ def check_data_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> No
         p.error("--dataset fmnist reads local files: give --data-dir (nothing is downloaded)")
     if args.dataset == "sklearn" and args.data_dir is not None:
         p.error("--data-dir reads MNIST or Fashion-MNIST IDX files, not --dataset sklearn")
-    if args.workers < 1:
-        p.error(f"--workers must be at least 1, got {args.workers}")
 
 
 @lru_cache(maxsize=4)
@@ -287,11 +286,10 @@ class Case:
         return f"{self.version}/{self.kind}/{self.method}"
 
 
-def _run_job(case: Case, spec: DataSpec, settings: dict, device: str, threads: int) -> tuple:
-    """One case in a worker: ``(metrics, eta trajectory records, learned eta)`` (plain data;
-    an ``{"error": ...}`` metrics entry for a run that failed: a non-finite loss or a failed
-    fit, so that one case does not end a grid of many)."""
-    torch.set_num_threads(threads)
+def _run_job(case: Case, spec: DataSpec, settings: dict, device: str) -> tuple:
+    """One case (a job of the grid, in any process): ``(metrics, eta trajectory records,
+    learned eta)`` (plain data; an ``{"error": ...}`` metrics entry for a run that failed: a
+    non-finite loss or a failed fit, so that one case does not end a grid of many)."""
     x, y, x_te, y_te = load(spec, case.version, case.seed)
     if case.n_train is not None:
         x, y = x[: case.n_train], y[: case.n_train]
@@ -317,31 +315,18 @@ def run_grid(
     settings: dict | Callable[[Case], dict],
     *,
     device: str,
-    workers: int,
-    threads: int,
-    progress: Callable[[Iterable], Iterable] | None = None,
+    options: GridOptions,
+    progress: bool = True,
 ) -> dict[Case, tuple]:
-    """Every case, in ``workers`` processes (1: in this one) with ``threads`` torch threads
-    each, with ``settings`` (or ``settings(case)``: per case); ``{case: (metrics, eta
-    trajectory, final eta)}``."""
-    cases = list(cases)
+    """Every case as one job of ``_grid.run_grid`` with ``options`` (the executor, workers and
+    threads of the run) and ``settings`` (or ``settings(case)``: per case); ``{case: (metrics,
+    eta trajectory, final eta)}`` in the order of ``cases``. ``case_s`` in the metrics is the
+    case's wall time in the process that ran it."""
     settings_of = settings if callable(settings) else (lambda case: settings)
-    wrap = progress or (lambda it: it)
-    out: dict[Case, tuple] = {}
-    if workers <= 1:
-        for case in wrap(cases):
-            out[case] = _run_job(case, spec, settings_of(case), device, threads)
-            log.info("%s seed %d: %s", case.name, case.seed, _brief(out[case][0]))
-        return out
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        futures = {
-            pool.submit(_run_job, case, spec, settings_of(case), device, threads): case
-            for case in cases
-        }
-        for future in wrap(as_completed(futures)):
-            case = futures[future]
-            out[case] = future.result()
-            log.info("%s seed %d: %s", case.name, case.seed, _brief(out[case][0]))
+    jobs = {case: (case, spec, settings_of(case), device) for case in cases}
+    out = run_jobs(_run_job, jobs, options, desc="cases", progress=progress)
+    for case, (metrics, _, _) in out.items():
+        log.info("%s seed %d: %s", case.name, case.seed, _brief(metrics))
     return out
 
 

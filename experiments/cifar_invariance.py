@@ -69,6 +69,10 @@ the baseline reached 76.2 +- 1.3 % and lila 79.9 +- 4.9 %.
 4 stem channels, 40 images, 2 epochs, 1 seed) runs in seconds, for the tests. Usage::
 
     python experiments/cifar_invariance.py --out results/cifar_invariance [--quick]
+        [--executor {sequential,local,slurm} --workers N --slurm-partition P ...]
+
+(one job per method and seed, ``experiments/_grid.py``; ``case_s`` per seed is the job's own
+wall time wherever it ran, ``timings.total_s`` the run's).
 
 Table 2 at full scale (one GPU; appendix B.3: 200 epochs, batch 250, SGD with momentum 0.9
 from 0.1, S = 20, M = 5000, eta by Adam with lr 0.005 from epoch 10; here a marginal likelihood
@@ -91,7 +95,8 @@ from pathlib import Path
 
 import torch
 
-from _cli import check_device, parser, run_config, setup
+from _cli import add_grid_flags, check_device, grid_options, parser, run_config, setup
+from _grid import run_grid
 from _invariance import summarise, train_and_score
 from _results import write_results
 from ella.data import cifar_shaped_mnist, load_cifar10
@@ -178,6 +183,26 @@ def run_case(method: str, data: tuple, settings: dict, seed: int) -> dict[str, o
     return metrics
 
 
+def run_job(
+    method: str, seed: int, settings: dict, data_dir: Path | None, device: str, quick: bool
+) -> tuple[dict, str]:
+    """One method on one seed (a job of the grid, in any process): ``(metrics, data
+    description)``; a non-finite loss or a failed fit is recorded as ``{"error": ...}`` so that
+    the other jobs still count. ``case_s``: the job's wall time without the data loading."""
+    *tensors, description = load_data(data_dir, settings["n_train"], settings["n_test"], seed)
+    data = tuple(t.to(device) for t in tensors)
+    tic = time.perf_counter()
+    with warnings.catch_warnings():
+        if quick:  # a run of seconds gives eta few steps by design
+            warnings.simplefilter("ignore", FewEtaStepsWarning)
+        try:
+            metrics = run_case(method, data, settings, seed)
+        except (NonFiniteLossError, ValueError) as err:  # recorded; the others still run
+            metrics = {"error": f"{type(err).__name__}: {err}"}
+    metrics["case_s"] = time.perf_counter() - tic
+    return metrics, description
+
+
 def main() -> None:
     p = parser("Paper 001 table 2: LILA on CIFAR-10 with a Fixup ResNet", threads=1)
     p.add_argument("--data-dir", type=Path, default=None, help="local CIFAR-10 python batches")
@@ -206,11 +231,11 @@ def main() -> None:
     p.add_argument("--eta-batch-size", type=int, default=None, help="M of section 4.3")
     p.add_argument("--burn-in", type=int, default=None, help="epochs before marglik / eta")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    add_grid_flags(p)
     args = p.parse_args()
     setup(args)
     check_device(p, args)
-    if args.quick:  # a run of seconds gives eta few steps by design
-        warnings.simplefilter("ignore", FewEtaStepsWarning)
+    options = grid_options(p, args)
     i = 0 if args.quick else 1
     settings = {k: v[i] for k, v in SETTINGS.items()}
     overrides = {
@@ -241,27 +266,21 @@ def main() -> None:
     seeds = list(range(args.seed, args.seed + settings["seeds"]))
 
     tic = time.perf_counter()
-    per_method: dict[str, list[dict]] = {m: [] for m in args.methods}
-    description = ""
-    for seed in seeds:
-        *tensors, description = load_data(
-            args.data_dir, settings["n_train"], settings["n_test"], seed
+    jobs = {
+        (m, seed): (m, seed, settings, args.data_dir, args.device, args.quick)
+        for seed in seeds
+        for m in args.methods
+    }
+    done = run_grid(run_job, jobs, options, desc="cifar_invariance")
+    description = done[args.methods[0], seeds[0]][1]
+    per_method = {m: [done[m, seed][0] for seed in seeds] for m in args.methods}
+    for (method, seed), (metrics, _) in done.items():
+        log.info(
+            "%s seed %d: %s",
+            method,
+            seed,
+            ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)),
         )
-        data = tuple(t.to(args.device) for t in tensors)
-        for method in args.methods:
-            case_tic = time.perf_counter()
-            try:
-                metrics = run_case(method, data, settings, seed)
-            except (NonFiniteLossError, ValueError) as err:  # recorded; the others still run
-                metrics = {"error": f"{type(err).__name__}: {err}"}
-            metrics["case_s"] = time.perf_counter() - case_tic
-            per_method[method].append(metrics)
-            log.info(
-                "%s seed %d: %s",
-                method,
-                seed,
-                ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)),
-            )
     cases = {m: summarise(per_seed) for m, per_seed in per_method.items()}
     total = time.perf_counter() - tic
     for m, c in cases.items():

@@ -23,6 +23,8 @@ checked under the lila cases' ``targets``. Writes ``results.json`` and
 
     python experiments/data_efficiency.py --out results/data_efficiency [--quick]
         [--seeds 3] [--sizes 312 625 ...] [--data-dir DIR --dataset {mnist,fmnist}]
+        [--executor {sequential,local,slurm} --slurm-partition P ...] (one job per case
+        and seed; see experiments/_grid.py)
 
 CPU budget of the default run (3 seeds x 5 sizes x 3 methods, 2 worker processes with one
 thread each): at most 25 minutes on this 2-core CPU (measured: see the README).
@@ -33,9 +35,7 @@ from __future__ import annotations
 import logging
 import time
 
-from tqdm.auto import tqdm
-
-from _cli import parser, run_config, setup
+from _cli import add_grid_flags, grid_options, parser, run_config, setup
 from _invariance import (
     FULL_SETTINGS,
     METHODS,
@@ -69,9 +69,11 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=None, help="training sizes")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     add_data_flags(p, ("mnist", "fmnist"))
+    add_grid_flags(p, workers=2)
     args = p.parse_args()
     setup(args)
     check_data_flags(p, args)
+    options = grid_options(p, args)
     sizes = args.sizes or (LOCAL_SIZES if args.data_dir else EMBEDDED_SIZES)
     if args.quick:
         sizes, args.seeds = args.sizes or (40, 80), min(args.seeds, 2)
@@ -93,9 +95,7 @@ def main() -> None:
         spec,
         settings,
         device=args.device,
-        workers=args.workers,
-        threads=args.threads or 1,
-        progress=lambda it: tqdm(it, total=len(grid), desc="cases"),
+        options=options,
     )
     timings: dict[str, float] = {"total_s": time.perf_counter() - start}
     cases, curves = {}, {m: {} for m in args.methods}

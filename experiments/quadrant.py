@@ -33,6 +33,10 @@ Usage::
 
     python experiments/quadrant.py --out results [--seed 0] [--seeds 3] [--epochs N]
         [--alpha A] [--data {mnist,sklearn}] [--device cuda] [--quick]
+        [--executor {sequential,local,slurm} --workers N --slurm-partition P ...]
+
+One job per case and seed (``experiments/_grid.py``); ``timings.<case>_s`` sums the case's jobs'
+own wall times wherever they ran, ``total_s`` is the run's wall time.
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ import logging
 import time
 from pathlib import Path
 
-from _cli import parser, run_config, setup
+from _cli import add_grid_flags, grid_options, parser, run_config, setup
+from _grid import run_grid
 from _results import mean_std, write_results
 from _tables import run_case as run_training
 from ella import plot
@@ -67,6 +72,13 @@ def run_case(task, kind, objective, seed, settings) -> dict[str, object]:
     model = quadrant_model(kind, QUADRANT_CLASSES[task], settings["alpha"], seed, size=size)
     report = kind == "ffc_conv" and objective == "marglik"
     return run_training(model, data, settings, objective, seed, report=report)
+
+
+def run_job(task, kind, objective, seed, settings) -> tuple[dict[str, object], float]:
+    """One case on one seed (a job of the grid, in any process): ``(metrics, wall seconds)``."""
+    tic = time.perf_counter()
+    metrics = run_case(task, kind, objective, seed, settings)
+    return metrics, time.perf_counter() - tic
 
 
 def _summarise(runs: list[dict]) -> dict[str, object]:
@@ -120,8 +132,10 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--alpha", type=int, default=None, help="width multiplier a")
     p.add_argument("--data", choices=("mnist", "sklearn"), default="mnist")
+    add_grid_flags(p)
     args = p.parse_args()
     setup(args)
+    options = grid_options(p, args)
     if args.quick:
         settings = dict(
             n_train=300, epochs=2, burn_in=0, marglik_every=1, n_hyper_steps=5, batch_size=128,
@@ -140,25 +154,26 @@ def main() -> None:
         settings["alpha"] = args.alpha
     settings |= dict(lr=3e-3, lr_hyper=0.1, device=args.device, data=args.data, structure="kron")
     args.out.mkdir(parents=True, exist_ok=True)
-    cases, timings, start = {}, {}, time.perf_counter()
-    for task in TASKS:
-        for kind in MODELS:
-            for objective in OBJECTIVES:
-                name = f"{task}/{kind}/{objective}"
-                tic = time.perf_counter()
-                runs = [run_case(task, kind, objective, s, settings) for s in seeds]
-                cases[name] = _summarise(runs)
-                timings[f"{name}_s"] = time.perf_counter() - tic
-                log.info(
-                    "%s: acc %.2f +- %.2f, nll %.3f, nlml/N %.3f, params %d (%.1f s)",
-                    name,
-                    cases[name]["test_acc"],
-                    cases[name]["test_acc_std"],
-                    cases[name]["test_nll"],
-                    cases[name]["neg_log_marglik"],
-                    cases[name]["params"],
-                    timings[f"{name}_s"],
-                )
+    start = time.perf_counter()
+    names = [(task, kind, obj) for task in TASKS for kind in MODELS for obj in OBJECTIVES]
+    jobs = {(*name, s): (*name, s, settings) for name in names for s in seeds}
+    done = run_grid(run_job, jobs, options, desc="quadrant")
+    cases, timings = {}, {}
+    for task, kind, objective in names:
+        name = f"{task}/{kind}/{objective}"
+        cases[name] = _summarise([done[task, kind, objective, s][0] for s in seeds])
+        # the case's jobs' own wall times, wherever they ran
+        timings[f"{name}_s"] = sum(done[task, kind, objective, s][1] for s in seeds)
+        log.info(
+            "%s: acc %.2f +- %.2f, nll %.3f, nlml/N %.3f, params %d (%.1f s)",
+            name,
+            cases[name]["test_acc"],
+            cases[name]["test_acc_std"],
+            cases[name]["test_nll"],
+            cases[name]["neg_log_marglik"],
+            cases[name]["params"],
+            timings[f"{name}_s"],
+        )
     timings["total_s"] = time.perf_counter() - start
     plot_paths(cases, args.out / "learned_paths.png")
     config = {

@@ -42,6 +42,10 @@ Budget: the default run (6 seeds, the paper's; ``size`` 16, ``factor`` 4) is siz
 on the 2-core CPU with one thread (measured cost per seed in the README). Usage::
 
     python experiments/superresolution.py --out results/superresolution [--quick]
+        [--executor {sequential,local,slurm} --workers N --slurm-partition P ...]
+
+One job per model and seed (``experiments/_grid.py``; the data are made once, here, and sent to
+every job); ``timings.<model>_s`` sums the model's jobs' own wall times wherever they ran.
 """
 
 from __future__ import annotations
@@ -51,10 +55,10 @@ import logging
 import time
 
 import torch
-from _dynamics import CHECKPOINTS, mean_se, measure_checkpoints, summarise_checkpoints, to_device
-from tqdm import tqdm
 
-from _cli import parser, run_config, setup
+from _cli import add_grid_flags, grid_options, parser, run_config, setup
+from _dynamics import CHECKPOINTS, mean_se, measure_checkpoints, summarise_checkpoints, to_device
+from _grid import run_grid
 from _results import write_results
 from ella import plot
 from ella.dynamics.superres import (
@@ -150,6 +154,14 @@ def run_seed(model_name: str, data, seed: int, settings: dict, dense: bool) -> d
     return run
 
 
+def run_job(name: str, seed: int, data, settings: dict, dense: bool, device: str) -> tuple:
+    """One model on one seed (a job of the grid, in any process) on ``data`` (on the CPU;
+    moved to ``device`` here): ``(run, wall seconds)`` (:func:`run_seed`)."""
+    tic = time.perf_counter()
+    run = run_seed(name, to_device(data, device), seed, settings, dense)
+    return run, time.perf_counter() - tic
+
+
 def summarise(runs: list[dict]) -> dict:
     """Case metrics: best-epoch values at top level, early-epoch ones with suffix ``_early``;
     ``n_negative_eigs`` is the dense count where computed, else the SLQ estimate."""
@@ -209,8 +221,10 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--size", type=int, default=None, help="fine grid size (a multiple of 4)")
     p.add_argument("--dense-seeds", type=int, default=None, help="seeds with a full spectrum")
+    add_grid_flags(p)
     args = p.parse_args()
     setup(args)
+    options = grid_options(p, args)
     settings = dict(QUICK if args.quick else DEFAULT)
     for key in ("seeds", "epochs", "size", "dense_seeds"):
         if getattr(args, key) is not None:
@@ -230,29 +244,27 @@ def main() -> None:
         seed=args.seed,
         fine_size=settings["size"],
     )
-    data = to_device(data, args.device)
     timings = {"data_s": time.perf_counter() - start}
     x_test, y_test = data.test
     middle = upsample(x_test[:, 3:6], settings["factor"])
     baseline_mae = float((middle - y_test).abs().mean())
     log.info("trilinear upsampling of the middle frame: test MAE %.4f", baseline_mae)
+    dense = {seed: i < settings["dense_seeds"] for i, seed in enumerate(seeds)}
+    jobs = {
+        (name, seed): (name, seed, data, settings, dense[seed], args.device)
+        for name in MODELS
+        for seed in seeds
+    }
+    done = run_grid(run_job, jobs, options, desc="superresolution")
     runs, cases, spectra = {}, {}, {}
-    bar = tqdm(total=len(MODELS) * len(seeds), desc="superresolution")
     for name in MODELS:
-        tic = time.perf_counter()
-        runs[name] = []
-        for i, seed in enumerate(seeds):
-            bar.set_postfix_str(f"{name} seed {seed}")
-            runs[name].append(
-                run_seed(name, data, seed, settings, dense=i < settings["dense_seeds"])
-            )
-            bar.update()
+        runs[name] = [done[name, seed][0] for seed in seeds]
         cases[name] = summarise(runs[name])
         spectra[name] = {c: [r[c]["eigenvalues"] for r in runs[name]] for c in CHECKPOINTS}
         cases[name]["curves"] = {
             k: [r["history"][k] for r in runs[name]] for k in ("train_mae", "val_mae", "test_mae")
         }
-        timings[f"{name}_s"] = time.perf_counter() - tic
+        timings[f"{name}_s"] = sum(done[name, seed][1] for seed in seeds)  # the jobs' own
         c = cases[name]
         log.info(
             "%s: test_mae %.4f, sharpness |dL| %.3g, dL/L %.3g, top_eig %.3g, "
@@ -260,7 +272,6 @@ def main() -> None:
             name, c["test_mae"], c["sharpness_abs"], c["sharpness_rel"], c["top_eig"],
             c["min_eig_upper"], c["n_negative_eigs"], c["params"], timings[f"{name}_s"],
         )  # fmt: skip
-    bar.close()
     draw_figures(args.out, runs)
     (args.out / "spectra.json").write_text(json.dumps(spectra))
     timings["total_s"] = time.perf_counter() - start

@@ -47,7 +47,11 @@ first seed: predicted classes and the learned extent) and ``eta_trajectory.png``
 case, one line per seed). Usage::
 
     python experiments/toy_rotation.py --out results/toy_rotation [--seed 0] [--seeds 5]
-        [--quick]
+        [--quick] [--executor {sequential,local,slurm} --workers N --slurm-partition P ...]
+
+One job per case and seed (``experiments/_grid.py``: here, or on Slurm through submitit); the
+timings are the jobs' own wall times (``<case>_s``: the first seed's; ``seed<N>_s``: a seed's
+cases), ``total_s`` the run's wall time and ``total_cpu_s`` the jobs' CPU time.
 """
 
 from __future__ import annotations
@@ -60,7 +64,8 @@ import time
 import torch
 from torch import nn
 
-from _cli import parser, run_config, setup
+from _cli import add_grid_flags, grid_options, parser, run_config, setup
+from _grid import run_grid
 from _results import check_targets, mean_std, write_results
 from ella import plot
 from ella.data import rotation_toy
@@ -149,19 +154,40 @@ def run_case(name: str, data, settings: dict, seed: int) -> tuple[dict, Invarian
     return metrics, model, result.history
 
 
-def run_seed(args, settings: dict, seed: int) -> tuple[dict, dict, dict, dict, tuple]:
-    """All cases of ``args.cases`` on the data draw of ``seed``: ``(metrics, timings, models,
-    histories, data)`` by case."""
+def load_data(settings: dict, seed: int, device: str) -> tuple:
+    """``(x, y, x_test, y_test)`` of ``seed``: the training draw with ``seed``, the test draw
+    with ``seed + 1``."""
     x, y = rotation_toy(settings["n_train"], seed, max_angle_deg=TRUE_ANGLE_DEG)
     x_te, y_te = rotation_toy(settings["n_test"], seed + 1, max_angle_deg=TRUE_ANGLE_DEG)
-    data = tuple(t.to(args.device) for t in (x, y, x_te, y_te))
-    cases, timings, models, histories = {}, {}, {}, {}
-    for name in args.cases:
-        tic = time.perf_counter()
-        cases[name], models[name], histories[name] = run_case(name, data, settings, seed)
-        timings[f"{name}_s"] = time.perf_counter() - tic
-        log.info("seed %d, %s: %s", seed, name, cases[name])
-    return cases, timings, models, histories, data
+    return tuple(t.to(device) for t in (x, y, x_te, y_te))
+
+
+def run_job(name: str, seed: int, settings: dict, device: str) -> dict:
+    """One case on the data draw of one seed (a job of the grid, in any process): ``metrics``,
+    ``history``, the trained model's ``state`` (the network's state dict and the learned
+    ``eta``, which is not in it; on the CPU), and the job's wall and CPU seconds (``seconds``,
+    ``cpu_s``)."""
+    tic, cpu = time.perf_counter(), time.process_time()
+    metrics, model, history = run_case(name, load_data(settings, seed, device), settings, seed)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return {
+        "metrics": metrics,
+        "history": history,
+        "state": state,
+        "eta": model.augmentation.eta.detach().cpu(),
+        "seconds": time.perf_counter() - tic,
+        "cpu_s": time.process_time() - cpu,
+    }
+
+
+def rebuild(name: str, job: dict, settings: dict, seed: int, device: str) -> InvariantModel:
+    """The trained model of a job (:func:`run_job`) from its ``state`` and ``eta``."""
+    s = settings["n_samples"] if name != "no_invariance" else 1
+    model = build_model(seed, name != "no_invariance", s, device)
+    model.load_state_dict(job["state"])
+    with torch.no_grad():
+        model.augmentation.eta.copy_(job["eta"])
+    return model.eval()
 
 
 def summarise(per_seed: dict[int, dict]) -> dict[str, dict]:
@@ -216,25 +242,33 @@ def main() -> None:
     p = parser(__doc__.split("\n\n")[0], threads=1)
     p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     p.add_argument("--seeds", type=int, default=5, help="run seeds seed .. seed + N - 1")
+    add_grid_flags(p)
     args = p.parse_args()
     if args.seeds < 1:
         p.error(f"--seeds must be >= 1, got {args.seeds}")
+    options = grid_options(p, args)
     setup(args)
     settings = dict(QUICK if args.quick else DEFAULT)
     settings["progress"] = not args.quick
     seeds = list(range(args.seed, args.seed + args.seeds))
     args.out.mkdir(parents=True, exist_ok=True)
-    per_seed, timings, histories = {}, {}, {}
-    start, cpu_start = time.perf_counter(), time.process_time()
+    start = time.perf_counter()
+    jobs = {(n, seed): (n, seed, settings, args.device) for seed in seeds for n in args.cases}
+    done = run_grid(run_job, jobs, options, desc="toy_rotation")
+    per_seed = {seed: {n: done[n, seed]["metrics"] for n in args.cases} for seed in seeds}
+    histories = {seed: {n: done[n, seed]["history"] for n in args.cases} for seed in seeds}
+    for (n, seed), job in done.items():
+        log.info("seed %d, %s: %s", seed, n, job["metrics"])
+    # timings: the jobs' own wall times wherever they ran (today's keys: the first seed's
+    # cases), the run's wall time, and the jobs' CPU time (the wall time without sharing)
+    timings = {f"{n}_s": done[n, seeds[0]]["seconds"] for n in args.cases}
     for seed in seeds:
-        tic = time.perf_counter()
-        per_seed[seed], seed_timings, models, histories[seed], data = run_seed(args, settings, seed)
-        if seed == seeds[0]:
-            timings.update(seed_timings)  # today's keys: the first seed's
-            first_models, first_data = models, data
-        timings[f"seed{seed}_s"] = time.perf_counter() - tic
+        timings[f"seed{seed}_s"] = sum(done[n, seed]["seconds"] for n in args.cases)
     timings["total_s"] = time.perf_counter() - start
-    timings["total_cpu_s"] = time.process_time() - cpu_start  # the wall time without sharing
+    timings["total_cpu_s"] = sum(job["cpu_s"] for job in done.values())
+    # the figures are drawn here, on the CPU (with --executor slurm there may be no GPU here)
+    first_data = load_data(settings, seeds[0], "cpu")
+    first_models = {n: rebuild(n, done[n, seeds[0]], settings, seeds[0], "cpu") for n in args.cases}
     cases = summarise(per_seed)
     for name in ("lila_full", "lila_kron"):
         if name not in cases:
@@ -262,7 +296,7 @@ def main() -> None:
 
     def predictor(model: InvariantModel):
         gen = torch.Generator().manual_seed(seeds[0] + 13)
-        return lambda pts: torch.softmax(model(pts.to(args.device), generator=gen), -1).cpu()
+        return lambda pts: torch.softmax(model(pts, generator=gen), -1)
 
     first = per_seed[seeds[0]]
     panels = {

@@ -44,6 +44,10 @@ the layer receives, :func:`ella.layers.layer_equivariance_errors`), ``relaxation
 
     python experiments/training_dynamics.py --out results/training_dynamics [--quick]
     python experiments/training_dynamics.py --objective marglik --out results/td_marglik
+        [--executor {sequential,local,slurm} --workers N --slurm-partition P ...]
+
+One job per case and seed (``experiments/_grid.py``; the data sets are made once, here, and
+sent to the jobs); ``timings.<case>_s`` sums the case's jobs' own wall times wherever they ran.
 """
 
 from __future__ import annotations
@@ -53,10 +57,10 @@ import logging
 import time
 
 import torch
-from _dynamics import CHECKPOINTS, mean_se, measure_checkpoints, summarise_checkpoints, to_device
-from tqdm import tqdm
 
-from _cli import parser, run_config, setup
+from _cli import add_grid_flags, grid_options, parser, run_config, setup
+from _dynamics import CHECKPOINTS, mean_se, measure_checkpoints, summarise_checkpoints, to_device
+from _grid import GridOptions, run_grid
 from _results import write_results
 from ella import plot
 from ella.dynamics import fit_next_frame
@@ -144,6 +148,14 @@ def run_seed(model_name: str, data, seed: int, settings: dict, dense: bool) -> d
     run["train_s"] = train_s
     run["total_s"] = time.perf_counter() - tic
     return run
+
+
+def run_job(model_name: str, seed: int, data, settings: dict, dense: bool, device: str) -> tuple:
+    """One model on one data set and seed (a job of the grid, in any process) on ``data`` (on
+    the CPU; moved to ``device`` here): ``(run, wall seconds)`` (:func:`run_seed`)."""
+    tic = time.perf_counter()
+    run = run_seed(model_name, to_device(data, device), seed, settings, dense)
+    return run, time.perf_counter() - tic
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -252,6 +264,14 @@ def run_marglik_seed(data, seed: int, settings: dict) -> dict:
     }
 
 
+def run_marglik_job(seed: int, data, settings: dict, device: str) -> tuple:
+    """:func:`run_marglik_seed` as a job of the grid (in any process) on ``data`` (on the CPU;
+    moved to ``device`` here): ``(run, wall seconds)``."""
+    tic = time.perf_counter()
+    run = run_marglik_seed(to_device(data, device), seed, settings)
+    return run, time.perf_counter() - tic
+
+
 def _spread(relaxation: torch.Tensor) -> float:
     """The rms of ``relaxation (L, |G|)`` about its mean over the group elements: the part that
     breaks equivariance (a relaxation constant over the group keeps the layer equivariant)."""
@@ -275,7 +295,7 @@ def summarise_marglik(runs: list[dict]) -> dict:
     return out
 
 
-def main_marglik(args, start: float) -> None:
+def main_marglik(args, options: GridOptions, start: float) -> None:
     """``--objective marglik``: ``relaxed_gcnn`` trained by the marginal likelihood on both data
     sets; cases ``<dataset>/relaxed_gcnn_marglik`` (no figures)."""
     settings = dict(QUICK if args.quick else DEFAULT) | (MARGLIK_QUICK if args.quick else MARGLIK)
@@ -286,16 +306,21 @@ def main_marglik(args, start: float) -> None:
     plume = PlumeConfig(
         size=settings["size"], n_plumes=settings["n_plumes"], n_frames=settings["n_frames"]
     )
+    data = {
+        dataset: next_frame_data(plume_dataset(dataset, plume, args.seed), seed=args.seed)
+        for dataset in DATASETS
+    }
+    jobs = {
+        (dataset, seed): (seed, data[dataset], settings, args.device)
+        for dataset in DATASETS
+        for seed in seeds
+    }
+    done = run_grid(run_marglik_job, jobs, options, desc="marglik")
     cases, timings = {}, {}
     for dataset in DATASETS:
-        tic = time.perf_counter()
-        data = to_device(
-            next_frame_data(plume_dataset(dataset, plume, args.seed), seed=args.seed), args.device
-        )
-        runs = [run_marglik_seed(data, seed, settings) for seed in tqdm(seeds, desc=dataset)]
         name = f"{dataset}/{MARGLIK_CASE}"
-        cases[name] = summarise_marglik(runs)
-        timings[f"{name}_s"] = time.perf_counter() - tic
+        cases[name] = summarise_marglik([done[dataset, seed][0] for seed in seeds])
+        timings[f"{name}_s"] = sum(done[dataset, seed][1] for seed in seeds)  # the jobs' own
     for dataset in DATASETS:
         c = cases[f"{dataset}/{MARGLIK_CASE}"]
         log.info(
@@ -367,11 +392,13 @@ def main() -> None:
         help="mse: the model comparison; marglik: relaxed_gcnn trained by the marginal "
         "likelihood, the learned relaxation per layer",
     )  # fmt: skip
+    add_grid_flags(p)
     args = p.parse_args()
     setup(args)
+    options = grid_options(p, args)
     if args.objective == "marglik":
         args.out.mkdir(parents=True, exist_ok=True)
-        main_marglik(args, time.perf_counter())
+        main_marglik(args, options, time.perf_counter())
         return
     settings = dict(QUICK if args.quick else DEFAULT)
     for key in ("seeds", "epochs", "dense_seeds"):
@@ -383,23 +410,31 @@ def main() -> None:
     plume = PlumeConfig(
         size=settings["size"], n_plumes=settings["n_plumes"], n_frames=settings["n_frames"]
     )
-    runs, cases, timings, spectra = {}, {}, {}, {}
-    bar = tqdm(total=len(DATASETS) * len(MODELS) * len(seeds), desc="training_dynamics")
+    data, timings = {}, {}
     for dataset in DATASETS:
         tic = time.perf_counter()
-        data = to_device(
-            next_frame_data(plume_dataset(dataset, plume, args.seed), seed=args.seed), args.device
-        )
+        data[dataset] = next_frame_data(plume_dataset(dataset, plume, args.seed), seed=args.seed)
         timings[f"{dataset}/data_s"] = time.perf_counter() - tic
+    dense = {seed: i < settings["dense_seeds"] for i, seed in enumerate(seeds)}
+    jobs = {
+        (dataset, model_name, seed): (
+            model_name,
+            seed,
+            data[dataset],
+            settings,
+            dense[seed],
+            args.device,
+        )
+        for dataset in DATASETS
+        for model_name in MODELS
+        for seed in seeds
+    }
+    done = run_grid(run_job, jobs, options, desc="training_dynamics")
+    runs, cases, spectra = {}, {}, {}
+    for dataset in DATASETS:
         for model_name in MODELS:
             name = f"{dataset}/{model_name}"
-            tic = time.perf_counter()
-            runs[dataset, model_name] = []
-            for i, seed in enumerate(seeds):
-                bar.set_postfix_str(f"{name} seed {seed}")
-                run = run_seed(model_name, data, seed, settings, dense=i < settings["dense_seeds"])
-                runs[dataset, model_name].append(run)
-                bar.update()
+            runs[dataset, model_name] = [done[dataset, model_name, seed][0] for seed in seeds]
             cases[name] = summarise(runs[dataset, model_name])
             spectra[name] = {
                 c: [r[c]["eigenvalues"] for r in runs[dataset, model_name]] for c in CHECKPOINTS
@@ -408,7 +443,8 @@ def main() -> None:
                 k: [r["history"][k] for r in runs[dataset, model_name]]
                 for k in ("train_rmse", "val_rmse", "test_rmse")
             }
-            timings[f"{name}_s"] = time.perf_counter() - tic
+            # the case's jobs' own wall times, wherever they ran
+            timings[f"{name}_s"] = sum(done[dataset, model_name, seed][1] for seed in seeds)
             c = cases[name]
             log.info(
                 "%s: test_rmse %.4f, sharpness |dL| %.3g, dL/L %.3g, top_eig %.3g, "
@@ -416,7 +452,6 @@ def main() -> None:
                 name, c["test_rmse"], c["sharpness_abs"], c["sharpness_rel"], c["top_eig"],
                 c["n_negative_eigs"], c["params"], timings[f"{name}_s"],
             )  # fmt: skip
-    bar.close()
     draw_figures(args.out, runs)
     (args.out / "spectra.json").write_text(json.dumps(spectra))
     timings["total_s"] = time.perf_counter() - start

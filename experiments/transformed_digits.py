@@ -39,6 +39,8 @@ and ``flow_fields_<model>.png`` (Fig. 4; first seed). Usage::
 
     python experiments/transformed_digits.py --out results/transformed_digits [--quick]
         [--seeds 3] [--dataset {mnist,fmnist,sklearn}] [--data-dir DIR] [--workers 2]
+        [--executor {sequential,local,slurm} --slurm-partition P ...] (one job per case
+        and seed; see experiments/_grid.py)
 
 CPU budget of the default run (embedded MNIST, 28x28, 1000 train / 4000 test, 3 seeds x 5
 versions x 2 models x 3 methods = 90 cases; MLP 30 epochs, CNN 20 epochs; marginal likelihood
@@ -53,9 +55,8 @@ import logging
 import time
 
 import torch
-from tqdm.auto import tqdm
 
-from _cli import parser, run_config, setup
+from _cli import add_grid_flags, grid_options, parser, run_config, setup
 from _invariance import (
     DATASETS,
     EXPECTED,
@@ -160,9 +161,11 @@ def main() -> None:
     p.add_argument("--n-test", type=int, default=None, help="cap on the test images")
     p.add_argument("--seeds", type=int, default=None, help="seeds --seed, --seed + 1, ...")
     add_data_flags(p, DATASETS)
+    add_grid_flags(p, workers=2)
     args = p.parse_args()
     setup(args)
     check_data_flags(p, args)
+    options = grid_options(p, args)
     settings = dict(QUICK_SETTINGS if args.quick else FULL_SETTINGS)
     settings |= {k: quick if args.quick else full for k, (quick, full) in SETTINGS.items()}
     for flag, key in (("epochs", "epochs"), ("n_train", "n_train"), ("seeds", "n_seeds")):
@@ -190,9 +193,7 @@ def main() -> None:
         spec,
         lambda case: per_model[case.kind],
         device=args.device,
-        workers=args.workers,
-        threads=args.threads or 1,
-        progress=lambda it: tqdm(it, total=len(grid), desc="cases"),
+        options=options,
     )
     timings: dict[str, float] = {"total_s": time.perf_counter() - start}
     cases = {}

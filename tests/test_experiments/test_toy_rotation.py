@@ -77,3 +77,27 @@ def test_quick_run_writes_all_cases_and_metrics(tmp_path):
     assert {"seed3_s", "seed4_s", "total_s"} <= set(results["timings"])
     assert (tmp_path / "decision_boundaries.png").stat().st_size > 0
     assert (tmp_path / "eta_trajectory.png").stat().st_size > 0
+
+
+@pytest.mark.filterwarnings("ignore::ella.invariance.FewEtaStepsWarning")  # a run of seconds
+def test_a_job_returns_what_rebuilds_its_trained_model(monkeypatch):
+    """The figures are drawn from models rebuilt from the jobs' returns (the jobs may run in
+    other processes): the rebuilt model predicts what the trained one does, learned eta and
+    all."""
+    settings = dict(toy.QUICK, progress=False)
+    models = []
+
+    def run_case(*args):  # keeps the trained model the job drops
+        out = run_case_of_the_script(*args)
+        models.append(out[1])
+        return out
+
+    run_case_of_the_script = toy.run_case
+    monkeypatch.setattr(toy, "run_case", run_case)
+    job = toy.run_job("augerino", 0, settings, "cpu")
+    (trained,) = models
+    rebuilt = toy.rebuild("augerino", job, settings, 0, "cpu")
+    assert float(job["eta"].abs().max()) > 0  # eta moved, so restoring it is tested
+    pts = torch.randn(20, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    expected = trained(pts, generator=torch.Generator().manual_seed(13))
+    torch.testing.assert_close(rebuilt(pts, generator=torch.Generator().manual_seed(13)), expected)
