@@ -17,8 +17,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from symdisc.runtime import check_float, check_instance, check_int, check_output_path
+
 __all__ = [
     "save",
+    "accuracy_vs_size",
     "decision_boundaries",
     "eta_trajectories",
     "flow_fields",
@@ -27,8 +30,47 @@ __all__ = [
 
 
 def save(fig: matplotlib.figure.Figure, path) -> None:
-    """Write ``fig`` to ``path`` (PNG by its suffix) at 120 dpi."""
+    """Write ``fig`` to ``path`` (PNG by its suffix) at 120 dpi.
+
+    Raises:
+        TypeError: for a ``fig`` that is not a matplotlib Figure or a ``path`` that is not a
+            str or path.
+        FileNotFoundError: when the directory of ``path`` does not exist.
+        ValueError: for a ``path`` that is a directory or whose suffix is not a format
+            matplotlib writes (``.png``, ``.pdf``, ``.svg``, ...).
+    """
+    check_instance(fig, "fig", matplotlib.figure.Figure)
+    path = check_output_path(path, "path", suffixes=fig.canvas.get_supported_filetypes())
     fig.savefig(path, dpi=120)
+
+
+def _panels(value: object, name: str, what: str) -> Mapping:
+    """``value`` if it is a non-empty mapping (``what`` describes its entries)."""
+    if not isinstance(value, Mapping):
+        raise TypeError(f"`{name}` must be a mapping {what}, got {type(value).__name__}")
+    if not value:
+        raise ValueError(f"`{name}` must hold at least one entry {what}, got an empty mapping")
+    return value
+
+
+def _array(value: object, name: str, ndim: int) -> np.ndarray:
+    """``value`` (a tensor, array or nested sequence) as a non-empty float64 array of ``ndim``
+    dimensions (ragged per-seed rows rejected)."""
+    if isinstance(value, Tensor):
+        value = value.detach().cpu()
+    try:
+        a = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"`{name}` must be {'a list of equally long lists' if ndim == 2 else 'a list'} of "
+            f"numbers, got {type(value).__name__} ({err})"
+        ) from None
+    if a.ndim != ndim or a.size == 0:
+        raise ValueError(
+            f"`{name}` must be a non-empty {ndim}-D list of numbers"
+            f"{' (one row per seed)' if ndim == 2 else ''}, got shape {a.shape}"
+        )
+    return a
 
 
 def decision_boundaries(
@@ -46,7 +88,36 @@ def decision_boundaries(
             ``f(points (M, 2)) -> class probabilities (M, C)``; a learned rotation extent is
             drawn as a wedge of +-angle around the positive x axis.
         x, y: the training points (N, 2) and labels (N,), drawn on every panel.
+        limit: the half-width of the square drawn.
+        resolution: grid points per axis (at least 2).
+
+    Raises:
+        TypeError: for ``panels`` that is not a mapping of dicts with a callable ``predict``,
+            ``x`` or ``y`` that are not tensors (floating, integer).
+        ValueError: for no panel, ``x`` not (N, 2) with N >= 1, ``y`` not (N,), a
+            non-positive ``limit`` or ``resolution`` below 2, or a ``predict`` that does not
+            return (M, C) probabilities for M points.
     """
+    _panels(panels, "panels", "{title: {'predict': f, ...}}")
+    for title, panel in panels.items():
+        if not isinstance(panel, Mapping) or not callable(panel.get("predict")):
+            raise TypeError(
+                f"`panels[{title!r}]` must be a dict with a callable 'predict' (points (M, 2) -> "
+                f"probabilities (M, C)), got {panel!r:.80}"
+            )
+    check_instance(x, "x", Tensor)
+    check_instance(y, "y", Tensor)
+    if x.ndim != 2 or x.shape[1] != 2 or x.shape[0] == 0 or not x.is_floating_point():
+        raise ValueError(
+            f"`x` must be a floating (N, 2) tensor, N >= 1, got {x.dtype} {tuple(x.shape)}"
+        )
+    if y.shape != x.shape[:1] or y.is_floating_point():
+        raise ValueError(
+            f"`y` must be an integer (N,) tensor of labels with N = {x.shape[0]}, got "
+            f"{y.dtype} {tuple(y.shape)}"
+        )
+    limit = check_float(limit, "limit", positive=True)
+    check_int(resolution, "resolution", minimum=2)
     fig = matplotlib.figure.Figure(figsize=(3.2 * len(panels), 3.4), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     grid = np.linspace(-limit, limit, resolution)
@@ -56,7 +127,14 @@ def decision_boundaries(
     cmap = matplotlib.colormaps["tab10"]
     for ax, (title, panel) in zip(axes, panels.items()):
         with torch.no_grad():
-            probs = panel["predict"](points).detach().cpu().numpy()
+            probs = panel["predict"](points)
+        if not isinstance(probs, Tensor) or probs.ndim != 2 or len(probs) != len(points):
+            shape = tuple(probs.shape) if isinstance(probs, Tensor) else type(probs).__name__
+            raise ValueError(
+                f"`panels[{title!r}]['predict']` must return (M, C) probabilities for M = "
+                f"{len(points)} points, got {shape}"
+            )
+        probs = probs.detach().cpu().numpy()
         label = probs.argmax(1).reshape(gx.shape)
         conf = probs.max(1).reshape(gx.shape)
         ax.contourf(
@@ -107,7 +185,24 @@ def eta_trajectories(
         runs: ``{panel title: history}`` with records holding ``epoch`` and ``eta/{name}``.
         names: the components of eta (e.g. :data:`ella.invariance.AFFINE_NAMES`).
         reference: ``{panel title: {component: imposed extent}}``, drawn dashed.
+
+    Raises:
+        TypeError: for ``runs`` or ``reference`` that are not mappings, ``names`` that is not
+            a list of str (a single str included).
+        ValueError: for no run, no name, or a record without ``epoch``.
     """
+    _panels(runs, "runs", "{panel title: history}")
+    if isinstance(names, str) or not isinstance(names, Sequence):
+        raise TypeError(f"`names` must be a list of str (components of eta), got {names!r:.80}")
+    if not names or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"`names` must be a non-empty list of str, got {list(names)!r:.80}")
+    if reference is not None:
+        check_instance(reference, "reference", Mapping)
+    for panel, history in runs.items():
+        if isinstance(history, (str, Mapping)) or not isinstance(history, Sequence):
+            raise TypeError(f"`runs[{panel!r}]` must be a list of records, got {history!r:.80}")
+        if not all(isinstance(r, Mapping) and "epoch" in r for r in history):
+            raise ValueError(f"`runs[{panel!r}]`: every record must be a dict with an 'epoch'")
     fig = matplotlib.figure.Figure(figsize=(3.0 * len(runs), 2.8), layout="constrained")
     axes = fig.subplots(1, len(runs), squeeze=False, sharey=True)[0]
     colors = matplotlib.colormaps["tab10"]
@@ -142,7 +237,23 @@ def flow_fields(
         panels: ``{title: flow}`` with ``flow(eps (n, k), points (P, 2)) -> displacements
             (n, P, 2)`` (e.g. :meth:`ella.invariance.AffineAugmentation.flow`).
         n_draws: sampled transformations per panel (one row each).
+        seed: seed of the sampled ``eps``.
+        k: the columns of ``eps`` (the dimension of the augmentation's parameters).
+        grid: arrows per axis (at least 2).
+
+    Raises:
+        TypeError: for ``panels`` that is not a mapping of callables, non-int counts.
+        ValueError: for no panel, counts below 1 (``grid`` below 2), or a flow that does not
+            return (n_draws, P, 2) displacements.
     """
+    _panels(panels, "panels", "{title: flow}")
+    for title, flow in panels.items():
+        if not callable(flow):
+            raise TypeError(f"`panels[{title!r}]` must be callable (eps, points) -> displacements")
+    check_int(n_draws, "n_draws", minimum=1)
+    check_int(seed, "seed")
+    check_int(k, "k", minimum=1)
+    check_int(grid, "grid", minimum=2)
     fig = matplotlib.figure.Figure(figsize=(2.2 * len(panels), 2.2 * n_draws), layout="constrained")
     axes = fig.subplots(n_draws, len(panels), squeeze=False)
     g = torch.Generator().manual_seed(seed)
@@ -151,7 +262,14 @@ def flow_fields(
     px, py = torch.meshgrid(lin, lin, indexing="xy")
     points = torch.stack([px.reshape(-1), py.reshape(-1)], 1)
     for j, (title, flow) in enumerate(panels.items()):
-        disp = flow(eps, points).detach()
+        disp = flow(eps, points)
+        if not isinstance(disp, Tensor) or tuple(disp.shape) != (n_draws, len(points), 2):
+            shape = tuple(disp.shape) if isinstance(disp, Tensor) else type(disp).__name__
+            raise ValueError(
+                f"`panels[{title!r}]` must return displacements (n_draws, P, 2) = "
+                f"{(n_draws, len(points), 2)}, got {shape}"
+            )
+        disp = disp.detach()
         for i in range(n_draws):
             ax = axes[i, j]
             ax.quiver(
@@ -184,7 +302,18 @@ def accuracy_vs_size(
 
     Args:
         curves: ``{method: {n_train: per-seed test accuracies (%)}}``.
+
+    Raises:
+        TypeError: for ``curves`` that is not a mapping of mappings.
+        ValueError: for no method, a method without sizes, a size that is not a positive int,
+            or no accuracy for a size.
     """
+    _panels(curves, "curves", "{method: {n_train: accuracies}}")
+    for method, by_size in curves.items():
+        _panels(by_size, f"curves[{method!r}]", "{n_train: per-seed accuracies}")
+        for n, values in by_size.items():
+            check_int(n, f"curves[{method!r}] key (n_train)", minimum=1)
+            _array(values, f"curves[{method!r}][{n}]", 1)
     fig = matplotlib.figure.Figure(figsize=(4.2, 3.2), layout="constrained")
     ax = fig.subplots()
     colors = matplotlib.colormaps["tab10"]
@@ -229,7 +358,19 @@ def rmse_curves(
     Args:
         panels: ``{panel: {model: {"train": per-seed curves, "val": per-seed curves}}}``; each
             curve is a list over epochs (index 0: the initial model).
+
+    Raises:
+        TypeError: for ``panels`` or its entries that are not mappings.
+        ValueError: for no panel, no model, or curves that are empty or of different lengths.
     """
+    _panels(panels, "panels", "{panel: {model: curves}}")
+    for panel, models in panels.items():
+        _panels(models, f"panels[{panel!r}]", "{model: {'train': ..., 'val': ...}}")
+        for model, curves in models.items():
+            check_instance(curves, f"panels[{panel!r}][{model!r}]", Mapping)
+            for split in ("train", "val"):
+                if split in curves:
+                    _array(curves[split], f"panels[{panel!r}][{model!r}][{split!r}]", 2)
     fig = matplotlib.figure.Figure(figsize=(4.0 * len(panels), 3.2), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     colors = matplotlib.colormaps["tab10"]
@@ -264,7 +405,28 @@ def sharpness_bars(
     Args:
         panels: ``{panel: {model: {checkpoint: (mean, standard error)}}}``.
         log: logarithmic y axis; default: where every mean of the panel is positive.
+
+    Raises:
+        TypeError: for ``panels`` or its entries that are not mappings.
+        ValueError: for no panel or model, models of one panel with different checkpoints, or
+            a value that is not a ``(mean, standard error)`` pair.
     """
+    _panels(panels, "panels", "{panel: {model: {checkpoint: (mean, se)}}}")
+    for panel, models in panels.items():
+        _panels(models, f"panels[{panel!r}]", "{model: {checkpoint: (mean, se)}}")
+        first = None
+        for model, values in models.items():
+            name = f"panels[{panel!r}][{model!r}]"
+            _panels(values, name, "{checkpoint: (mean, se)}")
+            if first is not None and set(values) != first:
+                raise ValueError(
+                    f"`{name}` must have the checkpoints {sorted(first)} of the panel's first "
+                    f"model, got {sorted(values)}"
+                )
+            first = set(values)
+            for c, pair in values.items():
+                if _array(pair, f"{name}[{c!r}]", 1).shape != (2,):
+                    raise ValueError(f"`{name}[{c!r}]` must be a (mean, se) pair, got {pair!r}")
     fig = matplotlib.figure.Figure(figsize=(4.0 * len(panels), 3.2), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     colors = matplotlib.colormaps["tab10"]
@@ -304,7 +466,25 @@ def spectral_densities(
 
     Args:
         panels: ``{panel: {model: (grid, density)}}``.
+
+    Raises:
+        TypeError: for ``panels`` or its entries that are not mappings.
+        ValueError: for no panel or model, or a grid and density that are not 1-D of one
+            length.
     """
+    _panels(panels, "panels", "{panel: {model: (grid, density)}}")
+    for panel, models in panels.items():
+        _panels(models, f"panels[{panel!r}]", "{model: (grid, density)}")
+        for model, entry in models.items():
+            name = f"panels[{panel!r}][{model!r}]"
+            if not isinstance(entry, (tuple, list)) or len(entry) != 2:
+                raise TypeError(f"`{name}` must be a (grid, density) pair, got {entry!r:.80}")
+            grid, density = (_array(a, name, 1) for a in entry)
+            if grid.shape != density.shape:
+                raise ValueError(
+                    f"`{name}`: grid and density must have one length, got {len(grid)} and "
+                    f"{len(density)}"
+                )
     n = len(panels)
     cols = min(n, 4)
     rows = math.ceil(n / cols)
@@ -338,7 +518,16 @@ def top_eigenvalue_distributions(
 
     Args:
         panels: ``{panel: {model: eigenvalues}}``.
+
+    Raises:
+        TypeError: for ``panels`` or its entries that are not mappings.
+        ValueError: for no panel or model, or a model without eigenvalues.
     """
+    _panels(panels, "panels", "{panel: {model: eigenvalues}}")
+    for panel, models in panels.items():
+        _panels(models, f"panels[{panel!r}]", "{model: eigenvalues}")
+        for model, values in models.items():
+            _array(values, f"panels[{panel!r}][{model!r}]", 1)
     n = len(panels)
     cols = min(n, 4)
     rows = math.ceil(n / cols)
@@ -399,9 +588,22 @@ def learned_paths(
         path, layer (``ax.containers[k]`` is path k's bars).
 
     Raises:
-        ValueError: for an empty report (no row with a path) or a row without ``value``.
+        TypeError: for ``reports`` that is neither a list of rows nor a mapping of them.
+        ValueError: for no panel, an empty report (no row with a path) or a row without
+            ``value``.
     """
-    panels = dict(reports) if isinstance(reports, Mapping) else {"": reports}
+    if isinstance(reports, Mapping):
+        panels = dict(_panels(reports, "reports", "{title: report}"))
+    elif isinstance(reports, Sequence) and not isinstance(reports, str):
+        panels = {"": reports}
+    else:
+        raise TypeError(
+            f"`reports` must be a list of rows or a mapping {{title: rows}}, got "
+            f"{type(reports).__name__}"
+        )
+    for title, report in panels.items():
+        if not all(isinstance(r, Mapping) for r in report):
+            raise TypeError(f"`reports` panel {title!r}: every row must be a dict")
     fig = matplotlib.figure.Figure(figsize=(4.5 * len(panels), 3.4), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
     names = {"path_share": "path share", "relative_effective_parameters": r"$\gamma_g / P_g$"}

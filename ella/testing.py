@@ -8,12 +8,13 @@ when ``g_out`` is the identity. :func:`assert_equivariant` measures the largest 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
-from symdisc.runtime import check_instance
+from symdisc.runtime import check_float, check_instance
 
 __all__ = ["assert_equivariant"]
 
@@ -45,20 +46,46 @@ def assert_equivariant(
         The measured maximal absolute error (a float).
 
     Raises:
-        TypeError: if ``inputs`` is not a tensor or a transformation is not callable.
-        AssertionError: if the error exceeds ``atol`` (the message gives the error).
+        TypeError: if ``inputs`` is not a tensor, a transformation is not callable or ``atol`` is
+            not a number.
+        ValueError: for empty ``inputs``, a negative or non-finite ``atol``, or outputs of
+            ``model(transform(x))`` and ``output_transform(model(x))`` (or of the inverse check)
+            that differ in shape (they are compared entry by entry, never broadcast).
+        AssertionError: if the error exceeds ``atol`` or is not finite (the message gives the
+            error).
     """
     check_instance(inputs, "inputs", Tensor)
-    for name, fn in (("model", model), ("transform", transform)):
-        if not callable(fn):
+    if inputs.numel() == 0:
+        raise ValueError(f"`inputs` must not be empty, got shape {tuple(inputs.shape)}")
+    for name, fn in (
+        ("model", model),
+        ("transform", transform),
+        ("inverse_transform", inverse_transform),
+        ("output_transform", output_transform),
+    ):
+        if (fn is not None or name in ("model", "transform")) and not callable(fn):
             raise TypeError(f"`{name}` must be callable, got {type(fn).__name__}")
+    atol = check_float(atol, "atol", nonnegative=True)
     g_out = transform if output_transform is None else output_transform
     with torch.no_grad():
         y = model(inputs)
-        error = (model(transform(inputs)) - g_out(y)).abs().max().item()
+        error = _max_error(model(transform(inputs)), g_out(y), "model(transform(inputs))")
         if inverse_transform is not None:
             y_inv = model(inverse_transform(inputs))
-            error = max(error, (g_out(y_inv) - y).abs().max().item())
+            error = max(error, _max_error(g_out(y_inv), y, "output_transform(model(inverse))"))
     if not error <= atol:
-        raise AssertionError(f"equivariance error {error:.3e} exceeds atol={atol:.1e}")
+        what = "is not finite (NaN or Inf in the outputs)" if not math.isfinite(error) else ""
+        raise AssertionError(f"equivariance error {error:.3e} {what or f'exceeds atol={atol:.1e}'}")
     return error
+
+
+def _max_error(a: Tensor, b: Tensor, what: str) -> float:
+    """``max |a - b|`` of two outputs of one shape (ValueError naming ``output_transform``
+    otherwise: broadcasting would compare the wrong entries)."""
+    if not (isinstance(a, Tensor) and isinstance(b, Tensor)) or a.shape != b.shape:
+        shapes = [tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__ for t in (a, b)]
+        raise ValueError(
+            f"{what} and the transformed output must have one shape (check `output_transform`: "
+            f"the default is `transform`), got {shapes[0]} and {shapes[1]}"
+        )
+    return (a - b).abs().max().item()

@@ -28,6 +28,8 @@ module             contents
 """
 
 import importlib
+import sys
+import types
 
 # The discovery API is loaded on first use, so that ``import symdisc.curvature`` (and so
 # ``import ella``) does not load discovery and training.
@@ -54,12 +56,39 @@ _LAZY = {
 }
 
 
+#: public functions that share their name with the submodule that defines them: the package
+#: attribute is the function, never the submodule (``from symdisc.train import ...`` still
+#: reaches the submodule through ``sys.modules``)
+_FUNCTIONS_NAMED_LIKE_MODULES = frozenset({"discover", "train"})
+
+
 def __getattr__(name: str) -> object:
     if name not in _LAZY:
         raise AttributeError(f"module 'symdisc' has no attribute {name!r}")
     module = importlib.import_module(_LAZY[name])
-    return module if _LAZY[name] == f"symdisc.{name}" else getattr(module, name)
+    if _LAZY[name] == f"symdisc.{name}" and name not in _FUNCTIONS_NAMED_LIKE_MODULES:
+        return module
+    value = getattr(module, name)
+    if name in _FUNCTIONS_NAMED_LIKE_MODULES:
+        globals()[name] = value  # found directly from now on (no submodule shadows it)
+    return value
 
+
+class _Package(types.ModuleType):
+    """The ``symdisc`` package: importing ``symdisc.discover`` or ``symdisc.train`` binds the
+    submodule as an attribute of its package (Python's import system does this), which would
+    shadow the functions ``symdisc.discover`` and ``symdisc.train`` of ``__all__``; those two
+    attributes keep the function. (So ``import symdisc.train as m`` binds the function too; the
+    submodules are ``sys.modules["symdisc.train"]``, or reached by ``from symdisc.train import
+    ...``.)"""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _FUNCTIONS_NAMED_LIKE_MODULES and isinstance(value, types.ModuleType):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __version__ = "0.1.0"
 

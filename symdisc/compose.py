@@ -31,7 +31,8 @@ from symdisc.losses import (
     activation_fn,
     mlp_forward,
 )
-from symdisc.runtime.checks import check_instance, check_int
+from symdisc.runtime.checks import check_float, check_instance, check_int
+from symdisc.validation import check_tensor
 
 __all__ = [
     "Embedding",
@@ -60,6 +61,14 @@ class Embedding:
     context: Callable[[Tensor, Tensor], Tensor]
 
     def __post_init__(self) -> None:
+        check_instance(self.small, "small", ParamLoss)
+        check_instance(self.big, "big", ParamLoss)
+        check_instance(self.index, "index", Tensor)
+        if not callable(self.context):
+            raise TypeError(
+                f"`context` must be callable (theta (P,), X) -> X_small, got "
+                f"{type(self.context).__name__}"
+            )
         n = self.small.num_params
         if self.index.shape != (n,) or self.index.dtype != torch.long:
             raise ValueError(
@@ -80,7 +89,27 @@ class Embedding:
         Returns the largest ``|d context / d theta_2|``; raises ValueError if it exceeds ``atol``
         (the subnetwork's input would then move with its own parameters) or if the context does
         not have small's data shape.
+
+        Raises:
+            TypeError: for ``theta`` or ``X`` that are not floating tensors, or a non-float
+                ``atol``.
+            ValueError: for ``theta`` not (B, P) of big's P, ``X`` not (B, *big.x_shape) with
+                the same B >= 1, a negative ``atol``, or a failed premise (above).
         """
+        check_tensor(theta, "theta", ndim=2, floating=True)
+        check_tensor(X, "X", floating=True)
+        big = self.big
+        if theta.shape[1] != big.num_params or theta.shape[0] == 0:
+            raise ValueError(
+                f"`theta` must be (B, {big.num_params}) parameters of `big`, B >= 1, got "
+                f"{tuple(theta.shape)}"
+            )
+        if tuple(X.shape) != (theta.shape[0], *big.x_shape):
+            raise ValueError(
+                f"`X` must be (B, *big.x_shape) = {(theta.shape[0], *big.x_shape)}, got "
+                f"{tuple(X.shape)}"
+            )
+        check_float(atol, "atol", nonnegative=True)
         ctx = torch.vmap(self.context)(theta, X)
         if tuple(ctx.shape[1:]) != tuple(self.small.x_shape):
             raise ValueError(
@@ -106,6 +135,8 @@ class InducedAction(Action):
     """
 
     def __init__(self, action: Action, embedding: Embedding) -> None:
+        check_instance(action, "action", Action)
+        check_instance(embedding, "embedding", Embedding)
         super().__init__()
         self.inner = action
         self.embedding = embedding
@@ -114,6 +145,16 @@ class InducedAction(Action):
         self.register_buffer("index", embedding.index.clone(), persistent=False)
 
     def forward(self, g: Tensor, theta: Tensor, X: Tensor) -> Tensor:
+        """``a'_X(g, theta)`` of one sample: theta (P,) and X of the big loss; shape checks
+        only (they hold under ``torch.vmap``)."""
+        big = self.embedding.big
+        for name, value, shape in (("theta", theta, (big.num_params,)), ("X", X, big.x_shape)):
+            if not isinstance(value, Tensor) or tuple(value.shape) != tuple(shape):
+                got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+                raise ValueError(
+                    f"`{name}` must be one sample of `big`, shape {tuple(shape)} (lift batches "
+                    f"with torch.vmap), got {got}"
+                )
         moved = self.inner(g, theta[self.index], self.embedding.context(theta, X))
         return theta.index_copy(0, self.index, moved)
 
@@ -136,6 +177,10 @@ def _flat_positions(loss: ParamLoss) -> dict[str, Tensor]:
 
 
 def _check_units(units: Sequence[int], width: int, count: int) -> Tensor:
+    if isinstance(units, (str, Tensor)) or not isinstance(units, (Sequence, range)):
+        raise TypeError(f"`units` must be a list of ints, got {type(units).__name__}")
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in units):
+        raise TypeError(f"`units` must hold ints (hidden-unit indices), got {list(units)!r}")
     u = torch.as_tensor(list(units), dtype=torch.long)
     if (
         u.numel() != count
@@ -257,6 +302,7 @@ def batch_embedding(small: ParamLoss, big: ParamLoss, *, seed: int = 0) -> Embed
     _same("input width", n, n_big)
     if not k_big < k:
         raise ValueError(f"`big` must have fewer data points than `small` ({k}), got {k_big}")
+    check_int(seed, "seed", minimum=0)
     pad = torch.randn(n, k - k_big, generator=torch.Generator().manual_seed(seed))
 
     def context(theta: Tensor, X: Tensor) -> Tensor:

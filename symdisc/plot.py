@@ -18,7 +18,12 @@ from matplotlib.axes import Axes
 from torch import Tensor
 
 from symdisc.curvature.spectrum import SpectralDensity
-from symdisc.runtime.checks import check_int
+from symdisc.runtime.checks import (
+    check_bool,
+    check_instance,
+    check_int,
+    check_output_path,
+)
 
 __all__ = [
     "plot_spectral_density",
@@ -56,13 +61,20 @@ def plot_spectral_density(
         ``(figure, axes)``.
 
     Raises:
-        ValueError: if ``reference_eigenvalues`` is not a non-empty 1-D tensor, or ``bins < 1``.
+        TypeError: for a ``density`` that is not a SpectralDensity, ``ax`` that is not
+            matplotlib axes, non-int ``bins`` or non-bool ``log``.
+        ValueError: if ``reference_eigenvalues`` is not a non-empty, finite 1-D tensor, or
+            ``bins < 1``.
 
     Example:
         >>> fig, ax = plot_spectral_density(slq_density(torch.diag(torch.arange(50.0)), n_steps=20))
         >>> fig.savefig("spectrum.png")
     """
+    check_instance(density, "density", SpectralDensity)
+    if ax is not None:
+        check_instance(ax, "ax", Axes)
     check_int(bins, "bins", minimum=1)
+    check_bool(log, "log")
     if ax is None:
         fig = matplotlib.figure.Figure(figsize=(7.0, 4.5), layout="constrained")
         ax = fig.add_subplot()
@@ -71,9 +83,18 @@ def plot_spectral_density(
     top = float(density.density.max())
     if reference_eigenvalues is not None:
         if not isinstance(reference_eigenvalues, Tensor) or reference_eigenvalues.ndim != 1:
-            raise ValueError("`reference_eigenvalues` must be a 1-D tensor of eigenvalues")
+            what = (
+                f"shape {tuple(reference_eigenvalues.shape)}"
+                if isinstance(reference_eigenvalues, Tensor)
+                else type(reference_eigenvalues).__name__
+            )
+            raise ValueError(
+                f"`reference_eigenvalues` must be a 1-D tensor of eigenvalues, got {what}"
+            )
         if reference_eigenvalues.numel() == 0:
-            raise ValueError("`reference_eigenvalues` must not be empty")
+            raise ValueError("`reference_eigenvalues` must not be empty, got shape (0,)")
+        if not torch.isfinite(reference_eigenvalues).all():
+            raise ValueError("`reference_eigenvalues` must be finite, got NaN or Inf entries")
         values = reference_eigenvalues.detach().to(torch.float64).cpu().numpy()
         heights, _, _ = ax.hist(
             values,
@@ -95,7 +116,17 @@ def plot_spectral_density(
 
 
 def save(fig: matplotlib.figure.Figure, path) -> None:
-    """Write a figure to ``path`` (PNG by its suffix) with tight bounds."""
+    """Write a figure to ``path`` (PNG by its suffix) with tight bounds.
+
+    Raises:
+        TypeError: for a ``fig`` that is not a matplotlib Figure or a ``path`` that is not a
+            str or path.
+        FileNotFoundError: when the directory of ``path`` does not exist.
+        ValueError: for a ``path`` that is a directory or whose suffix is not a format
+            matplotlib writes (``.png``, ``.pdf``, ``.svg``, ...).
+    """
+    check_instance(fig, "fig", matplotlib.figure.Figure)
+    path = check_output_path(path, "path", suffixes=fig.canvas.get_supported_filetypes())
     fig.savefig(path, dpi=120, bbox_inches="tight")
 
 
@@ -104,11 +135,29 @@ def canonical(h: Tensor) -> Tensor:
 
     A Lie algebra element is only defined up to scale (and, for one-parameter groups, sign), so
     heatmaps are drawn after this canonicalisation (paper 002, Figs. 2-5). Shapes: (k, d, d).
+
+    Raises:
+        TypeError: for an ``h`` that is not a floating tensor.
+        ValueError: for an ``h`` that is not (k, d, d), or with NaN or Inf entries.
     """
+    _check_generators(h, "h")
     flat = h.detach().reshape(h.shape[0], -1)
     idx = flat.abs().argmax(dim=1, keepdim=True)
     peak = flat.gather(1, idx)
     return (flat / torch.where(peak == 0, torch.ones_like(peak), peak)).reshape(h.shape)
+
+
+def _check_generators(value: object, name: str) -> Tensor:
+    """``value`` if it is a finite floating (k, d, d) tensor."""
+    check_instance(value, name, Tensor)
+    if not value.is_floating_point():
+        raise TypeError(f"`{name}` must be a floating tensor of generators, got {value.dtype}")
+    if value.ndim != 3 or value.shape[1] != value.shape[2] or value.shape[0] == 0:
+        shape = tuple(value.shape)
+        raise ValueError(f"`{name}` must be a (k, d, d) tensor of generators, k >= 1, got {shape}")
+    if not torch.isfinite(value).all():
+        raise ValueError(f"`{name}` must be finite, got NaN or Inf entries (a diverged run?)")
+    return value
 
 
 def _heatmap(ax: Axes, m: np.ndarray, label: str, *, numbers: bool) -> matplotlib.image.AxesImage:
@@ -146,12 +195,12 @@ def generators(
     cover the panel labels.
 
     Raises:
-        ValueError: if h or known is not (k, d, d), or their d differ.
+        TypeError: if h or known is not a floating tensor.
+        ValueError: if h or known is not (k, d, d) with finite entries, or their d differ.
     """
     for name, m in (("h", h), ("known", known)):
-        if m is not None and (m.ndim != 3 or m.shape[1] != m.shape[2]):
-            shape = tuple(m.shape)
-            raise ValueError(f"`{name}` must be a (k, d, d) tensor of generators, got {shape}")
+        if m is not None:
+            _check_generators(m, name)
     if known is not None and known.shape[1] != h.shape[1]:
         raise ValueError(
             f"`known` must be generators of the same gl(d) as `h` (d = {h.shape[1]}), "
@@ -184,7 +233,23 @@ def generators(
 
 
 def history(records: list[dict[str, float]], *, title: str = "") -> matplotlib.figure.Figure:
-    """Training curves: every logged loss term against the step, on a log scale (Fig. 6)."""
+    """Training curves: every logged loss term against the step, on a log scale (Fig. 6).
+
+    Args:
+        records: the history of :func:`symdisc.train.train` (``Discovery.history``): dicts with
+            ``step`` and the loss terms.
+
+    Raises:
+        TypeError: for ``records`` that is not a list of dicts.
+        ValueError: for no record, or a record without ``step``.
+    """
+    if isinstance(records, (str, dict)) or not isinstance(records, (list, tuple)):
+        raise TypeError(f"`records` must be a list of dicts, got {type(records).__name__}")
+    if not records:
+        raise ValueError("`records` must hold at least one record, got an empty list")
+    for i, r in enumerate(records):
+        if not isinstance(r, dict) or "step" not in r:
+            raise ValueError(f"`records[{i}]` must be a dict with a 'step', got {r!r:.80}")
     fig = matplotlib.figure.Figure(figsize=(6, 3.6))
     ax = fig.subplots()
     steps = [r["step"] for r in records]
@@ -202,7 +267,30 @@ def history(records: list[dict[str, float]], *, title: str = "") -> matplotlib.f
 
 
 def flow_losses(profile: dict[str, Tensor], *, title: str = "") -> matplotlib.figure.Figure:
-    """Relative loss change along the learned flow and along random directions (medians, IQR)."""
+    """Relative loss change along the learned flow and along random directions (medians, IQR).
+
+    Args:
+        profile: :func:`symdisc.metrics.flow_profile`'s dict: ``t`` (T,), and ``flow`` and
+            ``random`` (T, n) relative loss changes.
+
+    Raises:
+        TypeError: for ``profile`` that is not a dict of tensors.
+        ValueError: for a missing key, or ``flow`` / ``random`` not (T, n) with T = len(t).
+    """
+    check_instance(profile, "profile", dict)
+    for key in ("t", "flow", "random"):
+        if not isinstance(profile.get(key), Tensor):
+            raise ValueError(
+                f"`profile` must hold tensors 't', 'flow' and 'random' "
+                f"(symdisc.metrics.flow_profile), got {key!r}: {type(profile.get(key)).__name__}"
+            )
+    n_t = profile["t"].numel()
+    for key in ("flow", "random"):
+        if profile[key].ndim != 2 or profile[key].shape[0] != n_t or profile[key].shape[1] == 0:
+            raise ValueError(
+                f"`profile[{key!r}]` must be (T, n) with T = {n_t} (the length of 't'), n >= 1, "
+                f"got {tuple(profile[key].shape)}"
+            )
     fig = matplotlib.figure.Figure(figsize=(5, 3.4))
     ax = fig.subplots()
     t = profile["t"].cpu().numpy()
@@ -222,7 +310,19 @@ def flow_losses(profile: dict[str, Tensor], *, title: str = "") -> matplotlib.fi
 def invariance_distributions(
     errors: dict[str, Tensor], *, title: str = ""
 ) -> matplotlib.figure.Figure:
-    """Histograms (log-spaced bins) of normalised invariance errors, one per case."""
+    """Histograms (log-spaced bins) of normalised invariance errors, one per case.
+
+    Raises:
+        TypeError: for ``errors`` that is not a dict of tensors.
+        ValueError: for no case, or a case without values.
+    """
+    check_instance(errors, "errors", dict)
+    if not errors:
+        raise ValueError("`errors` must hold at least one case {name: errors}, got an empty dict")
+    for k, v in errors.items():
+        check_instance(v, f"errors[{k!r}]", Tensor)
+        if v.numel() == 0:
+            raise ValueError(f"`errors[{k!r}]` must not be empty, got shape {tuple(v.shape)}")
     fig = matplotlib.figure.Figure(figsize=(5.5, 3.4))
     ax = fig.subplots()
     values = {

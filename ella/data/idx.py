@@ -7,12 +7,15 @@ tasks, read from files a user points to; infrastructure, no equation.
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from symdisc.runtime import check_choice, check_path
 
 __all__ = ["read_idx", "load_mnist"]
 
@@ -35,23 +38,44 @@ _IDX_TYPES = {
 def read_idx(path: str | Path) -> np.ndarray:
     """An IDX file (optionally gzipped) as a numpy array of its shape and type.
 
+    The format (LeCun's MNIST page): two zero bytes, a type byte (0x08 uint8 ... 0x0E float64),
+    the number of dimensions n, n big-endian uint32 sizes, then the values, big-endian.
+
     Raises:
-        ValueError: for a file that is not IDX (wrong magic number or size).
+        TypeError: for a ``path`` that is not a str or path.
+        FileNotFoundError: naming the path, when it does not exist.
+        ValueError: naming the file and what was expected, for a directory, a file that is not
+            IDX (wrong magic number), a truncated or corrupted one (header or values shorter
+            than the header says, or a ``.gz`` that does not decompress).
     """
-    path = Path(path)
+    path = check_path(path, "path", exists=True)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as err:  # gzip: BadGzipFile, truncated stream
+        raise ValueError(
+            f"{path}: expected a gzip-compressed IDX file (by its .gz suffix), but it does not "
+            f"decompress ({err}); download it again"
+        ) from err
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
-        raise ValueError(f"{path} is not an IDX file (magic {raw[:4]!r})")
+        raise ValueError(
+            f"{path} is not an IDX file: expected the magic bytes 00 00 <type in "
+            f"{sorted(_IDX_TYPES)}> <ndim>, got {raw[:4]!r}"
+        )
     dtype, ndim = np.dtype(_IDX_TYPES[raw[2]]), raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     offset = 4 + 4 * ndim
+    if len(raw) < offset:
+        raise ValueError(
+            f"{path}: truncated IDX header: expected {ndim} sizes ({offset} bytes), the file "
+            f"holds {len(raw)} bytes"
+        )
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     count = int(np.prod(shape)) if shape else 0
     if len(raw) - offset != count * dtype.itemsize:
         raise ValueError(
-            f"{path}: header says shape {shape} of {dtype} ({count * dtype.itemsize} bytes), "
-            f"the file holds {len(raw) - offset}"
+            f"{path}: truncated or corrupted IDX file: the header says shape {shape} of {dtype} "
+            f"({count * dtype.itemsize} bytes), the file holds {len(raw) - offset}"
         )
     return np.frombuffer(raw, dtype=dtype, offset=offset).reshape(shape)
 
@@ -69,12 +93,13 @@ def load_mnist(
         ``(images (N, 1, 28, 28) float32 in [0, 1], labels (N,) int64)``.
 
     Raises:
+        TypeError: for a ``root`` that is not a str or path.
         FileNotFoundError: naming the files looked for, where, and where to get them.
-        ValueError: for an unknown split or inconsistent files.
+        ValueError: for an unknown split, or files that are not IDX, are truncated or do not
+            match (naming the files).
     """
-    if split not in ("train", "test"):
-        raise ValueError(f"`split` must be 'train' or 'test', got {split!r}")
-    root = Path(root)
+    root = check_path(root, "root")
+    check_choice(split, "split", ("train", "test"))
     prefix = "train" if split == "train" else "t10k"
 
     stems = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
@@ -93,6 +118,10 @@ def load_mnist(
     images = read_idx(found[stems[0]])
     labels = read_idx(found[stems[1]])
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
-        raise ValueError(f"images {images.shape} and labels {labels.shape} do not match")
+        raise ValueError(
+            f"{root}: expected images (N, 28, 28) and labels (N,) of one N in "
+            f"{found[stems[0]].name} and {found[stems[1]].name}, got {images.shape} and "
+            f"{labels.shape}"
+        )
     x = torch.from_numpy(images.astype(np.float32) / 255.0)[:, None]
     return x, torch.from_numpy(labels.astype(np.int64))

@@ -68,12 +68,13 @@ def quadrant_digits(
 
     Raises:
         ValueError: for an unknown ``task`` or ``source``, ``n_train`` outside (0, number of
-            images), or a ``digit_size`` below 1.
+            images), a ``digit_size`` below 1, or a negative ``seed`` (it seeds
+            ``numpy.random.default_rng``).
         TypeError: for a ``seed``, ``n_train`` or ``digit_size`` that is not an int.
     """
     check_choice(task, "task", QuadrantTask)
     check_choice(source, "source", DigitsSource)
-    check_int(seed, "seed")
+    check_int(seed, "seed", minimum=0)
     n_train = check_optional_int(n_train, "n_train")
     size = check_optional_int(digit_size, "digit_size", minimum=1) or QUADRANT_SIZE[source] // 2
     images_t, labels_t = digits_images(size, source=source)

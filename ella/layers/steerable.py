@@ -69,7 +69,7 @@ import torch
 from torch import Tensor, nn
 
 from ella.layers._base import check_input_dtype, check_kernel_size, circular_conv
-from symdisc.runtime import check_choice, check_instance, check_int
+from symdisc.runtime import check_bool, check_choice, check_float, check_instance, check_int
 
 __all__ = [
     "RING_SIGMA",
@@ -95,9 +95,11 @@ RING_SIGMA = 0.6  # width of the Gaussian radial rings, in pixels
 # --------------------------------------------------------------------------------------------
 
 
-def _parse_rep(name: object, order: int) -> tuple[str, int]:
-    """``(kind, frequency)`` of a representation name; ValueError for an unknown one."""
-    check_instance(name, "rep", str)
+def _parse_rep(name: object, order: int, arg: str = "name") -> tuple[str, int]:
+    """``(kind, frequency)`` of a representation name; ValueError for an unknown one, naming
+    the caller's argument ``arg``."""
+    check_int(order, "order", minimum=1)
+    check_instance(name, arg, str)
     if name in ("trivial", "regular"):
         return name, 0
     if name.startswith("irrep") and name[5:].isdigit():
@@ -105,13 +107,18 @@ def _parse_rep(name: object, order: int) -> tuple[str, int]:
         if 1 <= k <= order // 2:
             return "irrep", k
     raise ValueError(
-        f"`rep` must be 'trivial', 'regular' or 'irrep<k>' with 1 <= k <= {order // 2} "
+        f"`{arg}` must be 'trivial', 'regular' or 'irrep<k>' with 1 <= k <= {order // 2} "
         f"for C_{order}, got {name!r}"
     )
 
 
 def rep_dim(name: str, order: int) -> int:
-    """The dimension of representation ``name`` of C_``order``."""
+    """The dimension of representation ``name`` of C_``order``.
+
+    Raises:
+        TypeError: for a ``name`` that is not a str or an ``order`` that is not an int.
+        ValueError: for an unknown ``name`` or an ``order`` below 1.
+    """
     kind, k = _parse_rep(name, order)
     if kind == "trivial":
         return 1
@@ -130,7 +137,11 @@ def _cos_sin(numerator: int, order: int) -> tuple[float, float]:
 
 
 def rep_matrix(name: str, order: int, g: int) -> Tensor:
-    """``rho(g)`` of representation ``name`` of C_``order`` as a float64 matrix ``(d, d)``."""
+    """``rho(g)`` of representation ``name`` of C_``order`` as a float64 matrix ``(d, d)``.
+
+    Raises:
+        TypeError, ValueError: as :func:`rep_dim`, or for a ``g`` that is not an int.
+    """
     kind, k = _parse_rep(name, order)
     g = check_int(g, "g") % order
     if kind == "trivial":
@@ -161,7 +172,7 @@ class FieldType:
         if not reps:
             raise ValueError("`reps` must name at least one field, got none")
         for name in reps:
-            _parse_rep(name, self.order)
+            _parse_rep(name, self.order, "reps")
         object.__setattr__(self, "reps", reps)
 
     @property
@@ -192,8 +203,22 @@ def _angular_terms(kernel_size: int) -> list[tuple[float, int]]:
 
 def kernel_functions(points: Tensor, kernel_size: int, sigma: float = RING_SIGMA) -> Tensor:
     """The continuous functions ``F_i`` at ``points`` ``(P, 2)`` (``(x_0, x_1)``): ``(F, P)``,
-    ordered by ring, then frequency, cos before sin (m = 0: cos only)."""
+    ordered by ring, then frequency, cos before sin (m = 0: cos only).
+
+    Raises:
+        TypeError: for ``points`` that are not a floating tensor, a non-int ``kernel_size``.
+        ValueError: for ``points`` not (P, 2) or not finite, an even or non-positive
+            ``kernel_size``, a non-positive ``sigma``.
+    """
     k = check_kernel_size(kernel_size)
+    check_instance(points, "points", Tensor)
+    if not points.is_floating_point():
+        raise TypeError(f"`points` must be a floating tensor (P, 2), got {points.dtype}")
+    if points.dim() != 2 or points.shape[1] != 2:
+        raise ValueError(f"`points` must have shape (P, 2), got {tuple(points.shape)}")
+    if not torch.isfinite(points).all():
+        raise ValueError("`points` must be finite, got NaN or Inf entries")
+    sigma = check_float(sigma, "sigma", positive=True)
     r = points.norm(dim=-1)
     phi = torch.atan2(points[:, 1], points[:, 0])
     at_origin = r == 0
@@ -244,7 +269,13 @@ def _coefficient_basis(order: int, rep_out: str, rep_in: str, kernel_size: int) 
 
 def basis_dimension(order: int, rep_out: str, rep_in: str, kernel_size: int) -> int:
     """The dimension of the steerable basis by characters: ``mean_g tr B(g) chi_out(g)
-    chi_in(g)`` (independent of the eigen-decomposition :func:`steerable_basis` uses)."""
+    chi_in(g)`` (independent of the eigen-decomposition :func:`steerable_basis` uses).
+
+    Raises:
+        TypeError, ValueError: as :func:`steerable_basis`.
+    """
+    check_kernel_size(kernel_size)
+    check_int(order, "order", minimum=1)
     total = sum(
         float(torch.trace(_function_rotation(kernel_size, order, g)))
         * float(torch.trace(rep_matrix(rep_out, order, g)))
@@ -259,7 +290,14 @@ def steerable_kernel(
 ) -> Tensor:
     """The basis kernels evaluated at arbitrary ``points`` ``(P, 2)``, unnormalised:
     ``(n, d_out, d_in, P)``, float64. Each satisfies ``kappa(R_g x) = rho_out(g) kappa(x)
-    rho_in(g)^T`` for every g in C_N at every point."""
+    rho_in(g)^T`` for every g in C_N at every point.
+
+    Raises:
+        TypeError, ValueError: as :func:`steerable_basis` and :func:`kernel_functions`.
+    """
+    check_kernel_size(kernel_size)
+    check_int(order, "order", minimum=1)
+    check_instance(points, "points", Tensor)
     coeff = _coefficient_basis(order, rep_out, rep_in, kernel_size)  # (n, F, d_o, d_i)
     funcs = kernel_functions(points.to(torch.float64), kernel_size)  # (F, P)
     return torch.einsum("nfoi,fp->noip", coeff, funcs)
@@ -275,7 +313,13 @@ def _grid(kernel_size: int) -> Tensor:
 def steerable_basis(order: int, rep_out: str, rep_in: str, kernel_size: int = 3) -> Tensor:
     """The steerable basis sampled on the ``k x k`` grid, each element of unit Frobenius norm:
     ``(n, d_out, d_in, k, k)``, float64; ``n`` may be 0. Entry ``[..., a, b]`` is the kernel at
-    offset ``(a - k // 2, b - k // 2)``, the ``conv2d`` filter layout."""
+    offset ``(a - k // 2, b - k // 2)``, the ``conv2d`` filter layout.
+
+    Raises:
+        TypeError: for a non-int ``order`` or ``kernel_size``, non-str representation names.
+        ValueError: for an ``order`` below 1, an even or non-positive ``kernel_size``, or an
+            unknown representation name (:func:`rep_dim`).
+    """
     k = check_kernel_size(kernel_size)
     check_int(order, "order", minimum=1)
     basis = steerable_kernel(order, rep_out, rep_in, _grid(k), k)
@@ -295,8 +339,11 @@ def rotate_field(x: Tensor, field_type: FieldType, g: int) -> Tensor:
     (``torch.rot90``) and the result is exact.
 
     Raises:
+        TypeError: for an ``x`` that is not a tensor, a ``field_type`` that is not a FieldType
+            or a non-int ``g``.
         ValueError: for another rotation, or a channel count other than ``field_type.size``.
     """
+    check_instance(x, "x", Tensor)
     check_instance(field_type, "field_type", FieldType)
     n = field_type.order
     g = check_int(g, "g") % n
@@ -335,6 +382,7 @@ class _SteerableBase(nn.Module):
         self, in_type: FieldType, out_type: FieldType, kernel_size: int = 3, *, bias: bool = True
     ) -> None:
         super().__init__()
+        check_bool(bias, "bias")
         self.in_type = check_instance(in_type, "in_type", FieldType)
         self.out_type = check_instance(out_type, "out_type", FieldType)
         if in_type.order != out_type.order:
@@ -516,8 +564,10 @@ def steerable_relaxation_penalty(model: nn.Module, order: int = 1) -> Tensor:
     strict :class:`SteerableConv`); zero for models without relaxed steerable layers.
 
     Raises:
+        TypeError: if ``model`` is not an ``nn.Module``.
         ValueError: if ``order`` is not 1 or 2.
     """
+    check_instance(model, "model", nn.Module)
     check_choice(order, "order", (1, 2))
     terms = [
         (w - w.mean(-1, keepdim=True)).abs().pow(order).sum()

@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ella.layers import check_feature_map
 from ella.layers.fixup import ScalarBias, ScalarScale
 from symdisc.runtime import check_int
 
@@ -184,7 +185,14 @@ class FixupResNet(nn.Module):
             self.fc.bias.zero_()
 
     def features(self, x: Tensor) -> Tensor:
-        """Pooled features (B, 4 width) before the last scalar bias and the linear layer."""
+        """Pooled features (B, 4 width) before the last scalar bias and the linear layer.
+
+        Raises:
+            TypeError: for an ``x`` that is not a tensor of the network's floating dtype.
+            ValueError: for an ``x`` that is not (B, C_in, H, W) (an unbatched (C, H, W)
+                image included: add the batch dimension with ``x[None]``).
+        """
+        check_feature_map(x, "FixupResNet", channels=self.conv1.in_channels, module=self)
         x = F.relu(self.bias1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
         return x.mean(dim=(-2, -1))

@@ -63,7 +63,10 @@ layer list than table 6; padding keeps the table's layers, resolutions and param
 28 x 28 network has exactly the parameters of the 32 x 32 one), and it is what LeNet-style MNIST
 networks do. The pad value is 0 in the model's input space, i.e. the mean pixel of standardised
 images (F.5), not the background; circular shifts of the padded 32 x 32 canvas stay exact
-symmetries of CONV networks. Sizes above 32 must be multiples of 32.
+symmetries of CONV networks. Sizes above 32 must be multiples of 32. Sizes below 16
+(:data:`MIN_IMAGE_SIZE`) are refused: table 6 is a 32 x 32 network (the paper pads only MNIST's
+28 x 28, table 3), and a smaller image would sit in a canvas of more than 3/4 zeros, almost
+surely a mistake (e.g. a channel count passed as the size); upsample such images first.
 
 The group networks (:data:`GROUP_LAYERS`: "gconv", "pointwise_gconv", "gffc", "ffc+conv+gconv")
 lift the image to p4 feature maps (constant over the rotations), use group layers 1-8 and take
@@ -87,8 +90,13 @@ from ella.layers import group_paths as gp
 from symdisc.runtime import check_choice, check_int
 
 __all__ = [
-    "LayerSpec", "LAYERS", "GROUP_LAYERS", "INITS", "neyshabur", "he_rescale", "count_parameters",
+    "LayerSpec", "LAYERS", "GROUP_LAYERS", "INITS", "MIN_IMAGE_SIZE", "neyshabur", "he_rescale",
+    "count_parameters",
 ]  # fmt: skip
+
+#: the smallest ``image_size`` of :func:`neyshabur`: smaller images are refused rather than
+#: zero-padded into a 32 x 32 canvas that would be more than 3/4 padding (module docstring)
+MIN_IMAGE_SIZE = 16
 
 #: the initialisations of :func:`neyshabur` (its ``init`` argument)
 INITS = ("default", "he")
@@ -156,7 +164,8 @@ def neyshabur(
         alpha: the width multiplier a.
         in_channels: Cin.
         n_classes: outputs of layer 10.
-        image_size: N, at most 32 (zero-padded to 32, module docstring) or a multiple of 32
+        image_size: N, from :data:`MIN_IMAGE_SIZE` = 16 to 32 (zero-padded to 32, module
+            docstring) or a multiple of 32
             (resolutions N, N/2, N/2, N/4, N/4, N/8, N/16, N/32).
         prior_on: passed to the sparse layers (their ``prior_target``): "anchors" (prior and
             posterior over u, table 2 rows "u"), "lengthscales" (over omega, rows "omega") or
@@ -178,8 +187,8 @@ def neyshabur(
         parameters) comes before ``conv9``.
 
     Raises:
-        ValueError: unknown ``layer`` or ``init``, non-positive sizes, ``image_size`` above 32
-            and not divisible by 32.
+        ValueError: unknown ``layer`` or ``init``, non-positive sizes, ``image_size`` below 16
+            (:data:`MIN_IMAGE_SIZE`), or above 32 and not divisible by 32.
         TypeError: non-int sizes.
     """
     check_choice(layer, "layer", sorted(LAYERS))
@@ -190,10 +199,18 @@ def neyshabur(
     check_choice(init, "init", INITS)
     if n > 32 and n % 32:
         raise ValueError(f"`image_size` must be at most 32 or divisible by 32, got {image_size}")
+    if n < MIN_IMAGE_SIZE:
+        raise ValueError(
+            f"`image_size` must be at least {MIN_IMAGE_SIZE}: table 6 is the network of 32 x 32 "
+            f"images (CIFAR-10; 28 x 28 MNIST is zero-padded to 32), and {n} x {n} images would "
+            f"be padded to a 32 x 32 canvas of more than 3/4 zeros; got {image_size}. Upsample "
+            "the images (torch.nn.functional.interpolate) to at least 16 x 16, or use a smaller "
+            "network"
+        )
     children: dict[str, nn.Module] = {}
     if n < 32:  # zero-pad to 32 x 32 (module docstring: why not a 28-pixel resolution rule)
         before = (32 - n) // 2
-        children["pad"] = nn.ZeroPad2d((before, 32 - n - before, before, 32 - n - before))
+        children["pad"] = _PadTo32(n, before)
         n = 32
     channels = [in_channels, a, 2 * a, 2 * a, 4 * a, 4 * a, 8 * a, 8 * a, 16 * a]
     sizes = [n, n, n // 2, n // 2, n // 4, n // 4, n // 8, n // 16, n // 32]
@@ -216,6 +233,25 @@ def neyshabur(
     if init == "he":
         he_rescale(model)
     return model
+
+
+class _PadTo32(nn.ZeroPad2d):
+    """``nn.ZeroPad2d`` from N x N to 32 x 32 that first checks that its input is N x N (a
+    wrong size would otherwise fail later, in layer 1, with the padded size in the message)."""
+
+    def __init__(self, size: int, before: int) -> None:
+        after = 32 - size - before
+        super().__init__((before, after, before, after))
+        self.size = size
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor) or x.dim() != 4 or tuple(x.shape[-2:]) != (self.size,) * 2:
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(
+                f"neyshabur(image_size={self.size}): `x` must be (B, C, {self.size}, "
+                f"{self.size}) images (zero-padded to 32 x 32 inside), got {got}"
+            )
+        return super().forward(x)
 
 
 #: parameters that a path's output (bias aside) is not linear in: biases, RBF lengthscales and

@@ -62,6 +62,12 @@ class KnownAction(Action):
 
     def forward(self, g: Tensor, theta: Tensor, X: Tensor) -> Tensor:
         check_instance(g, "g", Tensor)
+        want = theta.dtype if isinstance(theta, Tensor) and theta.is_floating_point() else None
+        if not g.is_floating_point() or (want is not None and g.dtype != want):
+            raise TypeError(
+                f"`g` must be a floating tensor of theta's dtype {want}, got {g.dtype} "
+                f"(convert it with `g.to(theta.dtype)`)"
+            )
         if tuple(g.shape) != (self.d, self.d):
             raise ValueError(f"`g` must be ({self.d}, {self.d}), got {tuple(g.shape)}")
         check_invertible(g, "g")  # outside vmap only: it reads values

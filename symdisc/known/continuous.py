@@ -61,6 +61,7 @@ from symdisc.losses import (
     activation_inverse,
 )
 from symdisc.runtime.checks import check_choice, check_float, check_instance, check_int
+from symdisc.validation import check_tensor
 
 __all__ = [
     "SYMMETRIES",
@@ -374,9 +375,19 @@ def exp_map(symmetry: str, A: Tensor) -> Tensor:
     ``matrix_exp(A)`` for "gl" and "data_dependent_gl" (A (h, h)), the elementwise ``exp(A)``
     for "rescaling" (A (h,)), and ``A`` itself for the additive "softmax_shift" (paper 002, B.1:
     ``gamma(t) = a_X(exp(t A), theta)``, ``gamma'(0) = D_g a_X|_{I, theta}(A)``).
+
+    Raises:
+        TypeError: for an ``A`` that is not a floating tensor.
+        ValueError: for an unknown ``symmetry``, an ``A`` that is not square for "gl" and
+            "data_dependent_gl", or with NaN or Inf entries.
     """
     check_choice(symmetry, "symmetry", SYMMETRIES)
-    check_instance(A, "A", Tensor)
+    check_tensor(A, "A", floating=True, finite=True)
+    if symmetry in ("gl", "data_dependent_gl") and (A.ndim < 2 or A.shape[-1] != A.shape[-2]):
+        raise ValueError(
+            f"`A` of {symmetry!r} must be a square matrix (h, h) (or a batch (..., h, h)), got "
+            f"shape {tuple(A.shape)}"
+        )
     if symmetry in ("gl", "data_dependent_gl"):
         return torch.linalg.matrix_exp(A)
     if symmetry == "rescaling":

@@ -29,6 +29,7 @@ __all__ = [
     "check_instance",
     "check_int",
     "check_optional_int",
+    "check_output_path",
     "check_path",
     "check_train_data",
 ]
@@ -174,6 +175,36 @@ def check_path(value: object, name: str = "path", *, exists: bool = False) -> Pa
             raise FileNotFoundError(f"`{name}` must name an existing file, got {str(path)!r}")
         if path.is_dir():
             raise ValueError(f"`{name}` must name a file, got the directory {str(path)!r}")
+    return path
+
+
+def check_output_path(
+    value: object, name: str = "path", *, suffixes: Iterable[str] | None = None
+) -> Path:
+    """``value`` (a ``str`` or ``os.PathLike``) as a ``Path`` a file can be written to: its
+    directory exists, it is not itself a directory, and its suffix (lower case, without the dot)
+    is one of ``suffixes`` when given.
+
+    Raises:
+        TypeError: for anything but a str or a path.
+        FileNotFoundError: for a path whose directory does not exist (nothing is created).
+        ValueError: for a directory, or a suffix that is not one of ``suffixes``.
+    """
+    path = check_path(value, name)
+    if path.is_dir():
+        raise ValueError(f"`{name}` must name a file to write, got the directory {str(path)!r}")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(
+            f"`{name}`: the directory {str(path.parent)!r} of {str(path)!r} does not exist; "
+            "create it first"
+        )
+    if suffixes is not None:
+        allowed = sorted(suffixes)
+        if path.suffix.lower().lstrip(".") not in allowed:
+            raise ValueError(
+                f"`{name}` must end in one of {', '.join('.' + s for s in allowed)}, got "
+                f"{str(path)!r}"
+            )
     return path
 
 
