@@ -44,7 +44,9 @@ class GGNOperator(ParameterOperator):
         targets: (N, C) for ``"mse"``, (N,) class indices for ``"cross_entropy"``.
         loss: ``"mse"`` or ``"cross_entropy"``.
         reduction: ``"mean"`` or ``"sum"``, as in ``torch.nn.functional``.
-        chunk_size: vectors per vmapped chunk of a block product (see :class:`HessianOperator`).
+        chunk_size: vectors per vmapped chunk of a block product (see :class:`HessianOperator`;
+            ``chunk_size=1`` for convolutional networks on a CPU: 2.7x faster per vector than
+            the default 8 on the ResNet of issue 19).
 
     Raises:
         ValueError: for an unknown loss or reduction, wrongly shaped targets or outputs, or a

@@ -46,3 +46,16 @@ def test_hessian_operator_errors(case):
         HessianOperator(case.loss_fn, nan_params, case.inputs, case.targets)
     with pytest.raises(TypeError, match="`params`"):
         HessianOperator(case.loss_fn, list(case.params.values()), case.inputs, case.targets)
+
+
+@pytest.mark.parametrize("mode", ["vjp", "jvp"])
+def test_non_scalar_loss_is_named_before_differentiation(mode):
+    """A loss_fn returning a vector or a float gets this project's message naming `loss_fn`
+    (not torch.func's), from either mode."""
+    params = {"w": torch.randn(3, dtype=torch.float64)}
+    with pytest.raises(ValueError, match=r"`loss_fn` must return a scalar \(0-d\) Tensor.*\(3,\)"):
+        HessianOperator(lambda p: p["w"] ** 2, params, mode=mode)
+    with pytest.raises(TypeError, match="`loss_fn` must return a scalar Tensor, got float"):
+        HessianOperator(lambda p: 1.0, params, mode=mode)
+    H = HessianOperator(lambda p: (p["w"] ** 3).sum(), params, mode=mode)
+    torch.testing.assert_close(H.to_dense(), torch.diag(6 * params["w"]))
