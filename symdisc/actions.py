@@ -7,13 +7,14 @@ parameters theta' (P,). Actions are written for one sample and lifted with :func
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from symdisc.losses import ParamLoss
 from symdisc.runtime.checks import check_bool, check_instance, check_int
-from symdisc.validation import check_algebra, check_tensor
+from symdisc.validation import check_algebra, check_invertible, check_tensor
 
 __all__ = ["Action", "MLPAction", "LinearAction", "CentredAction"]
 
@@ -147,24 +148,136 @@ class MLPAction(Action):
         tangents as ``t <- (silu'(z) * t) W^T`` (no bias). The same numbers as the generic
         vmapped ``jvp`` (tested in float64), without its per-sample tangent copies and
         zero-tangent products of the weights.
+
+        Under plain autograd the pass runs as one :class:`torch.autograd.Function` with its
+        backward written out (:class:`_SiLUTangents`: fewer, fused kernels than autograd's
+        record of the same pass, tested against autograd in float64; under ``create_graph=True``
+        its backward is recorded by autograd, so higher derivatives hold too).
+        Under ``torch.func`` transforms or ``torch.compile`` it runs as plain tensor operations,
+        which those differentiate, batch or fuse themselves.
         """
         _check_tangent_args(self, h, theta, X)
         B, k = theta.shape[0], h.shape[0]
         inputs = [theta] + ([X.reshape(B, -1)] if self.data_dependent else [])
-        layers = list(self.net)
-        first = layers[0]
+        x = torch.cat(inputs, dim=1) if len(inputs) > 1 else theta
+        first, *rest = [layer for layer in self.net if isinstance(layer, nn.Linear)]
         dd = self.d * self.d
-        z = torch.cat(inputs, dim=1) @ first.weight[:, dd:].T + first.bias  # (B, width)
-        t = (h.reshape(k, dd) @ first.weight[:, :dd].T)[None]  # (1, k, width)
-        for layer in layers[1:]:
-            if isinstance(layer, nn.SiLU):
-                s = torch.sigmoid(z)
-                t = t * (s * (1 + z * (1 - s)))[:, None, :]
-                z = z * s
-            else:
-                z = z @ layer.weight.T + layer.bias
-                t = t @ layer.weight.T
-        return theta + z, t.expand(B, k, t.shape[-1])
+        weights = (first.weight[:, dd:], first.weight[:, :dd], first.bias)
+        later = [p for layer in rest for p in (layer.weight, layer.bias)]
+        run = _SiLUTangents.apply if _plain_autograd() else _silu_tangents
+        z, t = run(x, h.reshape(k, dd), *weights, *later)  # (B, P), (k, B, P)
+        return theta + z, t.transpose(0, 1)
+
+
+def _plain_autograd() -> bool:
+    """True outside ``torch.func`` transforms, forward-mode AD and ``torch.compile`` tracing."""
+    return not (
+        torch.compiler.is_compiling()
+        or torch._C._are_functorch_transforms_active()
+        or torch.autograd.forward_ad._current_level >= 0
+    )
+
+
+def _silu_tangents(
+    x: Tensor, hx: Tensor, w_x: Tensor, w_g: Tensor, b_1: Tensor, *later: Tensor
+) -> tuple[Tensor, Tensor]:
+    """The MLP of :class:`MLPAction` at g = I and its tangents, as plain tensor operations.
+
+    ``x`` (B, n_in) holds [theta, X] per sample, ``hx`` (k, d*d) the flattened generators, the
+    first layer is split into its columns for x (``w_x``) and for g (``w_g``), and ``later``
+    holds (weight, bias) of every later layer. Returns z (B, P), the MLP's output at g = I,
+    and the tangents t (k, B, P) of the output along each generator.
+    """
+    z = torch.addmm(b_1, x, w_x.T)  # (B, width)
+    t = (hx @ w_g.T)[:, None, :]  # (k, 1, width): shared by all samples
+    for weight, bias in zip(later[0::2], later[1::2]):
+        sig = torch.sigmoid(z)
+        t = t * (sig * (1 + z * (1 - sig)))  # silu'(z) * t, (k, B, width)
+        z = torch.addmm(bias, z * sig, weight.T)
+        t = t @ weight.T
+    return z, t
+
+
+class _SiLUTangents(torch.autograd.Function):
+    """:func:`_silu_tangents` with its backward written out (autograd's record of it under
+    ``create_graph=True``, for higher derivatives).
+
+    Forward per hidden layer, with sigma = sigmoid(z): ``y = silu(z) = z sigma``,
+    ``q = silu'(z) = sigma + y (1 - sigma)``, ``s = q * tau`` (tau (k, B, w) the tangent before
+    the activation), then ``z' = y W^T + b`` and ``tau' = s W^T``. Backward, with gz', gtau' the
+    incoming gradients: ``gW = gz'^T y + sum_j gtau'_j^T s_j``, ``gb = sum_b gz'``,
+    ``gs = gtau' W``, ``gtau = q * gs`` and
+    ``gz = q * (gz' W) + silu''(z) * sum_j gs_j * tau_j`` with
+    ``silu''(z) = sigma (1 - sigma) (2 + z - 2 y)``.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: Tensor, hx: Tensor, w_x: Tensor, w_g: Tensor, b_1: Tensor, *later: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        z = torch.addmm(b_1, x, w_x.T)
+        tau = (hx @ w_g.T)[:, None, :]
+        saved: list[Tensor] = []
+        for weight, bias in zip(later[0::2], later[1::2]):
+            sig = torch.sigmoid(z)
+            y = z * sig
+            q = torch.addcmul(sig, y, 1 - sig)  # silu'(z)
+            s = tau * q
+            saved += [z, sig, y, q, tau, s]
+            z = torch.addmm(bias, y, weight.T)
+            tau = s @ weight.T
+        ctx.save_for_backward(x, hx, w_x, w_g, b_1, *later, *saved)
+        ctx.layers = len(later) // 2
+        return z, tau
+
+    @staticmethod
+    def backward(ctx: Any, g_z: Tensor, g_tau: Tensor) -> tuple[Tensor | None, ...]:
+        if torch.is_grad_enabled():  # create_graph=True: a backward that is itself differentiable
+            return _SiLUTangents._recorded_backward(ctx, g_z, g_tau)
+        n = ctx.layers
+        g_tau = g_tau.contiguous()  # the gradient of a transposed view: one copy, not two
+        x, hx, w_x, w_g, _, *rest = ctx.saved_tensors
+        later, saved = rest[: 2 * n], rest[2 * n :]
+        grads: list[Tensor | None] = [None] * (2 * n)
+        for i in reversed(range(n)):
+            weight = later[2 * i]
+            z, sig, y, q, tau, s = saved[6 * i : 6 * i + 6]
+            width = weight.shape[1]
+            g_flat = g_tau.reshape(-1, weight.shape[0])
+            grads[2 * i] = torch.addmm(g_z.T @ y, g_flat.T, s.reshape(-1, width))
+            grads[2 * i + 1] = g_z.sum(0)
+            g_s = g_tau @ weight  # (k, B, width)
+            g_q = g_s[0] * tau[0]  # sum_j gs_j * tau_j, without a (k, B, width) temporary
+            for j in range(1, len(g_s)):
+                g_q.addcmul_(g_s[j], tau[j])
+            g_q.mul_(torch.add(z, y, alpha=-2).add_(2))
+            g_z = torch.ops.aten.sigmoid_backward(g_q, sig).addcmul_(g_z @ weight, q)
+            g_tau = g_s.mul_(q)
+        g_a = g_tau.sum(1)  # (k, width): the first tangent is shared by all samples
+        need = ctx.needs_input_grad
+        return (
+            g_z @ w_x if need[0] else None,
+            g_a @ w_g if need[1] else None,
+            g_z.T @ x if need[2] else None,
+            g_a.T @ hx if need[3] else None,
+            g_z.sum(0) if need[4] else None,
+            *grads,
+        )
+
+    @staticmethod
+    def _recorded_backward(ctx: Any, g_z: Tensor, g_tau: Tensor) -> tuple[Tensor | None, ...]:
+        """The vector-Jacobian product of :func:`_silu_tangents` recorded by autograd (for
+        higher derivatives: the saved inputs carry their history under ``create_graph``)."""
+        inputs = ctx.saved_tensors[: 5 + 2 * ctx.layers]
+        wanted = [i for i, need in enumerate(ctx.needs_input_grad) if need]
+        out = _silu_tangents(*inputs)
+        grads = torch.autograd.grad(
+            out, [inputs[i] for i in wanted], (g_z, g_tau), create_graph=True, allow_unused=True
+        )
+        full: list[Tensor | None] = [None] * len(inputs)
+        for i, g in zip(wanted, grads):
+            full[i] = g
+        return tuple(full)
 
 
 class LinearAction(Action):
@@ -201,7 +314,13 @@ class LinearAction(Action):
         self.register_buffer("index", index)
 
     def forward(self, g: Tensor, theta: Tensor, X: Tensor) -> Tensor:
+        """``g theta`` on the block; ValueError naming ``g`` for a singular g (an element of
+        GL(d) is invertible). The check reads values, so it runs where g is an ordinary tensor
+        (called directly, or with g unbatched under ``torch.vmap``); a g batched by vmap is not
+        checked (vmap forbids reading values): check such a batch with
+        :func:`symdisc.validation.check_invertible` before the vmap."""
         _check_one(self, g, theta, None)
+        check_invertible(g, "g")
         moved = (g @ theta[self.index].reshape(self.d, -1)).reshape(-1)
         return theta.index_put((self.index,), moved)
 

@@ -117,6 +117,8 @@ def orthogonality(h: Tensor) -> Tensor:
     check_tensor(h, "h", floating=True)
     if h.ndim < 2 or h.shape[0] == 0:
         raise ValueError(f"`h` must be (k, ...) with k >= 1 generators, got {tuple(h.shape)}")
+    if h.shape[0] == 1:  # no pair: the sum is empty (its gradient too)
+        return h.new_zeros(())
     flat = h.reshape(h.shape[0], -1)
     unit = flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
     cos = unit @ unit.T
@@ -141,18 +143,21 @@ def field_orthogonality(v: Tensor, eps: float = 1e-3) -> Tensor:
     return (k * math.log1p(eps) - torch.linalg.slogdet(gram)[1]).mean()
 
 
-def _invariance(grad: Tensor, v: Tensor, form: FormKind) -> Tensor:
-    dot = torch.einsum("bp,bkp->bk", grad, v)
+def _invariance(grad: Tensor, v: Tensor, form: FormKind, v_norm: Tensor | None = None) -> Tensor:
+    """L_invariance from grad (B, P), v (B, k, P) and, if at hand, ||v|| (B, k)."""
+    dot = (grad[:, None, :] * v).sum(-1)  # (B, k)
     if form == "paper":
         return dot.abs().mean()
-    norms = grad.norm(dim=-1, keepdim=True) * v.norm(dim=-1)
+    v_norm = v.norm(dim=-1) if v_norm is None else v_norm
+    norms = grad.norm(dim=-1, keepdim=True) * v_norm
     return (dot.abs() / norms.clamp_min(1e-12)).mean()
 
 
-def _norm_term(v: Tensor, beta: float, form: FormKind) -> Tensor:
+def _norm_term(v_norm: Tensor, beta: float, form: FormKind) -> Tensor:
+    """L_reg_id from the field norms ||v_bj|| (B, k)."""
     if form == "paper":
-        return (beta - v.norm(dim=-1)).abs().mean()
-    return (v.norm(dim=-1) - beta).pow(2).mean()
+        return (beta - v_norm).abs().mean()
+    return (v_norm - beta).pow(2).mean()
 
 
 def _orth_term(h: Tensor, v: Tensor, form: FormKind) -> Tensor:
@@ -180,11 +185,11 @@ def infinitesimal_objective(
     """
     _check_objective_args(action, batch, weights)
     moved, v = action.tangents(h, batch.theta, batch.X)  # a_X(I, theta) (B, P), v (B, k, P)
-    form = weights.form
+    form, v_norm = weights.form, v.norm(dim=-1)
     terms = {
-        "invariance": _invariance(batch.grad, v, form),
+        "invariance": _invariance(batch.grad, v, form, v_norm),
         "identity": (moved - batch.theta).norm(dim=-1).mean(),
-        "reg_id": _norm_term(v, weights.beta, form),
+        "reg_id": _norm_term(v_norm, weights.beta, form),
         "orth": _orth_term(h, v, form),
         "sparse": h.abs().sum(),
     }
@@ -243,7 +248,7 @@ def exponential_objective(
         "invariance": (loss_moved - batch.loss[:, None]).abs().mean(),
         "identity": identity_residual(action, batch.theta, batch.X).mean(),
         "assoc": assoc.norm(dim=-1).mean(),
-        "reg_id": _norm_term(v, weights.beta, weights.form),
+        "reg_id": _norm_term(v.norm(dim=-1), weights.beta, weights.form),
         "orth": _orth_term(h, v, weights.form),
         "sparse": h.abs().sum(),
     }
@@ -261,5 +266,7 @@ def _check_objective_args(
 
 
 def _weighted(terms: dict[str, Tensor], weights: Weights) -> Tensor:
-    gammas = weights.as_dict()
-    return sum(gammas[name] * value for name, value in terms.items())
+    """``sum_name gamma_name * term_name`` as one dot product (one autograd node per step)."""
+    values = torch.stack(list(terms.values()))
+    gammas = torch.tensor([getattr(weights, name) for name in terms], dtype=values.dtype)
+    return values @ gammas.to(values.device, non_blocking=True)
