@@ -154,11 +154,14 @@ def peers_unavailable(modules: Sequence[str]) -> str | None:
 
 
 def against_ours(rows: Sequence[Row]) -> Iterator[tuple[Row, float | None, float | None, str]]:
-    """Each row with its median time, that time over ours' on the same task (None where either
-    is missing) and the first line of its error or note: the common cells of a table row."""
-    ours_time = {r["task"]: r.get("median_s") for r in rows if r["method"] == "ours"}
+    """Each row with its median time, that time over ours' on the same task (and workload, where
+    rows carry one; None where either is missing) and the first line of its error or note: the
+    common cells of a table row."""
+    ours_time = {
+        (r.get("workload"), r["task"]): r.get("median_s") for r in rows if r["method"] == "ours"
+    }
     for r in rows:
-        base, time_s = ours_time.get(r["task"]), r.get("median_s")
+        base, time_s = ours_time.get((r.get("workload"), r["task"])), r.get("median_s")
         ratio = time_s / base if time_s is not None and base else None
         yield r, time_s, ratio, (r.get("error") or r.get("note") or "").split("\n", 1)[0]
 
@@ -253,11 +256,15 @@ def child_method(methods: Iterable[M], child: str) -> M:
     raise KeyError(f"no method {name!r} for task {task!r}")
 
 
+#: the hidden flag that hands a peak-memory child the file of its workload
+WORKLOAD_FILE_FLAG = "--workload-file"
+
+
 def run_child(script: str, child: str, workload: Path, flags: Sequence[str], timeout: float) -> Row:
-    """Run ``script --child CHILD --workload FILE FLAGS`` in a fresh interpreter: the JSON of its
-    last line, or ``{"error": ...}``."""
+    """Run ``script --child CHILD --workload-file FILE FLAGS`` in a fresh interpreter: the JSON
+    of its last line, or ``{"error": ...}``."""
     cmd = [sys.executable, str(Path(script).resolve()), "--child", child]
-    cmd += ["--workload", str(workload), *flags]
+    cmd += [WORKLOAD_FILE_FLAG, str(workload), *flags]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -278,9 +285,9 @@ def measure_peaks(
     side_by_side: bool,
     timeout: float = CHILD_TIMEOUT_S,
 ) -> set[str]:
-    """Peak memory of every row's method, each in a fresh child (``script --child task:method``
-    reading ``workload`` from a file, with ``flags``, stopped after ``timeout`` seconds): sets
-    the rows' ``peak_mb`` and returns how it was taken.
+    """Peak memory of every row's method, each in a fresh child (``script --child task:method
+    --workload-file FILE``, the file holding ``workload``, with ``flags``, stopped after
+    ``timeout`` seconds): sets the rows' ``peak_mb`` and returns how it was taken.
 
     ``side_by_side`` (the --quick rows) runs the children in parallel as long as their threads
     do not outnumber the cores (oversubscribed torch threads slow every op by orders of
@@ -329,8 +336,9 @@ def mark_agreement(
     failures = []
     for row in rows:
         bound = bounds.get(row["task"])
+        name = f"{row['workload']}/{row['task']}" if "workload" in row else row["task"]
         if row["method"] == "ours" and "error" in row:
-            failures.append(f"{row['task']}/ours raised {row['error']}")
+            failures.append(f"{name}/ours raised {row['error']}")
         if bound is None or row.get(key) is None:
             continue
         row["agrees"] = row[key] <= bound
@@ -338,7 +346,7 @@ def mark_agreement(
             continue
         message = f"{key} {row[key]:.3g}{unit} > {bound:g}"
         if row["method"] == "ours" and (asserted is None or row["task"] in asserted):
-            failures.append(f"{row['task']}/ours {message}")
+            failures.append(f"{name}/ours {message}")
         else:
             row["note"] = f"off the reference: {message}"
     return failures
@@ -373,7 +381,7 @@ def ratio_target(
 
 
 #: columns of a markdown table that hold text (left-aligned); the others hold numbers
-TEXT_COLUMNS = frozenset({"task", "method", "target", "pass", "note"})
+TEXT_COLUMNS = frozenset({"workload", "task", "method", "target", "pass", "note"})
 
 
 def fmt(value: object, spec: str) -> str:
@@ -396,14 +404,18 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]
 
 
 def targets_table(targets: list[dict]) -> list[str]:
-    """Markdown lines of a benchmark's target verdicts (task, criterion, value, pass)."""
+    """Markdown lines of a benchmark's target verdicts (task, criterion, value, pass), with a
+    first column ``workload`` where the targets carry one."""
+    with_workload = any("workload" in t for t in targets)
     rows = []
     for t in targets:
         verdict = {True: "pass", False: "FAIL", None: "-"}[t["pass"]]
         if t.get("note"):
             verdict += f" ({t['note']})"
-        rows.append((t["task"], t["criterion"], fmt(t["value"], ".3g"), verdict))
-    return ["", *table(("task", "target", "value", "pass"), rows)]
+        cells = (t["task"], t["criterion"], fmt(t["value"], ".3g"), verdict)
+        rows.append((t.get("workload", ""), *cells) if with_workload else cells)
+    columns = ("task", "target", "value", "pass")
+    return ["", *table(("workload", *columns) if with_workload else columns, rows)]
 
 
 def markdown_report(

@@ -1,6 +1,20 @@
 """Benchmark of ``ella.laplace`` against laplace-torch 0.3 with each of its GGN backends.
 
-Workload: the one of ``bench_curvature.py`` (fixed seed, ``_workloads.py``): an MLP 10-50-50-3
+Workloads (``--workload {mlp,resnet,all}``, default all; every row carries ``workload``): those
+of ``bench_curvature.py`` (``_workloads.py``). ``resnet``: the Fixup-style ResNet without
+BatchNorm (P = 77,706 in 22 tensors of 11 Conv2d/Linear layers) trained for 30 Adam steps on
+N = 512 CIFAR-shaped Gaussian images, 10 classes; on it run ``gradient`` and ``kron_marglik``
+(the per-tensor prior precisions cycle through the MLP's six values below), its reference the
+explicit float64 KFAC factors of ``_workloads.explicit_kfac`` (hooks and ``torch.autograd``; A
+the mean over samples and positions of the unfolded inputs, G over samples, positions and
+output-Hessian columns, times N for the summed loss) with the log-determinant of every block
+from the factors' eigenvalues, ``log det(G (x) A_w + delta I) = sum_ij log(g_i a_j + delta)``
+(weight) and ``log det(G + delta I)`` (bias), exact where a dense block (up to 18,496 rows)
+would not fit the budget. ``--quick`` shrinks it to widths 4-6-8 on 8x8 images with N = 16.
+The task ``gradient`` (torch_autograd: one full-batch gradient of the mean cross-entropy) is the
+unit of every row's ``gradients`` (its median over the gradient's of the same workload).
+
+MLP: the workload of ``bench_curvature.py`` (fixed seed, ``_workloads.py``): an MLP 10-50-50-3
 with tanh (P = 3253 parameters in 6 tensors W1, b1, W2, b2, W3, b3) trained for 300 full-batch
 Adam steps on N = 2000 Gaussian inputs labelled by a random linear teacher. The likelihood is
 categorical, negative log-likelihood the *summed* cross-entropy, temperature 1, prior mean 0, and
@@ -79,7 +93,8 @@ method: a copy of the model (BackPACK extends the modules it sees) and, for kron
 fit. Peak memory is measured as in ``bench_curvature.py``: the rise of the resident set while
 the timed part runs once in a fresh child process (on ``--quick`` for ours' rows only).
 
-Targets: ours' median <= 0.5x the fastest laplace-torch backend's for kron_marglik, <= 0.8x
+Targets: ours' median <= 0.5x the fastest laplace-torch backend's for kron_marglik (on both
+workloads), <= 0.8x
 for full_marglik, <= 1.0x for kron_reeval and the three predictive tasks (issue 17: "no slower
 than laplace-torch's fastest backend"; not judged on --quick). Ours must agree with the
 reference within 1e-3 nats (exit status 1 otherwise); peers' errors are reported.
@@ -90,8 +105,11 @@ Peers are optional; install them without their dependencies, which would replace
 
 Usage::
 
-    python experiments/bench_laplace.py --out DIR [--seed 0] [--device cpu|cuda] [--quick]
-        [--threads N]
+    python experiments/bench_laplace.py --out DIR [--workload mlp|resnet|all] [--seed 0]
+        [--device cpu|cuda] [--quick] [--threads N]
+
+Budget: the default full run (both workloads) takes about 10 min on the 2-core CPU when run
+alone.
 
 writes ``DIR/bench_laplace.json`` and ``DIR/bench_laplace.md`` and prints the table.
 """
@@ -113,6 +131,7 @@ import torch
 from torch import Tensor, nn
 
 from _bench import (
+    WORKLOAD_FILE_FLAG,
     BenchmarkRun,
     Row,
     against_ours,
@@ -127,13 +146,13 @@ from _bench import (
     say,
     timed,
 )
-from _cli import add_child_flags, check_device, child_flags, parser, setup
+from _cli import check_device, child_flags, parser, setup
 from _results import check_targets
-from _workloads import Workload, load_workload, train_workload
+from _workloads import KINDS, Workload, explicit_kfac, load_workload, train_workload
 from ella.laplace import Laplace
 from symdisc.curvature.reference import dense_ggn
 
-PRIOR = (1.0, 2.0, 0.5, 1.5, 3.0, 0.8)  # W1, b1, W2, b2, W3, b3
+PRIOR = (1.0, 2.0, 0.5, 1.5, 3.0, 0.8)  # W1, b1, W2, b2, W3, b3 (cycled on the ResNet)
 NEW_PRIOR = (0.7, 1.3, 2.2, 0.9, 0.4, 1.7)  # for kron_reeval
 LL_PRIOR = 2.0  # last_layer_fit: one precision shared by W3 and b3
 N_TEST = 1000  # glm_predictive*: test inputs (--quick: N_TEST_QUICK)
@@ -145,7 +164,10 @@ REPEATS_MIN = 3  # timed calls per method at least (full run)
 MARGLIK_TASKS = ("kron_marglik", "full_marglik", "kron_reeval")
 #: the tasks of ella's predictive API (issue 17)
 PREDICTIVE_TASKS = ("glm_predictive", "glm_predictive_full", "last_layer_fit")
-TASKS = MARGLIK_TASKS + PREDICTIVE_TASKS
+TASKS = ("gradient", *MARGLIK_TASKS, *PREDICTIVE_TASKS)
+#: the tasks run on the ResNet (every task runs on the MLP)
+RESNET_TASKS = ("gradient", "kron_marglik")
+KFAC_CHUNK = 32  # samples per chunk of the explicit KFAC reference
 #: task -> ours' median_s / fastest laplace-torch backend's median_s must be <= this
 TARGETS = {
     "kron_marglik": 0.5,
@@ -155,7 +177,6 @@ TARGETS = {
     "glm_predictive_full": 1.0,
     "last_layer_fit": 1.0,
 }
-TARGETS = {t: v for t, v in TARGETS.items() if t in TASKS}
 
 #: laplace-torch GGN backends: name -> (module of laplace.curvature, class, module it needs)
 BACKENDS = {
@@ -196,6 +217,16 @@ def precisions(values: Sequence[float], dtype: torch.dtype, device) -> Tensor:
     return torch.tensor(values, dtype=dtype, device=device)
 
 
+def prior_for(model: nn.Module) -> tuple[float, ...]:
+    """Per-tensor prior precisions: :data:`PRIOR` cycled over the model's parameter tensors
+    (exactly PRIOR for the MLP's six)."""
+    return tuple(PRIOR[i % len(PRIOR)] for i, _ in enumerate(model.parameters()))
+
+
+def tasks_for(kind: str) -> tuple[str, ...]:
+    return TASKS if kind == "mlp" else RESNET_TASKS
+
+
 # --------------------------------------------------------------------------------------------
 # the float64 brute-force reference (no ella; of symdisc only the dense twins of
 # symdisc.curvature.reference)
@@ -209,14 +240,16 @@ class Reference:
     last-layer kron marginal likelihood."""
 
     kron: float
-    full: float
-    kron_new: float
-    kron_new_grad: list[float]
+    full: float | None = None  # MLP only, as everything below
+    kron_new: float | None = None
+    kron_new_grad: list[float] | None = None
     glm: dict[str, Tensor] | None = field(default=None, repr=False)  # kept off the log
     last_layer: float | None = None
 
-    def expected(self, task: str) -> float | Tensor:
-        """The reference value of ``task``'s output."""
+    def expected(self, task: str) -> float | Tensor | None:
+        """The reference value of ``task``'s output (None for ``gradient``: the unit)."""
+        if task == "gradient":
+            return None
         if task.startswith("glm_predictive"):
             assert self.glm is not None
             return self.glm["full" if task.endswith("_full") else "kron"]
@@ -382,6 +415,26 @@ def compute_reference(wl64: Workload) -> tuple[Reference, dict[str, float]]:
     return ref, checks
 
 
+def compute_reference_resnet(wl64: Workload) -> tuple[Reference, dict[str, float]]:
+    """The ResNet's kron reference from the explicit float64 factors (module docstring), and
+    how far ours in float64 is from it (nats)."""
+    m, X, y = wl64.model, wl64.X, wl64.y
+    delta = precisions(prior_for(m), torch.float64, X.device)
+    factors = explicit_kfac(m, X, KFAC_CHUNK)
+    log_det = torch.zeros((), dtype=torch.float64)
+    tensors = iter(delta)
+    for A, G in factors.values():
+        g = torch.linalg.eigvalsh(G * X.shape[0]).cpu()  # the summed loss
+        a = torch.linalg.eigvalsh(A[:-1, :-1]).cpu()
+        d_weight, d_bias = float(next(tensors)), float(next(tensors))
+        log_det = log_det + torch.log((g[:, None] * a[None, :]).clamp_min(0) + d_weight).sum()
+        log_det = log_det + torch.log(g.clamp_min(0) * float(A[-1, -1]) + d_bias).sum()
+    kron = float(_log_lik_and_prior(m, X, y, delta).cpu() - 0.5 * log_det)
+    la = Laplace(m, "classification", "kron", per_tensor=True).fit([(X, y)])
+    ours = la.log_marginal_likelihood(dict(zip(la.groups, delta)))
+    return Reference(kron), {"ours64_kron_abs_error": abs(ours.item() - kron)}
+
+
 # --------------------------------------------------------------------------------------------
 # methods: `prepare` is untimed, `run` is timed and returns (value, gradient or None)
 # --------------------------------------------------------------------------------------------
@@ -394,6 +447,14 @@ class Method:
     prepare: Callable[[Workload], Any]
     run: Callable[[Any], tuple[Tensor, Tensor | None]]
     peers: tuple[str, ...] = ()  # modules a peer needs (imported before any timing)
+
+
+def _gradient(wl: Workload) -> tuple[Tensor, None]:
+    """One full-batch gradient of the mean cross-entropy (plain ``torch.autograd``): the unit."""
+    params = [p for p in wl.model.parameters() if p.requires_grad]
+    loss = nn.functional.cross_entropy(wl.model(wl.X), wl.y)
+    torch.autograd.grad(loss, params)
+    return loss.detach(), None
 
 
 class _OneBatch:
@@ -414,7 +475,7 @@ def _ours_marglik(structure: str) -> Callable[[Any], tuple[Tensor, None]]:
     def run(state: tuple[Workload, nn.Module]) -> tuple[Tensor, None]:
         wl, model = state
         la = Laplace(model, "classification", structure, per_tensor=True).fit([(wl.X, wl.y)])
-        delta = precisions(PRIOR, wl.X.dtype, wl.X.device)
+        delta = precisions(prior_for(model), wl.X.dtype, wl.X.device)
         return la.log_marginal_likelihood(dict(zip(la.groups, delta))).detach(), None
 
     return run
@@ -447,7 +508,7 @@ def _peer_laplace(wl: Workload, model: nn.Module, structure: str, backend: str) 
         subset_of_weights="all",
         hessian_structure=structure,
         backend=_backend_class(backend),
-        prior_precision=precisions(PRIOR, wl.X.dtype, wl.X.device),
+        prior_precision=precisions(prior_for(model), wl.X.dtype, wl.X.device),
     )
 
 
@@ -460,7 +521,7 @@ def _peer_marglik(structure: str, backend: str) -> Callable[[Any], tuple[Tensor,
         wl, model = state
         la = _peer_laplace(wl, model, structure, backend)
         la.fit(_OneBatch(wl.X, wl.y))
-        delta = precisions(PRIOR, wl.X.dtype, wl.X.device)
+        delta = precisions(prior_for(model), wl.X.dtype, wl.X.device)
         return la.log_marginal_likelihood(delta).detach(), None
 
     return run
@@ -540,6 +601,7 @@ def _peer_last_layer(backend: str) -> Callable[[Any], tuple[Tensor, None]]:
 
 def build_methods() -> list[Method]:
     methods = [
+        Method("gradient", "torch_autograd", lambda wl: wl, _gradient),
         Method("kron_marglik", "ours", _ours_prepare, _ours_marglik("kron")),
         Method("full_marglik", "ours", _ours_prepare, _ours_marglik("full")),
         Method("kron_reeval", "ours", _ours_fitted, _ours_reeval),
@@ -590,7 +652,7 @@ def bench_task(
     first: dict[str, float] = {}
     device = wl.X.device
     for method in methods:
-        row: Row = {"task": task, "method": method.name}
+        row: Row = {"workload": wl.kind, "task": task, "method": method.name}
         rows[method.name] = row
         unavailable = peers_unavailable(method.peers)
         if unavailable is not None:
@@ -631,6 +693,8 @@ def bench_task(
         row["cpu_median_s"] = statistics.median(cpu[method.name])
         row["cpu_runs_s"] = cpu[method.name]
         expected = ref.expected(task)
+        if expected is None:  # the gradient: the unit, no answer to check
+            continue
         if isinstance(expected, Tensor):  # probabilities: the largest difference
             row["abs_error"] = float((value.double().cpu() - expected.cpu()).abs().max())
         else:
@@ -652,7 +716,7 @@ def bench_task(
 def child_main(args: argparse.Namespace) -> None:
     """Hidden entry point: prepare one method, run its timed part once, print the peak."""
     method = child_method(build_methods(), args.child)
-    wl = load_workload(args.workload, args.quick, args.seed, args.device)
+    wl = load_workload(args.workload_file, args.quick, args.seed, args.device)
     unavailable = peers_unavailable(method.peers)  # imports the peers before the baseline
     state = method.prepare(wl) if unavailable is None else None
     print_peak(wl.X.device, lambda: method.run(state), unavailable)
@@ -664,10 +728,23 @@ def child_main(args: argparse.Namespace) -> None:
 
 
 def evaluate_targets(rows: list[Row], quick: bool) -> list[Row]:
-    """Ours' median over the fastest laplace-torch backend's, per task, via check_targets."""
+    """Ours' median over the fastest laplace-torch backend's, per workload and task, via
+    check_targets."""
+    out: list[Row] = []
+    for kind in dict.fromkeys(r["workload"] for r in rows):
+        kind_rows = [r for r in rows if r["workload"] == kind]
+        for entry in evaluate_workload_targets(kind_rows, tasks_for(kind), quick):
+            out.append({"workload": kind, **entry})
+    return out
+
+
+def evaluate_workload_targets(rows: list[Row], tasks: Sequence[str], quick: bool) -> list[Row]:
+    """:func:`evaluate_targets` on the rows of one workload."""
     scores: dict[str, float] = {}
     out: list[Row] = []
     for task, bound in TARGETS.items():
+        if task not in tasks:
+            continue
         by_method = {r["method"]: r for r in rows if r["task"] == task}
         ours = by_method.get("ours", {}).get("median_s")
         peers = {
@@ -708,13 +785,15 @@ def evaluate_targets(rows: list[Row], quick: bool) -> list[Row]:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    env, wl = report["environment"], report["workload"]
+    env, workloads = report["environment"], report["workload"]
     load = env.get("loadavg_1min", [None, None])
     rows = [
         (
+            r["workload"],
             r["task"],
             r["method"],
             fmt(time_s, ".4g"),
+            fmt(r.get("gradients"), ".2f"),
             fmt(ratio, ".2f"),
             fmt(r.get("cpu_median_s"), ".4g"),
             fmt(r.get("abs_error"), ".2e"),
@@ -724,24 +803,44 @@ def markdown(report: dict[str, Any]) -> str:
         )
         for r, time_s, ratio, note in against_ours(report["rows"])
     ]
-    columns = ("task", "method", "median s", "x ours", "CPU median s", "abs error")
+    columns = (
+        "workload",
+        "task",
+        "method",
+        "median s",
+        "gradients",
+        "x ours",
+        "CPU median s",
+        "abs error",
+    )
+    described = "; ".join(f"{w['model']}, N={w['N']}, P={w['P']}" for w in workloads.values())
+    references = "; ".join(
+        f"{kind}: kron {w['reference']['kron']:.6f}"
+        + (
+            f", full {w['reference']['full']:.6f}, kron at the new precisions "
+            f"{w['reference']['kron_new']:.6f}"
+            if w["reference"].get("full") is not None
+            else ""
+        )
+        for kind, w in workloads.items()
+    )
     return markdown_report(
         report,
-        f"Laplace marginal-likelihood benchmark ({wl['model']}, N={wl['N']}, P={wl['P']})",
+        f"Laplace marginal-likelihood benchmark ({described})",
         [
             f"{environment_text(env)}, laplace-torch {env['peers'].get('laplace')}; float32 "
-            f"model; per-tensor prior precisions {list(PRIOR)}; median of up to 50 warm runs "
+            f"model; per-tensor prior precisions {list(PRIOR)} (cycled over the ResNet's 22 "
+            "tensors); median of up to 50 warm runs "
             f"taken in turns; peak memory in a fresh process per row; 1-min load average "
             f"{load[0]} at the start, {load[1]} at the end (a busy machine inflates wall-clock "
             f"times, see the CPU column); total {report['timings']['total_s']:.0f} s.",
-            f"Reference (float64, brute force): kron {wl['reference']['kron']:.6f}, full "
-            f"{wl['reference']['full']:.6f}, kron at the new precisions "
-            f"{wl['reference']['kron_new']:.6f} nats.",
+            f"Reference (float64, brute force), nats: {references}.",
         ],
         (*columns, "grad error", "peak MB", "note"),
         rows,
         [
-            "x ours: the row's median over ours' (above 1: slower than ours). Targets divide "
+            "x ours: the row's median over ours' (above 1: slower than ours). gradients: the "
+            "row's median over gradient/torch_autograd's of the same workload. Targets divide "
             "ours' median by the fastest laplace-torch backend's that agrees with the reference. "
             "abs error: nats for the marginal likelihoods, the largest difference of a "
             "probability for glm_predictive*."
@@ -756,10 +855,105 @@ def markdown(report: dict[str, Any]) -> str:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = parser(__doc__.split("\n\n")[0])
-    add_child_flags(p)
+    p.add_argument(
+        "--workload", choices=(*KINDS, "all"), default="all", help="which workloads to run"
+    )
+    p.add_argument("--child", help=argparse.SUPPRESS)  # task:method, internal
+    p.add_argument(WORKLOAD_FILE_FLAG, help=argparse.SUPPRESS)  # internal
     args = p.parse_args(argv)
     check_device(p, args)
     return args
+
+
+def run_workload(
+    kind: str, args: argparse.Namespace, run: BenchmarkRun
+) -> tuple[dict[str, Any], list[Row], list[str], set[str]]:
+    """Train, reference, time and measure one workload: its description, rows, failures (ours
+    off the reference) and how peak memory was measured."""
+    with run.phase(f"{kind}_train_s"):
+        trained = train_workload(kind, args.quick, args.seed)
+        wl = trained.build(args.device)
+
+    with run.phase(f"{kind}_reference_s"):
+        wl64 = trained.build(args.device, torch.float64)
+        ref, self_check = (compute_reference if kind == "mlp" else compute_reference_resnet)(wl64)
+    say(
+        f"{kind} reference: {ref} ({run.timings[f'{kind}_reference_s']:.1f} s); ours in "
+        f"float64: {self_check}"
+    )
+    failures = [
+        f"{kind}: ours in float64 is {v:.3g} off the brute-force reference ({k})"
+        for k, v in self_check.items()
+        if v > SELF_CHECK_NATS * max(1.0, abs(ref.kron))
+    ]
+
+    tasks = tasks_for(kind)
+    rows: list[Row] = []
+    with run.phase(f"{kind}_timing_s"):
+        methods = build_methods()
+        for task in tasks:
+            rows += bench_task(task, [m for m in methods if m.task == task], wl, ref, args.quick)
+            times = [
+                f"{r['method']} {r.get('median_s', 'error')}" for r in rows if r["task"] == task
+            ]
+            say(f"{kind}/{task}: " + ", ".join(times))
+
+    # Peak memory, each row in a fresh process, one at a time (they would disturb each other);
+    # on --quick only ours' rows, side by side as far as the cores allow (a child spends most
+    # of its time importing the peers)
+    with run.phase(f"{kind}_memory_s"):
+        memory_how = measure_peaks(
+            __file__,
+            [r for r in rows if "error" not in r and (r["method"] == "ours" or not args.quick)],
+            trained.record(),
+            child_flags(args),
+            side_by_side=args.quick,
+        )
+
+    agreement = {
+        task: AGREEMENT_PROB if task.startswith("glm_") else AGREEMENT_NATS for task in tasks
+    }
+    failures += mark_agreement(rows, "abs_error", agreement)
+    names = [
+        n.replace(".weight", " W").replace(".bias", " b") for n, _ in wl.model.named_parameters()
+    ]
+    described = {
+        **trained.describe(),
+        "likelihood": "classification (summed cross-entropy), temperature 1",
+        "prior_precision": {
+            "tensors": ["W1", "b1", "W2", "b2", "W3", "b3"] if kind == "mlp" else names,
+            "values": list(prior_for(wl.model)),
+            **({"new_values": list(NEW_PRIOR)} if kind == "mlp" else {}),
+        },
+        "reference": {
+            "kron": ref.kron,
+            "full": ref.full,
+            "kron_new": ref.kron_new,
+            "kron_new_grad": ref.kron_new_grad,
+            "last_layer": ref.last_layer,
+            "n_test": None if ref.glm is None else len(ref.glm["kron"]),
+            "how": "float64 brute force: dense GGN / explicit torch.kron blocks, slogdet"
+            if kind == "mlp"
+            else "float64 explicit KFAC factors (_workloads.explicit_kfac), log-determinants "
+            "from the factors' eigenvalues",
+            **self_check,
+        },
+    }
+    return described, rows, failures, memory_how
+
+
+def add_gradients(rows: Sequence[Row]) -> None:
+    """Every timed row's ``gradients``: its median over gradient/torch_autograd's median of the
+    same workload (curvlinops' convention)."""
+    units = {
+        r["workload"]: r.get("median_s")
+        for r in rows
+        if (r["task"], r["method"]) == ("gradient", "torch_autograd")
+    }
+    for r in rows:
+        unit = units.get(r["workload"])
+        if r.get("median_s") is not None and unit:
+            r["gradients"] = r["median_s"] / unit
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -771,77 +965,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     setup(args)
     run = BenchmarkRun(__file__, args.out, args.device)
-
-    with run.phase("train_s"):
-        trained = train_workload(args.quick, args.seed)
-        wl = trained.build(args.device)
-
-    with run.phase("reference_s"):
-        wl64 = trained.build(args.device, torch.float64)
-        ref, self_check = compute_reference(wl64)
-    say(f"reference: {ref} ({run.timings['reference_s']:.1f} s); ours in float64: {self_check}")
-    failures = [
-        f"ours in float64 is {v:.3g} off the brute-force reference ({k})"
-        for k, v in self_check.items()
-        if v > SELF_CHECK_NATS * max(1.0, abs(ref.kron))
-    ]
-
+    kinds = KINDS if args.workload == "all" else (args.workload,)
+    workloads: dict[str, Any] = {}
     rows: list[Row] = []
-    with run.phase("timing_s"):
-        methods = build_methods()
-        for task in TASKS:
-            rows += bench_task(task, [m for m in methods if m.task == task], wl, ref, args.quick)
-            times = [
-                f"{r['method']} {r.get('median_s', 'error')}" for r in rows if r["task"] == task
-            ]
-            say(f"{task}: " + ", ".join(times))
-
-    # Peak memory, each row in a fresh process, one at a time (they would disturb each other);
-    # on --quick only ours' rows, side by side as far as the cores allow (a child spends most
-    # of its time importing the peers)
-    with run.phase("memory_s"):
-        memory_how = measure_peaks(
-            __file__,
-            [r for r in rows if "error" not in r and (r["method"] == "ours" or not args.quick)],
-            trained.record(),
-            child_flags(args),
-            side_by_side=args.quick,
-        )
-
-    agreement = {
-        task: AGREEMENT_PROB if task.startswith("glm_") else AGREEMENT_NATS for task in TASKS
-    }
-    failures += mark_agreement(rows, "abs_error", agreement)
+    failures: list[str] = []
+    memory_how: set[str] = set()
+    for kind in kinds:
+        described, kind_rows, kind_failures, how = run_workload(kind, args, run)
+        workloads[kind] = described
+        rows += kind_rows
+        failures += kind_failures
+        memory_how |= how
+    add_gradients(rows)
     targets = evaluate_targets(rows, args.quick)
 
     report = run.report(
-        workload={
-            **trained.describe(),
-            "likelihood": "classification (summed cross-entropy), temperature 1",
-            "prior_precision": {
-                "tensors": ["W1", "b1", "W2", "b2", "W3", "b3"],
-                "values": list(PRIOR),
-                "new_values": list(NEW_PRIOR),
-            },
-            "reference": {
-                "kron": ref.kron,
-                "full": ref.full,
-                "kron_new": ref.kron_new,
-                "kron_new_grad": ref.kron_new_grad,
-                "last_layer": ref.last_layer,
-                "n_test": None if ref.glm is None else len(ref.glm["kron"]),
-                "how": "float64 brute force: dense GGN / explicit torch.kron blocks, slogdet",
-                **self_check,
-            },
-        },
+        workload=workloads,
         config={
             "seed": args.seed,
             "quick": args.quick,
+            "workloads": list(kinds),
             "dtype": "float32",
             "repeats_min": 1 if args.quick else REPEATS_MIN,
             "agreement_nats": AGREEMENT_NATS,
             "agreement_prob": AGREEMENT_PROB,
             "tasks": list(TASKS),
+            "resnet_tasks": list(RESNET_TASKS),
             "last_layer_prior": LL_PRIOR,
             "targets": TARGETS,
             "peak_memory": sorted(memory_how),

@@ -47,13 +47,18 @@ def test_quick_benchmark_report(quick_run):
     report, md = quick_run
     check_bench_report(report, "laplace")
     assert {"torch", "threads", "device", "python", "peers"} <= set(report["environment"])
-    assert {"model", "N", "P", "final_loss", "reference"} <= set(report["workload"])
+    assert set(report["workload"]) == {"mlp", "resnet"}
+    for described in report["workload"].values():
+        assert {"model", "N", "P", "final_loss", "reference"} <= set(described)
 
-    pairs = [(row["task"], row["method"]) for row in report["rows"]]
-    assert len(pairs) == len(set(pairs)), "a (task, method) pair appears twice"
-    for task in TASKS:
-        methods = {m for t, m in pairs if t == task}
-        assert {"ours", *(f"laplace_{b}" for b in BACKENDS)} <= methods
+    triples = [(row["workload"], row["task"], row["method"]) for row in report["rows"]]
+    assert len(triples) == len(set(triples)), "a (workload, task, method) row appears twice"
+    for workload, tasks in (("mlp", TASKS), ("resnet", ("kron_marglik",))):
+        for task in tasks:
+            methods = {m for w, t, m in triples if (w, t) == (workload, task)}
+            assert {"ours", *(f"laplace_{b}" for b in BACKENDS)} <= methods
+        assert (workload, "gradient", "torch_autograd") in triples
+    assert {t for w, t, _ in triples if w == "resnet"} == {"gradient", "kron_marglik"}
 
     for row in report["rows"]:
         if "error" in row:
@@ -61,6 +66,10 @@ def test_quick_benchmark_report(quick_run):
             assert isinstance(row["error"], str) and row["error"]
             continue
         assert row["median_s"] > 0 and len(row["runs_s"]) == 1  # --quick: one repeat
+        assert row["gradients"] > 0
+        if row["task"] == "gradient":
+            assert row["gradients"] == 1.0 and "abs_error" not in row
+            continue
         assert row["abs_error"] >= 0
         if row["method"] == "ours":
             assert row["abs_error"] <= 1e-3, row  # nats, against the float64 brute force
@@ -72,10 +81,15 @@ def test_quick_benchmark_report(quick_run):
     )
     assert ours_reeval["grad_error"] <= 1e-3
 
-    reference = report["workload"]["reference"]
+    reference = report["workload"]["mlp"]["reference"]
     for key in ("ours64_kron_abs_error", "ours64_full_abs_error", "ours64_kron_reeval_abs_error"):
         assert reference[key] <= 1e-8, (key, reference[key])
-    assert len(report["targets"]) == len(report["config"]["tasks"]) == 6
+    assert report["workload"]["resnet"]["reference"]["ours64_kron_abs_error"] <= 1e-8
+    assert len(report["config"]["tasks"]) == 7  # gradient and six timed against laplace-torch
+    assert [(t["workload"], t["task"]) for t in report["targets"]] == [
+        *(("mlp", task) for task in report["config"]["tasks"] if task != "gradient"),
+        ("resnet", "kron_marglik"),
+    ]
     for target in report["targets"]:
         assert {"task", "criterion", "value", "pass"} <= set(target)
         assert target["pass"] is None  # ratios are not judged on --quick
@@ -85,7 +99,9 @@ def test_quick_benchmark_report(quick_run):
 def test_quick_benchmark_without_laplace_torch(tmp_path):
     report = run(tmp_path, without_laplace=True)
     for row in report["rows"]:
-        if row["method"] == "ours":
+        if row["task"] == "gradient":
+            assert "error" not in row, row
+        elif row["method"] == "ours":
             assert "error" not in row and row["abs_error"] <= 1e-3, row
         else:
             assert row["error"] == "not installed: laplace", row
@@ -100,12 +116,12 @@ def test_quick_benchmark_predictive_tasks(quick_run):
     report, md = quick_run
     tasks = report["config"]["tasks"]
     assert set(PREDICTIVE_TASKS) <= set(tasks)
-    reference = report["workload"]["reference"]
+    reference = report["workload"]["mlp"]["reference"]
     assert reference["n_test"] == 100  # --quick
     for key in ("ours64_glm_kron_abs_error", "ours64_glm_full_abs_error"):
         assert reference[key] <= 1e-10, (key, reference[key])
     assert reference["ours64_last_layer_abs_error"] <= 1e-8
-    rows = {(r["task"], r["method"]): r for r in report["rows"]}
+    rows = {(r["task"], r["method"]): r for r in report["rows"] if r["workload"] == "mlp"}
     for task in PREDICTIVE_TASKS:
         ours = rows[(task, "ours")]
         assert "error" not in ours and ours["agrees"] is True, ours
@@ -115,5 +131,5 @@ def test_quick_benchmark_predictive_tasks(quick_run):
         curvlinops = rows[(task, "laplace_curvlinops")]
         if "error" not in curvlinops:  # the peer matches the same reference
             assert curvlinops["abs_error"] <= bound, curvlinops
-    assert {t["task"] for t in report["targets"]} == set(tasks)
+    assert {t["task"] for t in report["targets"]} == set(tasks) - {"gradient"}
     assert "glm_predictive" in md
