@@ -27,6 +27,7 @@ and the pairing of that preconditioner with one batch's curvature (paper 001, se
 from __future__ import annotations
 
 import math
+import zlib
 from abc import ABCMeta, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
@@ -56,10 +57,14 @@ from symdisc.curvature import (
     ModelFn,
     NonFiniteCurvatureError,
     Params,
+    all_reduce_sum,
+    check_group,
+    check_replicated,
     flatten,
     functional,
     loss_value,
     per_sample_jacobian,
+    shard_sizes,
     unflatten,
 )
 from symdisc.runtime import (
@@ -313,7 +318,7 @@ class Laplace(metaclass=_Factory):
 
     # -- fitting ---------------------------------------------------------------------------
 
-    def fit(self, data: Iterable[Batch]) -> Laplace:
+    def fit(self, data: Iterable[Batch], *, group: Any = None) -> Laplace:
         """Compute, once, everything the approximation needs at the current parameters.
 
         ``data`` is streamed: one pass, each batch checked (:func:`iter_batches`), moved to the
@@ -331,6 +336,18 @@ class Laplace(metaclass=_Factory):
                 ``torch.utils.data.DataLoader``), iterated once. Inputs that require a gradient
                 keep their graph: the likelihood and the curvature (and so the marginal
                 likelihood) are differentiable in them.
+            group: data-parallel fit (:mod:`symdisc.curvature.distributed`): a
+                ``torch.distributed`` process group (``None``, the default, fits on this
+                process's ``data`` alone; pass ``torch.distributed.group.WORLD`` for the
+                default group), every rank holding a shard of the data as its ``data`` and
+                the same model at the same parameters. Every rank then ends with the fit of
+                all the ranks' data together: the log-likelihood and the curvature are
+                fitted on the shard and all-reduced, sums over examples summed and means over
+                examples (KFAC's A, a mean over the rows of a layer's inputs) combined with the
+                weights ``n_r / N`` of the shard sizes. Reductions: one ``all_gather`` of the
+                shard sizes, one ``all_reduce`` of a fingerprint of the parameters and input
+                shape, one of the log-likelihood and one of the curvature (packed). Inputs
+                that require a gradient are refused (the all-reduce does not carry a graph).
 
         Returns:
             ``self``.
@@ -343,11 +360,44 @@ class Laplace(metaclass=_Factory):
                 tensors (naming ``data``).
             ValueError: for no data, batches of different shapes, some but not all inputs
                 requiring a gradient, wrongly shaped outputs or targets, or what the structure
-                rejects (see its class).
+                rejects (see its class); with ``group``: no initialised process group, a rank
+                without data (raised on every rank), parameters or input shapes that differ
+                between ranks, or inputs that require a gradient.
         """
+        if group is not None:
+            check_group(group)
         model_fn, params = functional(self.model, self.covered)
         first = next(iter(params.values()))
         self.dtype, self.device = first.dtype, first.device
+        if group is None:
+            return self._fit_local(data, model_fn, params)
+        counted = {"n": 0}
+
+        def counting(batches: Iterable[Batch]) -> Iterator[Batch]:
+            for x, y in iter_batches(batches, "data", device=self.device):
+                counted["n"] += x.shape[0]
+                yield x, y
+
+        try:
+            self._fit_local(counting(data), model_fn, params, distributed=True)
+        except Exception:
+            # the other ranks wait in the first collective: tell them, as a shard of size 0,
+            # that this rank failed, then raise this rank's own error
+            try:
+                shard_sizes(0, group, device=self.device)
+            except ValueError:
+                pass
+            raise
+        self._fitted = False
+        self._reduce_fit(group, counted["n"])
+        self._fitted = True
+        return self
+
+    def _fit_local(
+        self, data: Iterable[Batch], model_fn: ModelFn, params: Params, distributed: bool = False
+    ) -> Laplace:
+        """:meth:`fit` on this process's ``data`` (``distributed``: refuse inputs that require a
+        gradient, and leave the curvature's derived quantities to :meth:`_reduce_fit`)."""
         batches = iter_batches(data, "data", device=self.device)
         head = next(batches, None)
         if head is None:  # pragma: no cover  (iter_batches raises for no batch)
@@ -355,6 +405,11 @@ class Laplace(metaclass=_Factory):
         self._input_shape = tuple(head[0].shape[1:])
         self._theta = flatten(params).detach()
         keep_graph = torch.is_grad_enabled() and head[0].requires_grad
+        if distributed and keep_graph:
+            raise ValueError(
+                "`data`: inputs that require a gradient cannot be fitted with `group` (the "
+                "all-reduce of the curvature does not carry its graph); detach them"
+            )
         self.names = list(params)
         self.numels = {n: p.numel() for n, p in params.items()}
         self.n_params = sum(self.numels.values())
@@ -380,6 +435,43 @@ class Laplace(metaclass=_Factory):
         self._prepare_curvature()
         self._fitted = True
         return self
+
+    _state_means: ClassVar[frozenset[str]] = frozenset({"A"})
+    """Keys of :meth:`_curvature_state`'s dicts whose tensors are means over examples (KFAC's
+    input factor A, a mean over the rows of a layer's inputs): a data-parallel fit combines them
+    with the weights ``n_r / N``. Every other tensor of the state is a sum over examples (the
+    GGN, its diagonal, KFAC's G of the summed loss) and is summed over the ranks."""
+
+    def _reduce_fit(self, group: Any, n_local: int) -> None:
+        """Turn this rank's fit of its shard into the fit of all ranks' data (see :meth:`fit`).
+
+        The curvature goes through :meth:`_curvature_state` and :meth:`_load_curvature`, so
+        every structure whose state is made of sums over examples and of the means named in
+        :attr:`_state_means` needs nothing more.
+        """
+        sizes = shard_sizes(n_local, group, device=self.device)
+        share = n_local / sum(sizes)
+        theta = self._theta.to(torch.float64)
+        shape = self._input_shape  # fixed-length marks: every rank sends as many numbers
+        code = float(zlib.crc32(repr(shape).encode()))
+        marks = torch.tensor(
+            [theta.sum().item(), theta.pow(2).sum().item(), float(theta.numel()), code],
+            dtype=torch.float64,
+            device=self.device,
+        )
+        check_replicated(marks, "the model's parameters and the inputs' shape", group)
+        self._log_likelihood = all_reduce_sum(self._log_likelihood.detach(), group)
+        if not torch.isfinite(self._log_likelihood):
+            raise NonFiniteLossError(
+                f"the log-likelihood at the parameters must be finite, got {self._log_likelihood}"
+            )
+        state = self._curvature_state()
+        leaves: list[tuple[Tensor, float]] = []
+        _collect(state, self._state_means, share, leaves, mean=False)
+        packed = all_reduce_sum(torch.cat([w * t.reshape(-1) for t, w in leaves]), group)
+        summed = iter(packed.split([t.numel() for t, _ in leaves]))
+        self._cholesky_cache = None
+        self._load_curvature(_rebuild(state, summed))
 
     @abstractmethod
     def _fit_curvature(
@@ -824,3 +916,29 @@ def _same_grad(head: list[Batch], rest: Iterator[Batch], keep_graph: bool) -> It
                 f"{'does' if x.requires_grad else 'does not'}"
             )
         yield x, y
+
+
+def _collect(
+    state: Any, means: frozenset[str], share: float, out: list[tuple[Tensor, float]], mean: bool
+) -> None:
+    """The tensors of a curvature state in traversal order, each with its weight: ``share`` for
+    a mean over examples (under a key in ``means``), 1 for a sum."""
+    if isinstance(state, Tensor):
+        out.append((state, share if mean else 1.0))
+    elif isinstance(state, dict):
+        for key, value in state.items():
+            _collect(value, means, share, out, mean or key in means)
+    elif isinstance(state, (list, tuple)):
+        for value in state:
+            _collect(value, means, share, out, mean)
+
+
+def _rebuild(state: Any, values: Iterator[Tensor]) -> Any:
+    """``state`` with its tensors replaced, in :func:`_collect`'s order, by ``values``."""
+    if isinstance(state, Tensor):
+        return next(values).reshape(state.shape)
+    if isinstance(state, dict):
+        return {k: _rebuild(v, values) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_rebuild(v, values) for v in state)
+    return state

@@ -18,6 +18,8 @@ module                 contents
 ``spectrum``           dense eigenvalues, Lanczos, stochastic Lanczos quadrature
 ``trace``              Hutchinson, Hutch++
 ``sharpness``          mean loss change over random directions at several radii
+``distributed``        data-parallel reductions on ``torch.distributed``: an operator summing the
+                       ranks' products, KFAC factors and sharpness of all ranks' data
 ``reference``          dense brute-force twins (``torch.func.hessian``, per-sample Jacobians) that
                        tests and benchmarks share; import it as ``symdisc.curvature.reference``
 =====================  =====================================================================
@@ -28,6 +30,18 @@ from symdisc.curvature.derivatives import (
     jacobian_vector_product,
     per_sample_jacobian,
     vector_jacobian_product,
+)
+from symdisc.curvature.distributed import (
+    DistributedOperator,
+    all_reduce_sum,
+    check_group,
+    check_replicated,
+    distributed_kfac,
+    distributed_kfac_with_loss,
+    distributed_sharpness,
+    reduce_kfac,
+    shard_sizes,
+    shard_weight,
 )
 from symdisc.curvature.functional import ModelFn, Params, flatten, functional, num_params, unflatten
 from symdisc.curvature.ggn import GGNOperator, ggn, ggn_rows
@@ -72,6 +86,7 @@ from symdisc.curvature.trace import TraceEstimate, hutchinson, hutchpp
 __all__ = [
     "BlockSums",
     "CurvatureOperator",
+    "DistributedOperator",
     "GGNOperator",
     "HessianOperator",
     "KFACRule",
@@ -90,6 +105,12 @@ __all__ = [
     "StandardKFAC",
     "TraceEstimate",
     "accumulate_kfac",
+    "all_reduce_sum",
+    "check_group",
+    "check_replicated",
+    "distributed_kfac",
+    "distributed_kfac_with_loss",
+    "distributed_sharpness",
     "drop_softmax_null",
     "eigenvalues",
     "flatten",
@@ -111,10 +132,13 @@ __all__ = [
     "output_hessian_sqrt",
     "per_sample_jacobian",
     "random_directions",
+    "reduce_kfac",
     "reduction_scale",
     "register_kfac_rule",
     "row_gram",
     "sample_output_gradients",
+    "shard_sizes",
+    "shard_weight",
     "sharpness",
     "slq_density",
     "supervised_loss",
