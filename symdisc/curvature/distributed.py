@@ -28,7 +28,6 @@ the process group itself (``ella.laplace.Laplace.fit(data, group=...)``).
 
 from __future__ import annotations
 
-import math
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -471,23 +470,4 @@ def distributed_sharpness(
     packed = all_reduce_sum(weight * packed, group)
     base = packed[0].to(local.loss.dtype)
     change = packed[1:].reshape(local.delta.shape)
-    rel = change / packed[0]
-    return SharpnessResult(
-        radii=local.radii,
-        step=local.step,
-        loss=base,
-        delta=change,
-        mean_abs=change.abs().mean(1),
-        mean_abs_se=_standard_error(change.abs()),
-        mean_rel=rel.mean(1),
-        mean_rel_se=_standard_error(rel),
-    )
-
-
-def _standard_error(x: Tensor) -> Tensor:
-    """Standard error of the mean along the last axis (NaN for a single sample), as in
-    :func:`~symdisc.curvature.sharpness`."""
-    n = x.shape[-1]
-    if n < 2:
-        return torch.full_like(x[..., 0], float("nan"))
-    return x.std(dim=-1) / math.sqrt(n)
+    return SharpnessResult.of_changes(local.radii, local.step, base, change)

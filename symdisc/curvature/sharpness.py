@@ -89,6 +89,23 @@ class SharpnessResult:
     mean_rel: Tensor
     mean_rel_se: Tensor
 
+    @classmethod
+    def of_changes(
+        cls, radii: Tensor, step: Tensor, loss: Tensor, delta: Tensor
+    ) -> SharpnessResult:
+        """The summary of the loss changes ``delta`` (R, n, float64) at ``loss``."""
+        rel = delta / loss.to(torch.float64)
+        return cls(
+            radii=radii,
+            step=step,
+            loss=loss,
+            delta=delta,
+            mean_abs=delta.abs().mean(1),
+            mean_abs_se=_standard_error(delta.abs()),
+            mean_rel=rel.mean(1),
+            mean_rel_se=_standard_error(rel),
+        )
+
     def __repr__(self) -> str:
         return (
             f"SharpnessResult(radii={short_values(self.radii)}, directions={self.delta.shape[-1]}, "
@@ -185,17 +202,7 @@ def sharpness(
             f"the perturbed loss must be finite, got NaN or infinite values at `radii` {bad}"
         )
     change = (losses - base).to(torch.float64)
-    rel = change / base.to(torch.float64)
-    return SharpnessResult(
-        radii=radii_t,
-        step=step,
-        loss=base,
-        delta=change,
-        mean_abs=change.abs().mean(1),
-        mean_abs_se=_standard_error(change.abs()),
-        mean_rel=rel.mean(1),
-        mean_rel_se=_standard_error(rel),
-    )
+    return SharpnessResult.of_changes(radii_t, step, base, change)
 
 
 def _check_radii(radii: object) -> Tensor:
