@@ -319,14 +319,16 @@ def kfac(
             The two blocks equal the diagonal sub-blocks of the folded block's
             :meth:`KronFactors.to_dense`. Use it to give weight and bias their own prior
             precision in a Kronecker-factored Laplace approximation.
-        chunk_size: samples per forward-backward pass (default None: each batch at once).
-            Every backpropagated column's gradients at every layer output are held together
-            until the layers' rows are formed, K times the activations of a batch (K = C - 1
-            columns for cross-entropy): a ResNet on 512 CIFAR-shaped samples peaked at 820 MB
-            against 190-200 MB for laplace-torch (ASDL) and curvlinops, whose hooks reduce
-            each column as it passes. Chunks bound that to the chunk's share; the factors are
-            the same sums over the samples (up to rounding; with ``fisher="mc"`` the draws are
-            made chunk by chunk).
+        chunk_size: samples per forward-backward pass. Every backpropagated column's
+            gradients at every layer output are held together until the layers' rows are
+            formed, K times the activations of a batch (K <= C columns): unchunked, a ResNet on
+            512 CIFAR-shaped samples peaked at 820 MB against 190-200 MB for laplace-torch
+            (ASDL) and curvlinops, whose hooks reduce each column as it passes. The default
+            None sizes the chunks from a one-sample forward pass so that they hold at most
+            ``KFAC_CHUNK_ENTRIES`` (2^24) such entries: one chunk per
+            batch for an MLP, chunks of tens of samples for a CNN. The factors are the same
+            sums over the samples whatever the chunks (up to rounding; with ``fisher="mc"``
+            the draws are made chunk by chunk).
 
     Returns:
         ``{layer_name: KronFactors}`` (a layer with several blocks adds ``":i"`` to its name);
@@ -427,7 +429,9 @@ def accumulate_kfac(
     loss_sum: Tensor | None = None
     for index, batch in enumerate(data):
         inputs, targets = _check_batch(batch, index)
-        step = chunk_size or inputs.shape[0]
+        if chunk_size is None:
+            chunk_size = _auto_chunk_size(model, layers, point, inputs)
+        step = chunk_size
         for start in range(0, inputs.shape[0], step):
             outputs, value, blocks = _batch(
                 model,
@@ -586,6 +590,27 @@ def _batch(
             full = tuple(f"{name}.{p}" if name else p for p in term.params)
             blocks[key] = BlockSums(aa, n_rows, gg, full, term.bias)
     return outputs, value, blocks
+
+
+KFAC_CHUNK_ENTRIES = 2**24
+"""Most output-gradient entries (columns x samples x layer-output entries) one pass of the
+KFAC accumulation holds when ``chunk_size`` is left to :func:`_auto_chunk_size`: 64 MB in
+float32."""
+
+
+def _auto_chunk_size(
+    model: nn.Module, layers: dict[str, nn.Module], point: dict[str, Tensor], inputs: Tensor
+) -> int:
+    """Samples per pass whose output gradients stay within :data:`KFAC_CHUNK_ENTRIES`.
+
+    A forward pass on the first sample of ``inputs`` (N, ...) gives the C outputs and the
+    entries of every covered layer's output per sample, E; the chunk is
+    ``max(1, KFAC_CHUNK_ENTRIES // (C E))`` samples (C bounds the K columns of the type-2
+    factorisation; the estimate ignores the layers' transient rows).
+    """
+    outputs, captured = forward_with_layer_inputs(model, layers, point, inputs[:1], False)
+    entries = sum(out.numel() for _, out in captured.values() if isinstance(out, Tensor))
+    return max(1, KFAC_CHUNK_ENTRIES // max(1, outputs[0].numel() * entries))
 
 
 def _split_bias(key: str, factors: KronFactors) -> dict[str, KronFactors]:

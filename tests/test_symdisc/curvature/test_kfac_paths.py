@@ -134,8 +134,8 @@ def test_chunked_kfac_equals_unchunked(bias):
 
     model, x, y = small_cnn()
     data = [(x[:5], y[:5]), (x[5:], y[5:])]
-    whole, loss = kfac_with_loss(model, data, loss="cross_entropy", bias=bias)
-    for chunk in (1, 2, 4):
+    whole, loss = kfac_with_loss(model, data, loss="cross_entropy", bias=bias, chunk_size=len(x))
+    for chunk in (1, 2, 4, None):
         part, loss_c = kfac_with_loss(
             model, data, loss="cross_entropy", bias=bias, chunk_size=chunk
         )
@@ -144,6 +144,31 @@ def test_chunked_kfac_equals_unchunked(bias):
         for key in whole:
             torch.testing.assert_close(part[key].A, whole[key].A, rtol=1e-12, atol=1e-14)
             torch.testing.assert_close(part[key].G, whole[key].G, rtol=1e-12, atol=1e-14)
+
+
+def test_automatic_chunks_hold_at_most_the_entry_cap(monkeypatch):
+    """The default chunk is sized from a one-sample pass: C outputs x E layer-output entries
+    per sample; lowering the cap splits each batch into chunks of cap // (C E) samples, and the
+    factors stay the sums over all samples."""
+    from symdisc.curvature.kfac import core
+
+    model, x, y = small_cnn()
+    whole = kfac(model, [(x, y)], loss="cross_entropy", chunk_size=len(x))
+    sizes: list[int] = []
+    forward = core.forward_with_layer_inputs
+
+    def spy(model, layers, point, inputs, keep_graph):
+        sizes.append(inputs.shape[0])
+        return forward(model, layers, point, inputs, keep_graph)
+
+    per_sample = 5 * (3 * 3 * 3 + 4 * 3 * 3 + 5)  # C = 5 outputs x the three layers' outputs
+    monkeypatch.setattr(core, "forward_with_layer_inputs", spy)
+    monkeypatch.setattr(core, "KFAC_CHUNK_ENTRIES", 4 * per_sample + 1)
+    chunked = kfac(model, [(x, y)], loss="cross_entropy")
+    assert sizes == [1, 4, 2]  # the sizing pass, then 6 samples in chunks of 4
+    for key in whole:
+        torch.testing.assert_close(chunked[key].A, whole[key].A, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(chunked[key].G, whole[key].G, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("chunk", [0, -1, 1.5, "2"])
