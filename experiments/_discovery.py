@@ -1,5 +1,5 @@
 """The main of the discovery scripts of paper 002, section 4 (``rescaling.py``,
-``data_dependent.py``): learn each case's symmetry with :func:`symdisc.discover.discover`, score it
+``data_dependent.py``): learn each case's symmetry with :func:`symdisc.discovery.discover`, score it
 with :func:`symdisc.metrics.evaluate`, draw its figures and write results.json.
 
 Plumbing, no maths: the learning and the scores are library calls. It stays a helper of the
@@ -23,12 +23,12 @@ from torch import nn
 from _cli import parser, run_config, setup
 from _results import check_targets, write_results
 from symdisc import plot
-from symdisc.discover import discover
+from symdisc.discovery import discover
 from symdisc.known import tangent_basis, unit_generators
 from symdisc.losses import ModuleLoss, ParamLoss, module_loss
 from symdisc.metrics import evaluate, flow_profile
 from symdisc.objective import Weights
-from symdisc.train import TrainConfig
+from symdisc.trainer import TrainConfig
 
 
 def _batches(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,12 +25,12 @@ from _cli import parser, run_config, setup
 from _results import write_results
 from symdisc import plot
 from symdisc.compose import InducedAction, depth_embedding, width_embedding
-from symdisc.discover import discover
+from symdisc.discovery import discover
 from symdisc.losses import mlp, two_layer
 from symdisc.metrics import evaluate, invariance_errors
 from symdisc.objective import tangent_fields
 from symdisc.sampler import sample
-from symdisc.train import TrainConfig
+from symdisc.trainer import TrainConfig
 
 UNITS = [0, 1]
 

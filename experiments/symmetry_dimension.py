@@ -49,7 +49,7 @@ from symdisc.known import gl_ansatz, null_space, unit_generators
 from symdisc.losses import two_layer
 from symdisc.metrics import RANK_RTOL, random_invariance
 from symdisc.sampler import sample
-from symdisc.train import TrainConfig
+from symdisc.trainer import TrainConfig
 
 CASES = {
     "linear_h2": dict(

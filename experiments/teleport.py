@@ -1,7 +1,7 @@
 """Symmetry teleportation with a learned action (paper 002; Zhao et al. 2022) on a linear net.
 
 A data-independent action of GL(h) and k generators are learned on the two-layer linear
-regression net ``two_layer("identity", m, h, n, k_data)`` with :func:`symdisc.discover.discover`.
+regression net ``two_layer("identity", m, h, n, k_data)`` with :func:`symdisc.discovery.discover`.
 Then, from the same random starts (theta, X, Y ~ N(0, 1), one sample each), in float64:
 
 * ``plain``: gradient descent with a fixed learning rate;
@@ -40,11 +40,11 @@ import torch
 from _cli import check_device, parser, run_config, setup
 from _results import check_targets, write_results
 from symdisc.actions import CentredAction, MLPAction
-from symdisc.discover import discover
+from symdisc.discovery import discover
 from symdisc.known import KnownAction
 from symdisc.losses import two_layer
 from symdisc.teleport import gradient_descent, teleport
-from symdisc.train import TrainConfig
+from symdisc.trainer import TrainConfig
 
 CASES = ("plain", "known", "learned", "untrained")
 TARGETS = {"steps_ratio": ("<=", 0.8), "loss_change_at_teleport": ("<=", 1e-3)}

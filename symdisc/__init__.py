@@ -13,8 +13,8 @@ module             contents
 ``actions``        group actions a_X(g, theta): :class:`MLPAction`, :class:`LinearAction`
 ``generators``     k learnable elements of gl(d)
 ``objective``      the infinitesimal (eqs. 2-4) and exponentiated (app. B.2) objectives
-``train``          the trainer: Adam with step decay, on the runtime loop
-``discover``       one call from a loss to a learned symmetry
+``trainer``        :func:`train`: Adam with step decay, on the runtime loop
+``discovery``      :func:`discover`: one call from a loss to a learned symmetry
 ``known``          known symmetries by kind of loss: continuous ones and their tangent spaces,
                    permutations and sign flips, the null-space baseline, :class:`KnownAction`
 ``compose``        symmetries of larger networks induced from subnetworks (Prop. 3.1)
@@ -28,14 +28,12 @@ module             contents
 """
 
 import importlib
-import sys
-import types
 
 # The discovery API is loaded on first use, so that ``import symdisc.curvature`` (and so
 # ``import ella``) does not load discovery and training.
 _LAZY = {
     "curvature": "symdisc.curvature",
-    "Discovery": "symdisc.train",
+    "Discovery": "symdisc.trainer",
     "Generators": "symdisc.generators",
     "LinearAction": "symdisc.actions",
     "MLPAction": "symdisc.actions",
@@ -44,51 +42,24 @@ _LAZY = {
     "ParamLoss": "symdisc.losses",
     "Samples": "symdisc.sampler",
     "TanhSkipLoss": "symdisc.losses",
-    "TrainConfig": "symdisc.train",
+    "TrainConfig": "symdisc.trainer",
     "TwoLayerLoss": "symdisc.losses",
-    "discover": "symdisc.discover",
+    "discover": "symdisc.discovery",
     "mlp": "symdisc.losses",
     "module_loss": "symdisc.losses",
     "sample": "symdisc.sampler",
     "three_layer_tanh_skip": "symdisc.losses",
-    "train": "symdisc.train",
+    "train": "symdisc.trainer",
     "two_layer": "symdisc.losses",
 }
-
-
-#: public functions that share their name with the submodule that defines them: the package
-#: attribute is the function, never the submodule (``from symdisc.train import ...`` still
-#: reaches the submodule through ``sys.modules``)
-_FUNCTIONS_NAMED_LIKE_MODULES = frozenset({"discover", "train"})
 
 
 def __getattr__(name: str) -> object:
     if name not in _LAZY:
         raise AttributeError(f"module 'symdisc' has no attribute {name!r}")
     module = importlib.import_module(_LAZY[name])
-    if _LAZY[name] == f"symdisc.{name}" and name not in _FUNCTIONS_NAMED_LIKE_MODULES:
-        return module
-    value = getattr(module, name)
-    if name in _FUNCTIONS_NAMED_LIKE_MODULES:
-        globals()[name] = value  # found directly from now on (no submodule shadows it)
-    return value
+    return module if _LAZY[name] == f"symdisc.{name}" else getattr(module, name)
 
-
-class _Package(types.ModuleType):
-    """The ``symdisc`` package: importing ``symdisc.discover`` or ``symdisc.train`` binds the
-    submodule as an attribute of its package (Python's import system does this), which would
-    shadow the functions ``symdisc.discover`` and ``symdisc.train`` of ``__all__``; those two
-    attributes keep the function. (So ``import symdisc.train as m`` binds the function too; the
-    submodules are ``sys.modules["symdisc.train"]``, or reached by ``from symdisc.train import
-    ...``.)"""
-
-    def __setattr__(self, name: str, value: object) -> None:
-        if name in _FUNCTIONS_NAMED_LIKE_MODULES and isinstance(value, types.ModuleType):
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
 
 __version__ = "0.1.0"
 

@@ -1,7 +1,7 @@
 """The dimension of a loss's symmetry algebra, and whether learned generators close under the
 Lie bracket (paper 002, section 5 names both as future work; issue 13).
 
-:func:`estimate_dimension` learns k = 1, 2, ... fields (:func:`symdisc.discover.discover`, or any
+:func:`estimate_dimension` learns k = 1, 2, ... fields (:func:`symdisc.discovery.discover`, or any
 ``fit`` the caller passes) and stops at the first k whose fields are not all invariant or not all
 independent: the dimension is the last k that passed. :func:`lie_closure` measures how far the
 brackets ``[h_i, h_j]`` of generators lie from their span. The closed-form reference is the
@@ -165,12 +165,12 @@ def dimension_step(
 
 def learned_fields(loss: ParamLoss, *, d: int, drift_samples: int = 500, **discover_kwargs) -> Fit:
     """The default ``fit`` of :func:`estimate_dimension`: learn k fields with
-    :func:`symdisc.discover.discover` (``d`` and ``discover_kwargs`` passed on) and return them
+    :func:`symdisc.discovery.discover` (``d`` and ``discover_kwargs`` passed on) and return them
     on the run's held-out samples, with the gradient, the run and the flow drift ratio of each
     field on the first ``drift_samples`` held-out samples (0: no drift):
     ``k -> (fields, grad, run, drift)``.
     """
-    from symdisc.discover import discover  # late: discover pulls in training
+    from symdisc.discovery import discover  # late: discover pulls in training
 
     check_int(drift_samples, "drift_samples", minimum=0)
 

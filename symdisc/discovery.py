@@ -15,7 +15,7 @@ from symdisc.generators import Generators
 from symdisc.losses import ParamLoss
 from symdisc.runtime.checks import check_instance, check_int
 from symdisc.sampler import Samples, sample
-from symdisc.train import Discovery, TrainConfig, train
+from symdisc.trainer import Discovery, TrainConfig, train
 from symdisc.validation import check_loss
 
 __all__ = ["DiscoveryRun", "discover"]
@@ -57,9 +57,9 @@ def discover(
 
     Draws ``n_train`` training and ``n_test`` held-out samples (seeds ``seed`` and ``seed + 1``),
     builds an :class:`~symdisc.actions.MLPAction` and :class:`~symdisc.generators.Generators`
-    (seeded), and trains them with :func:`~symdisc.train.train`, which warns with
-    :class:`~symdisc.train.FieldCollapseWarning` when the fields vanish or coincide on the held-out
-    samples.
+    (seeded), and trains them with :func:`~symdisc.trainer.train`, which warns with
+    :class:`~symdisc.trainer.FieldCollapseWarning` when the fields vanish or coincide on the
+    held-out samples.
 
     The defaults differ from paper 002 where the paper's settings fail to find k distinct fields
     (issue 13): the objective is the "fields" form of :class:`~symdisc.objective.Weights`

@@ -236,7 +236,7 @@ def history(records: list[dict[str, float]], *, title: str = "") -> matplotlib.f
     """Training curves: every logged loss term against the step, on a log scale (Fig. 6).
 
     Args:
-        records: the history of :func:`symdisc.train.train` (``Discovery.history``): dicts with
+        records: the history of :func:`symdisc.trainer.train` (``Discovery.history``): dicts with
             ``step`` and the loss terms.
 
     Raises:

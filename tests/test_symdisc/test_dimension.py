@@ -14,7 +14,7 @@ from symdisc.dimension import (
 from symdisc.known import gl_ansatz, null_space
 from symdisc.losses import two_layer
 from symdisc.sampler import sample
-from symdisc.train import TrainConfig
+from symdisc.trainer import TrainConfig
 
 DTYPE = torch.float64
 

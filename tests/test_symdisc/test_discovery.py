@@ -26,7 +26,7 @@ from symdisc.objective import (
     tangent_fields,
 )
 from symdisc.sampler import sample
-from symdisc.train import (
+from symdisc.trainer import (
     Discovery,
     FieldCollapseWarning,
     NonFiniteLossError,
@@ -188,7 +188,7 @@ def make_discovery(loss, seed=0):
     )
 
 
-@pytest.mark.filterwarnings("ignore::symdisc.train.FieldCollapseWarning")  # a few steps only
+@pytest.mark.filterwarnings("ignore::symdisc.trainer.FieldCollapseWarning")  # a few steps only
 def test_checkpoint_resume_equals_an_uninterrupted_run(tmp_path):
     loss = two_layer("identity")
     samples = sample(loss, 300, seed=0)
@@ -212,7 +212,7 @@ def test_checkpoint_resume_equals_an_uninterrupted_run(tmp_path):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.filterwarnings("ignore::symdisc.train.FieldCollapseWarning")  # a few steps only
+@pytest.mark.filterwarnings("ignore::symdisc.trainer.FieldCollapseWarning")  # a few steps only
 def test_nan_stops_training_and_keeps_last_good_checkpoint(tmp_path):
     loss = two_layer("identity")
     samples = sample(loss, 200, seed=0)
@@ -294,7 +294,7 @@ def test_mlp_action_batched_tangents_equal_the_vmapped_jvp(data_dependent):
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore::symdisc.train.FieldCollapseWarning")  # a few steps only
+@pytest.mark.filterwarnings("ignore::symdisc.trainer.FieldCollapseWarning")  # a few steps only
 def test_compiled_training_matches_eager():
     loss = two_layer("sigmoid", m=1, h=2, n=2, k=1)
     samples = sample(loss, 256, seed=0)

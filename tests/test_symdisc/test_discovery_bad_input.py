@@ -12,7 +12,7 @@ from symdisc import plot
 from symdisc.actions import CentredAction, LinearAction, MLPAction
 from symdisc.compose import batch_embedding, depth_embedding, width_embedding
 from symdisc.dimension import dimension_step, estimate_dimension, lie_closure
-from symdisc.discover import discover
+from symdisc.discovery import discover
 from symdisc.generators import Generators
 from symdisc.known import (
     KnownAction,
@@ -55,7 +55,7 @@ from symdisc.objective import (
 from symdisc.sampler import Samples, sample
 from symdisc.teleport import gradient_descent, teleport
 from symdisc.testing import assert_loss_invariant
-from symdisc.train import Discovery, TrainConfig, field_health, train
+from symdisc.trainer import Discovery, TrainConfig, field_health, train
 
 torch.set_num_threads(1)
 F64 = torch.float64

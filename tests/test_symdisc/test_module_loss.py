@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from symdisc.discover import discover
+from symdisc.discovery import discover
 from symdisc.losses import ModuleLoss, module_loss
 from symdisc.metrics import evaluate
-from symdisc.train import TrainConfig
+from symdisc.trainer import TrainConfig
 
 
 def sampler(n, generator):

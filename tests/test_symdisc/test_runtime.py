@@ -291,13 +291,13 @@ def test_loop_arguments():
 # -- discovery: resume rejected before any parameter changes --------------------------------
 
 
-@pytest.mark.filterwarnings("ignore::symdisc.train.FieldCollapseWarning")  # a few steps only
+@pytest.mark.filterwarnings("ignore::symdisc.trainer.FieldCollapseWarning")  # a few steps only
 def test_discovery_resume_rejects_another_model_or_config_untouched(tmp_path):
     from symdisc.actions import MLPAction
     from symdisc.generators import Generators
     from symdisc.losses import two_layer
     from symdisc.sampler import sample
-    from symdisc.train import Discovery, TrainConfig, train
+    from symdisc.trainer import Discovery, TrainConfig, train
 
     loss = two_layer("identity")
     samples = sample(loss, 100, seed=0)
@@ -329,7 +329,7 @@ def test_discovery_resume_mid_pass_equals_an_uninterrupted_run(tmp_path):
     from symdisc.generators import Generators
     from symdisc.losses import two_layer
     from symdisc.sampler import sample
-    from symdisc.train import Discovery, TrainConfig, train
+    from symdisc.trainer import Discovery, TrainConfig, train
 
     loss = two_layer("identity")
     samples = sample(loss, 200, seed=0)
