@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from _cli import parser, run_config, setup
+from _cli import add_grid_flags, grid_options, parser, run_config, setup
+from _grid import run_grid
 from _results import check_targets, write_results
 from symdisc import plot
 from symdisc.discovery import discover
@@ -95,6 +96,37 @@ def discovery_case(
     return scores
 
 
+def discovery_job(
+    name: str,
+    spec: dict,
+    config: TrainConfig,
+    seed: int,
+    device: str,
+    out: Path,
+    data_dependent: bool,
+    n_train: int,
+    n_test: int,
+    targets: dict,
+) -> tuple[dict, float]:
+    """One job of a discovery grid (``_grid.run_grid``): :func:`discovery_case` at ``seed``,
+    its scores checked against ``targets``; returns ``(scores, seconds)``."""
+    tic = time.perf_counter()
+    scores = discovery_case(
+        name,
+        spec["loss"](),
+        spec,
+        config=config,
+        seed=seed,
+        device=device,
+        out=out,
+        data_dependent=data_dependent,
+        n_train=n_train,
+        n_test=n_test,
+    )
+    scores["targets"] = check_targets(scores, targets)
+    return scores, time.perf_counter() - tic
+
+
 def discovery_experiment(
     experiment: str,
     doc: str,
@@ -105,41 +137,46 @@ def discovery_experiment(
     steps: int,
     weights: Weights | None = None,
 ) -> None:
-    """The main of a discovery script: parse the flags, run every case, write results.json.
+    """The main of a discovery script: parse the flags, run every case as one job of the grid
+    (the grid flags of ``_cli.add_grid_flags``: here or on a Slurm cluster), write results.json.
 
-    ``cases`` maps a case name to a spec with ``loss`` (a zero-argument builder of the
-    ParamLoss), ``d``, ``k`` and optionally ``known``; ``targets`` maps case names to
-    :func:`check_targets` targets. ``--quick`` trains 40 steps on 512 samples.
+        ``cases`` maps a case name to a spec with ``loss`` (a zero-argument builder of the
+        ParamLoss), ``d``, ``k`` and optionally ``known``; ``targets`` maps case names to
+        :func:`check_targets` targets. ``--quick`` trains 40 steps on 512 samples.
     """
     p = parser(doc.split("\n\n")[0], threads=1)
     p.add_argument("--steps", type=int, default=steps)
     p.add_argument("--cases", nargs="+", default=list(cases), choices=list(cases))
+    add_grid_flags(p)
     args = p.parse_args()
     setup(args)
+    options = grid_options(p, args)
     log = logging.getLogger(experiment)
     steps = 40 if args.quick else args.steps
     n_train, n_test = (512, 256) if args.quick else (10_000, 2_000)
     config = TrainConfig(steps=steps, seed=args.seed, progress=True, weights=weights or Weights())
     args.out.mkdir(parents=True, exist_ok=True)
-    results, timings, start = {}, {}, time.perf_counter()
-    for name in args.cases:
-        spec = cases[name]
-        tic = time.perf_counter()
-        scores = discovery_case(
+    start = time.perf_counter()
+    jobs = {
+        (name, args.seed): (
             name,
-            spec["loss"](),
-            spec,
-            config=config,
-            seed=args.seed,
-            device=args.device,
-            out=args.out,
-            data_dependent=data_dependent,
-            n_train=n_train,
-            n_test=n_test,
+            cases[name],
+            config,
+            args.seed,
+            args.device,
+            args.out,
+            data_dependent,
+            n_train,
+            n_test,
+            targets.get(name, {}),
         )
-        scores["targets"] = check_targets(scores, targets.get(name, {}))
+        for name in args.cases
+    }
+    done = run_grid(discovery_job, jobs, options, desc=experiment)
+    results, timings = {}, {}
+    for (name, _), (scores, seconds) in done.items():
         results[name] = scores
-        timings[f"{name}_s"] = time.perf_counter() - tic
+        timings[f"{name}_s"] = seconds
         log.info("%s: %s", name, {k: v for k, v in scores.items() if k != "targets"})
     timings["total_s"] = time.perf_counter() - start
     record = {

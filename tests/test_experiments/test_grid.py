@@ -178,3 +178,24 @@ def test_local_executor_writes_the_results_of_a_sequential_run(tmp_path):
     assert local["targets"] == seq["targets"]
     assert set(local["timings"]) == set(seq["timings"])
     assert len(list((tmp_path / "local" / "jobs").glob("*_log.err"))) == 2  # one per job
+
+
+def test_discovery_script_on_the_local_executor_matches_the_sequential_run(tmp_path):
+    """rescaling --quick on two cases, one job per (case, seed) through submitit's local
+    executor: the same scores (to the bit), targets and figures as the sequential run."""
+    pytest.importorskip("submitit")
+    from conftest import run_quick
+
+    args = ["--cases", "linear_1x1", "linear_fig5", "--threads", "1"]
+    seq, _ = run_quick("rescaling", tmp_path / "seq", args=args)
+    local, _ = run_quick(
+        "rescaling", tmp_path / "local", args=[*args, "--executor", "local", "--workers", "2"]
+    )
+    assert seq["config"].pop("executor") == "sequential"
+    assert local["config"].pop("executor") == "local"
+    assert local["config"] == seq["config"]
+    assert local["cases"] == seq["cases"] and list(local["cases"]) == ["linear_1x1", "linear_fig5"]
+    assert set(local["timings"]) == set(seq["timings"])
+    assert sorted(p.name for p in (tmp_path / "local").glob("*.png")) == sorted(
+        p.name for p in (tmp_path / "seq").glob("*.png")
+    )
