@@ -125,13 +125,6 @@ def check_device(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("--device cuda: CUDA is not available")
 
 
-def add_child_flags(p: argparse.ArgumentParser) -> None:
-    """The hidden flags of a benchmark's peak-memory child: ``--child TASK:METHOD`` and
-    ``--workload FILE`` (see :func:`_bench.measure_peaks`)."""
-    p.add_argument("--child", help=argparse.SUPPRESS)  # task:method, internal
-    p.add_argument("--workload", help=argparse.SUPPRESS)  # internal
-
-
 def child_flags(args: argparse.Namespace) -> list[str]:
     """The flags a peak-memory child gets from this run: ``--seed``, ``--device``, ``--quick``
     (when set) and ``--threads`` (when the script has it and it is set)."""

@@ -436,11 +436,12 @@ class Laplace(metaclass=_Factory):
         self._fitted = True
         return self
 
-    _state_means: ClassVar[frozenset[str]] = frozenset({"A"})
-    """Keys of :meth:`_curvature_state`'s dicts whose tensors are means over examples (KFAC's
-    input factor A, a mean over the rows of a layer's inputs): a data-parallel fit combines them
-    with the weights ``n_r / N``. Every other tensor of the state is a sum over examples (the
-    GGN, its diagonal, KFAC's G of the summed loss) and is summed over the ranks."""
+    _state_means: ClassVar[frozenset[str]] = frozenset()
+    """Keys of :meth:`_curvature_state`'s dicts whose tensors are means over examples (a
+    structure declares its own, as the Kronecker one does its input factors A): a data-parallel
+    fit combines them with the weights ``n_r / N``. Every other tensor of the state is a sum
+    over examples (the GGN, its diagonal, KFAC's G of the summed loss) and is summed over the
+    ranks."""
 
     def _reduce_fit(self, group: Any, n_local: int) -> None:
         """Turn this rank's fit of its shard into the fit of all ranks' data (see :meth:`fit`).

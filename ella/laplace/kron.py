@@ -76,6 +76,7 @@ class KronLaplace(Laplace):
 
     structure = "kron"
     factory_options = ("kron_factors",)
+    _state_means = frozenset({"A"})  # A is a mean over the rows of a layer's inputs
 
     def __init__(
         self,
