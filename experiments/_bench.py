@@ -437,6 +437,21 @@ def markdown_report(
     return "\n".join(lines) + "\n"
 
 
+def add_gradients(rows: Sequence[Row], unit: tuple[str, str]) -> None:
+    """Every timed row's ``gradients``: its median over the median of the ``unit`` row
+    ``(task, method)`` of the same workload (curvlinops' convention)."""
+    units = {r["workload"]: r.get("median_s") for r in rows if (r["task"], r["method"]) == unit}
+    for r in rows:
+        per_unit = units.get(r["workload"])
+        if r.get("median_s") is not None and per_unit:
+            r["gradients"] = r["median_s"] / per_unit
+
+
+#: what a benchmark's ``run_workload(kind)`` returns: the workload's description, its rows,
+#: the reasons its answers disagree with the reference, and how its peak memory was measured
+WorkloadRun = tuple[dict, list[Row], list[str], set[str]]
+
+
 # --------------------------------------------------------------------------------------------
 # a run, from its start to its report
 # --------------------------------------------------------------------------------------------
@@ -469,6 +484,25 @@ class BenchmarkRun:
         tick = time.perf_counter()
         yield
         self.timings[key] = time.perf_counter() - tick
+
+    def run_workloads(
+        self, kinds: Sequence[str], run_workload: Callable[[str], WorkloadRun], unit: tuple
+    ) -> tuple[dict[str, dict], list[Row], list[str], set[str]]:
+        """Every workload of ``kinds`` in turn: ``{kind: description}``, all rows (with their
+        time in ``unit`` rows, :func:`add_gradients`), all failures and the peak-memory
+        methods used."""
+        workloads: dict[str, dict] = {}
+        rows: list[Row] = []
+        failures: list[str] = []
+        memory_how: set[str] = set()
+        for kind in kinds:
+            described, kind_rows, kind_failures, how = run_workload(kind)
+            workloads[kind] = described
+            rows += kind_rows
+            failures += kind_failures
+            memory_how |= how
+        add_gradients(rows, unit)
+        return workloads, rows, failures, memory_how
 
     def report(
         self,

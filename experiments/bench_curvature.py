@@ -832,18 +832,6 @@ def child_main(args: argparse.Namespace) -> None:
     print_peak(wl.device, lambda: method.run(wl), unavailable)
 
 
-def add_gradients(rows: Sequence[Row]) -> None:
-    """Every timed row's ``gradients``: its median over the median of :data:`GRADIENT_UNIT`
-    of the same workload (curvlinops' convention)."""
-    units = {
-        r["workload"]: r.get("median_s") for r in rows if (r["task"], r["method"]) == GRADIENT_UNIT
-    }
-    for r in rows:
-        unit = units.get(r["workload"])
-        if r.get("median_s") is not None and unit:
-            r["gradients"] = r["median_s"] / unit
-
-
 # --------------------------------------------------------------------------------------------
 # targets, reports
 # --------------------------------------------------------------------------------------------
@@ -1070,17 +1058,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     run = BenchmarkRun(__file__, args.out, args.device)
     kinds = KINDS if args.workload == "all" else (args.workload,)
-    workloads: dict[str, Any] = {}
-    rows: list[Row] = []
-    failures: list[str] = []
-    memory_how: set[str] = set()
-    for kind in kinds:
-        described, kind_rows, kind_failures, how = run_workload(kind, args, run)
-        workloads[kind] = described
-        rows += kind_rows
-        failures += kind_failures
-        memory_how |= how
-    add_gradients(rows)
+    workloads, rows, failures, memory_how = run.run_workloads(
+        kinds, lambda kind: run_workload(kind, args, run), GRADIENT_UNIT
+    )
     targets = [evaluate_target(t, rows, args.quick) for t in TARGETS if t.workload in kinds]
 
     report = run.report(

@@ -942,20 +942,6 @@ def run_workload(
     return described, rows, failures, memory_how
 
 
-def add_gradients(rows: Sequence[Row]) -> None:
-    """Every timed row's ``gradients``: its median over gradient/torch_autograd's median of the
-    same workload (curvlinops' convention)."""
-    units = {
-        r["workload"]: r.get("median_s")
-        for r in rows
-        if (r["task"], r["method"]) == ("gradient", "torch_autograd")
-    }
-    for r in rows:
-        unit = units.get(r["workload"])
-        if r.get("median_s") is not None and unit:
-            r["gradients"] = r["median_s"] / unit
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads is not None:
@@ -966,17 +952,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup(args)
     run = BenchmarkRun(__file__, args.out, args.device)
     kinds = KINDS if args.workload == "all" else (args.workload,)
-    workloads: dict[str, Any] = {}
-    rows: list[Row] = []
-    failures: list[str] = []
-    memory_how: set[str] = set()
-    for kind in kinds:
-        described, kind_rows, kind_failures, how = run_workload(kind, args, run)
-        workloads[kind] = described
-        rows += kind_rows
-        failures += kind_failures
-        memory_how |= how
-    add_gradients(rows)
+    workloads, rows, failures, memory_how = run.run_workloads(
+        kinds, lambda kind: run_workload(kind, args, run), ("gradient", "torch_autograd")
+    )
     targets = evaluate_targets(rows, args.quick)
 
     report = run.report(

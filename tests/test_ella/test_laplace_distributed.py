@@ -8,16 +8,13 @@ the parent asserts them.
 from __future__ import annotations
 
 import json
-import os
-import socket
-from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
+from conftest import run_ranks
 from ella.laplace import Laplace
 
 SHARDS = (7, 12)
@@ -79,30 +76,8 @@ def _checks(rank: int) -> dict:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, world: int, init: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
-    try:
-        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(_checks(rank)))
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-    # the results are written: skip the interpreter's finalisation, where gloo's worker threads
-    # can abort the process (SIGABRT, "terminate called without an active exception"; seen in 1
-    # of ~15 runs on a loaded machine, after every collective had completed)
-    os._exit(0)
-
-
 def test_distributed_laplace_matches_one_process(tmp_path):
-    mp.spawn(_worker, args=(2, f"tcp://127.0.0.1:{_free_port()}", str(tmp_path)), nprocs=2)
-    for rank in range(2):
-        result = json.loads((tmp_path / f"rank{rank}.json").read_text())
+    for rank, result in enumerate(run_ranks(_checks, tmp_path)):
         errors = result.pop("errors")
         bad = {k: v for k, v in result.items() if not v <= TOL}
         assert not bad, f"rank {rank}: {bad}"

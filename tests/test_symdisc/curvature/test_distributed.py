@@ -8,17 +8,14 @@ that need a group run in the same spawn; the others run in the parent.
 
 from __future__ import annotations
 
-import json
 import os
-import socket
-from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
+from conftest import run_ranks
 from symdisc.curvature import (
     GGNOperator,
     HessianOperator,
@@ -162,33 +159,10 @@ def _checks(rank: int) -> dict[str, float]:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, world: int, init: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
-    try:
-        result = _checks(rank)
-        Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-    # the results are written: skip the interpreter's finalisation, where gloo's worker threads
-    # can abort the process (SIGABRT, "terminate called without an active exception"; seen in 1
-    # of ~15 runs on a loaded machine, after every collective had completed)
-    os._exit(0)
-
-
 @pytest.fixture(scope="module")
 def spawned(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dist")
-    init = f"tcp://127.0.0.1:{_free_port()}"
-    mp.spawn(_worker, args=(2, init, str(tmp)), nprocs=2, join=True)
-    return [json.loads((tmp / f"rank{r}.json").read_text()) for r in range(2)]
+    return run_ranks(_checks, tmp)
 
 
 def test_distributed_matches_one_process(spawned):
