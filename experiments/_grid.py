@@ -38,6 +38,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from symdisc.runtime.checks import check_bool, check_choice, check_instance, check_int
+
 EXECUTORS = ("sequential", "local", "slurm")
 #: seconds between two looks at the state of submitit's jobs
 POLL_S = 0.25
@@ -65,6 +67,8 @@ class GridOptions:
     ``threads`` or 1), ``slurm_mem`` (GB, None: the partition's default): Slurm only.
 
     Raises:
+        TypeError: a count that is not an int (a bool included), a ``jobs_dir`` that is not a
+            str or path, or a ``slurm_partition`` that is not a str.
         ValueError: an unknown executor, a count below its minimum, no ``jobs_dir`` for
             submitit, or Slurm options with another executor.
     """
@@ -80,8 +84,7 @@ class GridOptions:
     slurm_mem: int | None = None
 
     def __post_init__(self) -> None:
-        if self.executor not in EXECUTORS:
-            raise ValueError(f"`executor` must be one of {EXECUTORS}, got {self.executor!r}")
+        check_choice(self.executor, "executor", EXECUTORS)
         minima = {
             "threads": (self.threads, 1),
             "workers": (self.workers, 1),
@@ -91,8 +94,12 @@ class GridOptions:
             "slurm_mem": (self.slurm_mem, 1),
         }
         for name, (value, least) in minima.items():
-            if value is not None and (not isinstance(value, int) or value < least):
+            if value is not None and check_int(value, name) < least:
                 raise ValueError(f"`{name}` must be an integer >= {least}, got {value!r}")
+        if self.jobs_dir is not None:
+            check_instance(self.jobs_dir, "jobs_dir", (str, os.PathLike))
+        if self.slurm_partition is not None:
+            check_instance(self.slurm_partition, "slurm_partition", str)
         if self.executor != "sequential" and self.jobs_dir is None:
             raise ValueError(f"the {self.executor} executor needs `jobs_dir`, got None")
         if self.executor != "slurm":
@@ -126,15 +133,23 @@ def run_grid(
     bar over finished jobs (``desc``).
 
     Raises:
-        TypeError: ``job`` is not callable or an entry of ``jobs`` is not a tuple.
+        TypeError: ``job`` is not callable, ``jobs`` is not a mapping or one of its entries is
+            not a tuple, ``options`` is not a :class:`GridOptions`, ``desc`` is not a str or
+            ``progress`` is not a bool.
         GridJobError: a job raised (the others are cancelled first).
         ImportError: submitit is not installed (local and slurm executors).
     """
     if not callable(job):
         raise TypeError(f"`job` must be a callable, got {type(job).__name__}")
+    check_instance(jobs, "jobs", Mapping)
     for key, args in jobs.items():
         if not isinstance(args, tuple):
-            raise TypeError(f"`jobs[{key!r}]` must be a tuple of arguments, got {type(args)}")
+            raise TypeError(
+                f"`jobs[{key!r}]` must be a tuple of arguments, got {type(args).__name__}"
+            )
+    check_instance(options, "options", GridOptions)
+    check_instance(desc, "desc", str)
+    check_bool(progress, "progress")
     if not jobs:
         return {}
     bar = tqdm(total=len(jobs), desc=desc, disable=not progress)

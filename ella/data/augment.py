@@ -32,7 +32,8 @@ def flip_shift(
         x: (B, ..., H, W) images, at least 3 dimensions (e.g. (B, C, H, W)); any dtype and
             device.
         generator: the random state.
-        shift: the largest shift in pixels along each axis (0: no shift).
+        shift: the largest shift in pixels along each axis (0: no shift), below the images'
+            height and width.
         flip: whether to flip.
 
     Returns:
@@ -41,16 +42,25 @@ def flip_shift(
     Raises:
         TypeError: for a non-tensor ``x``, a ``generator`` that is not a ``torch.Generator``, a
             non-int ``shift`` or a non-bool ``flip``.
-        ValueError: for ``x`` of fewer than 3 dimensions or a negative ``shift``.
+        ValueError: for ``x`` of fewer than 3 dimensions or with no elements (a dimension of
+            size 0), or a ``shift`` that is negative or not below min(H, W).
     """
     check_instance(x, "x", Tensor)
     if generator is not None:
         check_instance(generator, "generator", torch.Generator)
     check_int(shift, "shift", minimum=0)
     check_bool(flip, "flip")
-    if x.ndim < 3:
-        raise ValueError(f"`x` must be (B, ..., H, W) images, got shape {tuple(x.shape)}")
+    if x.ndim < 3 or x.numel() == 0:
+        raise ValueError(
+            f"`x` must be (B, ..., H, W) images, at least one, none of their dimensions 0, got "
+            f"shape {tuple(x.shape)}"
+        )
     b, h, w = x.shape[0], x.shape[-2], x.shape[-1]
+    if shift >= min(h, w):
+        raise ValueError(
+            f"`shift` must be below the images' side min(H, W) = {min(h, w)} (a shift by a "
+            f"whole side leaves a blank image), got {shift}"
+        )
     draw_device = torch.device("cpu") if generator is None else generator.device
     draw = {"generator": generator, "device": draw_device}
     mirrored = torch.zeros(b, dtype=torch.bool, device=x.device)

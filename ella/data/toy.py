@@ -8,6 +8,8 @@ import math
 import torch
 from torch import Tensor
 
+from symdisc.runtime import check_float, check_instance, check_int
+
 __all__ = ["rotation_toy"]
 
 
@@ -38,25 +40,36 @@ def rotation_toy(
     next (so that a rotation much beyond the arc's half-width mixes the classes).
 
     Returns:
-        ``(x (n, 2), y (n,))``; the same seed gives the same points.
+        ``(x (n, 2), y (n,))``, x of ``dtype``, y int64; the same seed gives the same points.
+
+    Raises:
+        TypeError: for an ``n``, ``seed``, ``n_sectors``, ``n_rings`` or ``n_classes`` that is
+            not an int, a ``max_angle_deg`` or ``jitter_deg`` that is not a real number, a
+            ``radius`` that is not a tuple or list of real numbers, or a ``dtype`` that is not a
+            ``torch.dtype``.
+        ValueError: for ``n``, ``n_sectors`` or ``n_rings`` below 1, ``n_classes`` below 2, a
+            negative or non-finite angle, a ``radius`` not of two finite numbers with
+            ``0 <= min < max``, or a ``dtype`` that is not a floating dtype.
     """
-    if n < 1 or n_classes < 2 or n_sectors < 1 or n_rings < 1:
-        raise ValueError(
-            f"`n` must be >= 1, `n_classes` >= 2 and `n_sectors`, `n_rings` >= 1, got "
-            f"{n}, {n_classes}, {n_sectors}, {n_rings}"
-        )
-    for value, name in ((max_angle_deg, "max_angle_deg"), (jitter_deg, "jitter_deg")):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"`{name}` must be a float, got {type(value).__name__}")
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"`{name}` must be a non-negative finite float, got {value!r}")
-    if not (isinstance(radius, (tuple, list)) and len(radius) == 2):
+    check_int(n, "n", minimum=1)
+    check_int(seed, "seed")
+    check_int(n_sectors, "n_sectors", minimum=1)
+    check_int(n_rings, "n_rings", minimum=1)
+    check_int(n_classes, "n_classes", minimum=2)
+    max_angle_deg = check_float(max_angle_deg, "max_angle_deg", nonnegative=True)
+    jitter_deg = check_float(jitter_deg, "jitter_deg", nonnegative=True)
+    if not isinstance(radius, (tuple, list)):
         raise TypeError(f"`radius` must be a pair (min, max) of floats, got {radius!r}")
-    if not all(math.isfinite(float(v)) for v in radius) or not 0 <= radius[0] < radius[1]:
+    if len(radius) != 2:
+        raise ValueError(f"`radius` must be a pair (min, max) of floats, got {radius!r}")
+    lo, hi = (check_float(v, f"radius[{i}]") for i, v in enumerate(radius))
+    if not 0 <= lo < hi:
         raise ValueError(f"`radius` must be (min, max) with 0 <= min < max, got {radius!r}")
+    check_instance(dtype, "dtype", torch.dtype)
+    if not dtype.is_floating_point:
+        raise ValueError(f"`dtype` must be a floating dtype, got {dtype}")
     g = torch.Generator().manual_seed(seed)
     sector = torch.randint(0, n_sectors, (n,), generator=g)
-    lo, hi = radius
     r = lo + (hi - lo) * torch.rand(n, generator=g, dtype=dtype)
     ring = ((r - lo) / ((hi - lo) / n_rings)).floor().long().clamp(max=n_rings - 1)
     y = (ring + sector) % n_classes

@@ -42,12 +42,25 @@ from symdisc.curvature._linop import (
     SymmetricOperator,
     check_square,
 )
-from symdisc.curvature._random import SeedLike
+from symdisc.curvature._random import SeedLike, as_generator
 from symdisc.curvature.functional import Params, check_params, flatten
 from symdisc.curvature.kfac import KronFactors, kfac_with_loss
 from symdisc.curvature.losses import Reduction
-from symdisc.curvature.sharpness import SharpnessResult, random_directions, sharpness
-from symdisc.runtime.checks import check_batches, check_bool, check_choice, check_int
+from symdisc.curvature.sharpness import (
+    RadiusKind,
+    SharpnessResult,
+    _check_radii,
+    random_directions,
+    sharpness,
+)
+from symdisc.runtime.checks import (
+    check_batches,
+    check_bool,
+    check_choice,
+    check_instance,
+    check_int,
+    check_optional_int,
+)
 
 __all__ = [
     "DistributedOperator",
@@ -76,16 +89,16 @@ def check_group(group: ProcessGroup) -> tuple[int, int]:
     """
     if not dist.is_available():
         raise ValueError("`group`: torch.distributed is not available in this build of torch")
+    if group is not None and not isinstance(group, dist.ProcessGroup):
+        raise TypeError(
+            f"`group` must be a torch.distributed.ProcessGroup or None (the default group), "
+            f"got {type(group).__name__}"
+        )
     if not dist.is_initialized():
         raise ValueError(
             "`group`: no process group is initialised; call "
             "torch.distributed.init_process_group(...) on every rank first (torchrun sets the "
             "environment for init_method='env://')"
-        )
-    if group is not None and not isinstance(group, dist.ProcessGroup):
-        raise TypeError(
-            f"`group` must be a torch.distributed.ProcessGroup or None (the default group), "
-            f"got {type(group).__name__}"
         )
     rank = dist.get_rank(group)
     if rank < 0:
@@ -95,7 +108,14 @@ def check_group(group: ProcessGroup) -> tuple[int, int]:
 
 def all_reduce_sum(tensor: Tensor, group: ProcessGroup = None) -> Tensor:
     """``sum_r tensor_r`` over the ranks of ``group``, as a new tensor (the input is not
-    modified); one ``all_reduce``."""
+    modified); one ``all_reduce``.
+
+    Raises:
+        TypeError: for a ``tensor`` that is not a tensor, or a bad ``group``.
+        ValueError: for a group that is not usable (:func:`check_group`).
+    """
+    check_instance(tensor, "tensor", Tensor)
+    check_group(group)
     out = tensor.detach().clone(memory_format=torch.contiguous_format)
     dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
     return out
@@ -107,11 +127,14 @@ def shard_sizes(n_local: int, group: ProcessGroup = None, *, device: Any = "cpu"
     ``device``: where the count travels (a CUDA device for NCCL).
 
     Raises:
-        TypeError: for an ``n_local`` that is not an int.
-        ValueError: on every rank when any rank's shard is empty (naming the ranks), or for a
-            group that is not usable (:func:`check_group`).
+        TypeError: for an ``n_local`` that is not an int, a ``device`` that is not a str,
+            ``torch.device`` or int, or a bad ``group``.
+        ValueError: for a negative ``n_local`` or an unknown ``device`` (on this rank, before
+            any reduction); on every rank when any rank's shard is empty (naming the ranks); or
+            for a group that is not usable (:func:`check_group`).
     """
     check_int(n_local, "n_local", minimum=0)
+    device = _check_device(device)
     _, world = check_group(group)
     mine = torch.tensor([n_local], dtype=torch.int64, device=device)
     counts = [torch.zeros_like(mine) for _ in range(world)]
@@ -135,6 +158,7 @@ def shard_weight(
 
     Raises:
         ValueError: for an unknown reduction, or as :func:`shard_sizes`.
+        TypeError: as :func:`shard_sizes`.
     """
     check_choice(reduction, "reduction", Reduction)
     total = sum(shard_sizes(n_local, group, device=device))
@@ -148,8 +172,15 @@ def check_replicated(values: Tensor, what: str, group: ProcessGroup = None) -> N
     must agree exactly, or to a relative 1e-6 for values that differ only by rounding.
 
     Raises:
-        ValueError: naming ``what``.
+        ValueError: naming ``what``; for a group that is not usable (:func:`check_group`).
+        TypeError: for ``values`` that are not a real (not complex) tensor, a ``what`` that is
+            not a str, or a bad ``group``.
     """
+    check_instance(values, "values", Tensor)
+    if values.is_complex():
+        raise TypeError(f"`values` must be a real tensor, got dtype {values.dtype}")
+    check_instance(what, "what", str)
+    check_group(group)
     v = values.detach().reshape(-1).to(torch.float64)
     both = torch.cat([v, -v])
     dist.all_reduce(both, op=dist.ReduceOp.MAX, group=group)
@@ -157,6 +188,18 @@ def check_replicated(values: Tensor, what: str, group: ProcessGroup = None) -> N
     scale = torch.maximum(high.abs(), low.abs()).clamp_min(1e-300)
     if bool(((high - low) / scale > 1e-6).any()):
         raise ValueError(f"{what} must be the same on every rank, got different values")
+
+
+def _check_device(device: object, name: str = "device") -> torch.device:
+    """``device`` (a str, ``torch.device`` or CUDA index) as a ``torch.device``."""
+    if isinstance(device, bool) or not isinstance(device, (str, torch.device, int)):
+        raise TypeError(f"`{name}` must be a str, torch.device or int, got {type(device).__name__}")
+    try:
+        return torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(
+            f"`{name}` must name a device, e.g. 'cpu' or 'cuda:0', got {device!r}"
+        ) from err
 
 
 def _fingerprint(params: Params) -> Tensor:
@@ -196,10 +239,11 @@ class DistributedOperator(CurvatureOperator):
 
     Raises:
         TypeError: for a ``local`` that is not a square floating operator, a non-int
-            ``n_local``, a non-bool ``check_probes`` or a bad ``group``.
-        ValueError: for an unknown reduction, an empty shard on any rank, an uninitialised
-            process group, parameters that differ between ranks, and (per product) vectors that
-            differ between ranks.
+            ``n_local``, a non-bool ``check_probes``, ``params`` that are not a dict of
+            tensors, or a bad ``group``.
+        ValueError: for an unknown reduction, a negative ``n_local``, empty ``params``, an
+            empty shard on any rank, an uninitialised process group, parameters that differ
+            between ranks, and (per product) vectors that differ between ranks.
 
     Example:
         >>> H = DistributedOperator(HessianOperator(L, params, x_r, y_r), n_local=len(x_r))
@@ -218,6 +262,10 @@ class DistributedOperator(CurvatureOperator):
     ) -> None:
         dim = check_square(local, "local")
         check_bool(check_probes, "check_probes")
+        check_int(n_local, "n_local", minimum=0)  # 0 travels: every rank raises (shard_sizes)
+        check_choice(reduction, "reduction", Reduction)
+        if params is not None:
+            params = check_params(params)
         self.rank, self.world_size = check_group(group)
         self.local, self.group, self.check_probes = local, group, check_probes
         self.shape = (dim, dim)
@@ -299,9 +347,11 @@ def reduce_kfac(
         ``(factors, loss)``, the same on every rank (loss None when none was given); detached.
 
     Raises:
-        TypeError: for factors that are not a non-empty dict of :class:`KronFactors`.
-        ValueError: for an unknown reduction, an empty shard, or blocks whose keys or shapes
-            differ between ranks.
+        TypeError: for factors that are not a non-empty dict of :class:`KronFactors`, a
+            ``loss`` that is not a tensor, or as :func:`shard_sizes`.
+        ValueError: for an unknown reduction, a ``loss`` that is not a 0-d floating tensor, a
+            negative ``n_local``, an empty shard, or blocks whose keys or shapes differ between
+            ranks.
     """
     if not isinstance(factors, dict) or not factors:
         raise TypeError(
@@ -311,6 +361,13 @@ def reduce_kfac(
     if wrong:
         raise TypeError(f"`factors` must hold KronFactors, got other values at {wrong[:3]}")
     check_choice(reduction, "reduction", Reduction)
+    if loss is not None:
+        check_instance(loss, "loss", Tensor)
+        if loss.ndim != 0 or not loss.is_floating_point():
+            raise ValueError(
+                f"`loss` must be a 0-d floating tensor (from kfac_with_loss) or None, got shape "
+                f"{tuple(loss.shape)} and dtype {loss.dtype}"
+            )
     first = next(iter(factors.values())).A
     w_a, w_g = _kfac_weights(n_local, reduction, group, first.device)
     layout = [(k, tuple(f.A.shape), tuple(f.G.shape)) for k, f in factors.items()]
@@ -370,9 +427,15 @@ def distributed_kfac_with_loss(
     fingerprint, one ``all_reduce`` of the packed factors and the loss.
 
     Raises:
-        ValueError: for ``create_graph=True``, an empty shard on any rank, or as
-            :func:`~symdisc.curvature.kfac` and :func:`reduce_kfac`.
+        TypeError: for a ``model`` that is not an ``nn.Module``, ``data`` that is not an
+            iterable of batches (a single batch included), a bad ``group``, or as
+            :func:`~symdisc.curvature.kfac`.
+        ValueError: for ``create_graph=True``, an unknown ``reduction``, an empty shard on any
+            rank, or as :func:`~symdisc.curvature.kfac` and :func:`reduce_kfac`.
     """
+    check_instance(model, "model", nn.Module)
+    check_batches(data, "data")
+    check_choice(options.get("reduction", "mean"), "reduction", Reduction)
     check_group(group)
     if options.get("create_graph", False):
         raise ValueError(
@@ -448,14 +511,39 @@ def distributed_sharpness(
     the parameters and directions, one ``all_reduce`` of the loss and its changes.
 
     Raises:
-        ValueError: as :func:`~symdisc.curvature.sharpness`, for an empty shard, or parameters
-            or directions that differ between ranks.
+        TypeError: as :func:`~symdisc.curvature.sharpness` (``loss_fn``, ``params``, ``radii``,
+            ``directions``, ``generator``, ``chunk_size``), for a non-int ``n_local``, an option
+            other than ``radius`` and ``chunk_size``, or a bad ``group``.
+        ValueError: as :func:`~symdisc.curvature.sharpness`, for a negative ``n_local``, an
+            unknown ``reduction``, an empty shard, or parameters or directions that differ
+            between ranks.
     """
+    # every argument that can be checked alone is checked before the first reduction
+    if not callable(loss_fn):
+        raise TypeError(f"`loss_fn` must be callable, got {type(loss_fn).__name__}")
     params = check_params(params)
+    check_int(n_local, "n_local", minimum=0)  # 0 travels: every rank raises (shard_sizes)
+    check_choice(reduction, "reduction", Reduction)
+    _check_radii(radii)
+    unknown = sorted(set(options) - {"radius", "chunk_size"})
+    if unknown:
+        raise TypeError(
+            f"`{unknown[0]}` is not an option of distributed_sharpness (radius, chunk_size), "
+            f"got {unknown}"
+        )
+    if isinstance(directions, bool) or not isinstance(directions, (int, Tensor)):
+        raise TypeError(
+            f"`directions` must be a positive int or an (n, P) tensor, got "
+            f"{type(directions).__name__}"
+        )
+    if isinstance(directions, int):
+        check_int(directions, "directions", minimum=1)
+        as_generator(generator)  # a seed or a torch.Generator (it draws the directions)
+    check_choice(options.get("radius", "absolute"), "radius", RadiusKind)
+    check_optional_int(options.get("chunk_size"), "chunk_size", minimum=1)
     first = next(iter(params.values()))
     weight, _ = shard_weight(n_local, reduction, group, device=first.device)
     if isinstance(directions, int) and not isinstance(directions, bool):
-        check_int(directions, "directions", minimum=1)
         directions = random_directions(params, directions, generator=generator)
     if isinstance(directions, Tensor):
         d = directions.detach().to(torch.float64)

@@ -48,7 +48,7 @@ from torch import Tensor
 
 from symdisc.curvature import Params
 from symdisc.known._checks import check_element, check_sample
-from symdisc.known.deep import DeepNet, deep_net
+from symdisc.known.deep import DeepNet, deep_net, inverse
 from symdisc.losses import (
     HOMOGENEOUS,
     INVERTIBLE,
@@ -121,7 +121,7 @@ def _gl(loss: TwoLayerLoss) -> _Spec:
 
     def action(p: Params, X: Tensor, g: Tensor) -> Params:
         # W2 g^-1 by inv: the jvp of linalg.solve(left=False) gives NaN under nested vmap
-        q = {"W1": g @ p["W1"], "W2": p["W2"] @ torch.linalg.inv(g)}
+        q = {"W1": g @ p["W1"], "W2": p["W2"] @ inverse(g)}
         if loss.bias:
             q["b1"] = g @ p["b1"]
             q["b2"] = p["b2"]
@@ -161,7 +161,7 @@ def _data_dependent_gl(loss: TwoLayerLoss) -> _Spec:
     def action(p: Params, X: Tensor, g: Tensor) -> Params:
         H = p["W1"] @ X
         W1 = p["W1"] + (activation_inverse(act, g @ s(H)) - H) @ torch.linalg.pinv(X)
-        return {"W1": W1, "W2": p["W2"] @ torch.linalg.inv(g)}
+        return {"W1": W1, "W2": p["W2"] @ inverse(g)}
 
     return _Spec(loss, (loss.h, loss.h), tangent, action)
 
@@ -360,11 +360,15 @@ def group_action(loss: ParamLoss, symmetry: str, *, alpha: float | None = None) 
     part ``W1 (I - X X^+)`` of W1 that X does not see: the same loss, the same tangent and
     ``W1' X``, and equal to it when k = n; unlike it, it fixes theta at ``g = I`` and composes,
     ``a(g2, a(g1, theta)) = a(g2 g1, theta)``, also for k < n. Group elements are not
-    range-checked (that would need Python control flow on tensor values).
+    range-checked (that would need Python control flow on tensor values), except that the
+    inverse of a singular g of "gl" and "data_dependent_gl" fails with a ValueError naming
+    ``g``, also for one element of a vmapped batch.
 
     Raises:
         TypeError, ValueError: if the symmetry does not apply to ``loss`` (see
-            :func:`tangent_basis`).
+            :func:`tangent_basis`). The returned function raises ValueError for theta, X or g
+            of the wrong shape, and for a singular g of "gl" or "data_dependent_gl" (a singular
+            block g_l of a deep net's "gl"), under :func:`torch.vmap` too.
     """
     return _known(loss, symmetry, alpha).action
 

@@ -129,15 +129,36 @@ class DeepNet:
 
         def action(p: Params, X: Tensor, g: Tensor) -> Params:
             q = dict(p)
-            for inc, out, gl in self._around(g, True):
+            for layer, (inc, out, gl) in enumerate(self._around(g, True), 1):
                 q[inc.weight] = gl @ q[inc.weight]
                 if inc.bias is not None:
                     q[inc.bias] = gl @ q[inc.bias]
-                # inv, not solve: the jvp of linalg.solve(left=False) gives NaN under nested vmap
-                q[out.weight] = q[out.weight] @ torch.linalg.inv(gl)
+                where = f" (block g_{layer} of hidden layer {layer})"
+                q[out.weight] = q[out.weight] @ inverse(gl, "g", where)
             return q
 
         return tangent, action
+
+
+def inverse(g: Tensor, name: str = "g", where: str = "") -> Tensor:
+    """``g^{-1}`` of a group element g (..., h, h), also of one vmapped sample.
+
+    By ``torch.linalg.inv``, not ``solve``: the jvp of ``linalg.solve(left=False)`` gives NaN
+    under nested vmap. ``inv`` reads the pivots of its LU factorisation in any case, so a
+    singular g is caught here even under :func:`torch.vmap`, where a check on the values
+    beforehand (:func:`symdisc.validation.check_invertible`) cannot run.
+
+    Raises:
+        ValueError: for a singular g (one element of a batch or of a vmapped batch included),
+            naming ``name`` and, with ``where``, the block.
+    """
+    try:
+        return torch.linalg.inv(g)
+    except torch.linalg.LinAlgError as err:
+        raise ValueError(
+            f"`{name}` must be invertible, an element of GL({g.shape[-1]}){where}, got a "
+            f"singular matrix ({err})"
+        ) from err
 
 
 def deep_net(loss: MLPLoss | ModuleLoss) -> DeepNet:

@@ -861,6 +861,201 @@ CASES = [
         "jitter_deg",
         id="toy-jitter-str",
     ),
+    # rotation_toy: every count, the seed, the angles, the radius and the dtype (issue 18)
+    pytest.param(lambda: edata.rotation_toy(-1, 0), ValueError, "`n`", id="toy-n-negative"),
+    pytest.param(lambda: edata.rotation_toy(10.0, 0), TypeError, "`n`", id="toy-n-float"),
+    pytest.param(lambda: edata.rotation_toy("10", 0), TypeError, "`n`", id="toy-n-str"),
+    pytest.param(lambda: edata.rotation_toy(True, 0), TypeError, "`n`", id="toy-n-bool"),
+    pytest.param(lambda: edata.rotation_toy(10, "0"), TypeError, "`seed`", id="toy-seed-str"),
+    pytest.param(lambda: edata.rotation_toy(10, 0.5), TypeError, "`seed`", id="toy-seed-float"),
+    pytest.param(lambda: edata.rotation_toy(10, None), TypeError, "`seed`", id="toy-seed-none"),
+    pytest.param(
+        lambda: edata.rotation_toy(10, 0, n_sectors=0),
+        ValueError,
+        "`n_sectors`",
+        id="toy-n-sectors-0",
+    ),
+    pytest.param(
+        lambda: edata.rotation_toy(10, 0, n_sectors=2.0),
+        TypeError,
+        "`n_sectors`",
+        id="toy-n-sectors-float",
+    ),
+    pytest.param(
+        lambda: edata.rotation_toy(10, 0, n_rings=0), ValueError, "`n_rings`", id="toy-n-rings-0"
+    ),
+    pytest.param(
+        lambda: edata.rotation_toy(10, 0, n_rings=2.5),
+        TypeError,
+        "`n_rings`",
+        id="toy-n-rings-float",
+    ),
+    pytest.param(
+        lambda: edata.rotation_toy(10, 0, n_classes=2.0),
+        TypeError,
+        "`n_classes`",
+        id="toy-n-classes-float",
+    ),
+    pytest.param(
+        lambda: edata.rotation_toy(10, 0, n_classes=1),
+        ValueError,
+        "`n_classes`",
+        id="toy-n-classes-1",
+    ),
+    pytest.param(
+        lambda: edata.rotation_toy(10, 0, max_angle_deg=INF),
+        ValueError,
+        "`max_angle_deg`",
+        id="toy-angle-inf",
+    ),
+    pytest.param(
+        lambda: edata.rotation_toy(10, 0, max_angle_deg=-10.0),
+        ValueError,
+        "`max_angle_deg`",
+        id="toy-angle-negative",
+    ),
+    pytest.param(
+        lambda: edata.rotation_toy(10, 0, max_angle_deg=True),
+        TypeError,
+        "`max_angle_deg`",
+        id="toy-angle-bool",
+    ),
+    pytest.param(
+        lambda: edata.rotation_toy(10, 0, jitter_deg=NAN),
+        ValueError,
+        "`jitter_deg`",
+        id="toy-jitter-nan",
+    ),
+    pytest.param(
+        lambda: edata.rotation_toy(10, 0, radius=(-1.0, 2.0)),
+        ValueError,
+        "`radius`",
+        id="toy-radius-negative",
+    ),
+    pytest.param(
+        lambda: edata.rotation_toy(10, 0, radius=(1.0, 1.0)),
+        ValueError,
+        "`radius`",
+        id="toy-radius-empty-band",
+    ),
+    pytest.param(
+        lambda: edata.rotation_toy(10, 0, radius=(0.5, 1.0, 2.0)),
+        ValueError,
+        "`radius`",
+        id="toy-radius-three",
+    ),
+    pytest.param(
+        lambda: edata.rotation_toy(10, 0, radius=2.0), TypeError, "`radius`", id="toy-radius-scalar"
+    ),
+    pytest.param(
+        lambda: edata.rotation_toy(10, 0, radius=torch.tensor([0.5, 2.0])),
+        TypeError,
+        "`radius`",
+        id="toy-radius-tensor",
+    ),
+    pytest.param(
+        lambda: edata.rotation_toy(10, 0, radius=("a", 2.0)),
+        TypeError,
+        "`radius[0]`",
+        id="toy-radius-str",
+    ),
+    pytest.param(
+        lambda: edata.rotation_toy(10, 0, radius=(0.5, INF)),
+        ValueError,
+        "`radius[1]`",
+        id="toy-radius-inf",
+    ),
+    pytest.param(
+        lambda: edata.rotation_toy(10, 0, radius=(False, True)),
+        TypeError,
+        "`radius[0]`",
+        id="toy-radius-bool",
+    ),
+    pytest.param(
+        lambda: edata.rotation_toy(10, 0, dtype=torch.long),
+        ValueError,
+        "`dtype`",
+        id="toy-dtype-long",
+    ),
+    pytest.param(
+        lambda: edata.rotation_toy(10, 0, dtype=torch.complex64),
+        ValueError,
+        "`dtype`",
+        id="toy-dtype-complex",
+    ),
+    pytest.param(
+        lambda: edata.rotation_toy(10, 0, dtype="float64"),
+        TypeError,
+        "`dtype`",
+        id="toy-dtype-str",
+    ),
+    # flip_shift: images, shift, flip, generator
+    pytest.param(
+        lambda: edata.flip_shift(torch.zeros(0, 1, 8, 8)), ValueError, "`x`", id="flip-shift-empty"
+    ),
+    pytest.param(
+        lambda: edata.flip_shift(torch.zeros(2, 1, 0, 8)),
+        ValueError,
+        "`x`",
+        id="flip-shift-height-0",
+    ),
+    pytest.param(
+        lambda: edata.flip_shift(torch.zeros(2, 1, 8, 8), shift=8),
+        ValueError,
+        "`shift`",
+        id="flip-shift-whole-side",
+    ),
+    pytest.param(
+        lambda: edata.flip_shift(torch.zeros(2, 1, 16, 3)),
+        ValueError,
+        "`shift`",
+        id="flip-shift-default-on-narrow-images",
+    ),
+    pytest.param(
+        lambda: edata.flip_shift(torch.zeros(2, 1, 8, 8), shift=2.0),
+        TypeError,
+        "`shift`",
+        id="flip-shift-float",
+    ),
+    pytest.param(
+        lambda: edata.flip_shift(torch.zeros(2, 1, 8, 8), shift=True),
+        TypeError,
+        "`shift`",
+        id="flip-shift-bool",
+    ),
+    pytest.param(
+        lambda: edata.flip_shift(torch.zeros(2, 1, 8, 8), flip=1),
+        TypeError,
+        "`flip`",
+        id="flip-shift-flip-int",
+    ),
+    pytest.param(
+        lambda: edata.flip_shift(torch.zeros(2, 1, 8, 8), 0),
+        TypeError,
+        "`generator`",
+        id="flip-shift-generator-seed",
+    ),
+    pytest.param(
+        lambda: edata.flip_shift(torch.zeros(8, 8).numpy()),
+        TypeError,
+        "`x`",
+        id="flip-shift-numpy",
+    ),
+    # digits_images: size and source
+    pytest.param(lambda: edata.digits_images(0), ValueError, "`size`", id="digits-size-0"),
+    pytest.param(lambda: edata.digits_images(-28), ValueError, "`size`", id="digits-size-negative"),
+    pytest.param(lambda: edata.digits_images(28.0), TypeError, "`size`", id="digits-size-float"),
+    pytest.param(lambda: edata.digits_images("28"), TypeError, "`size`", id="digits-size-str"),
+    pytest.param(lambda: edata.digits_images(True), TypeError, "`size`", id="digits-size-bool"),
+    pytest.param(
+        lambda: edata.digits_images(source="MNIST"),
+        ValueError,
+        "`source`",
+        id="digits-source-case",
+    ),
+    pytest.param(
+        lambda: edata.digits_images(source=None), ValueError, "`source`", id="digits-source-none"
+    ),
     pytest.param(lambda: edata.standardise([1.0]), TypeError, "train", id="standardise-list"),
     pytest.param(
         lambda: edata.standardise(torch.zeros(0, 3)), ValueError, "train", id="standardise-empty"

@@ -62,6 +62,135 @@ def test_bad_options_are_named(kwargs, match):
         grid.GridOptions(**kwargs)
 
 
+_SLURM = dict(executor="slurm", jobs_dir=Path("j"))
+
+# (id, call, exception, the argument the message must name): every bad argument of GridOptions
+# and run_grid fails before any job runs, with the argument's name in backticks (issue 18)
+BAD_CALLS = [
+    ("executor-ray", lambda: grid.GridOptions(executor="ray"), ValueError, "`executor`"),
+    ("executor-none", lambda: grid.GridOptions(executor=None), ValueError, "`executor`"),
+    (
+        "executor-capitalised",
+        lambda: grid.GridOptions(executor="Local", jobs_dir=Path("j")),
+        ValueError,
+        "`executor`",
+    ),
+    ("workers-0", lambda: grid.GridOptions(workers=0), ValueError, "`workers`"),
+    ("workers-negative", lambda: grid.GridOptions(workers=-2), ValueError, "`workers`"),
+    ("workers-float", lambda: grid.GridOptions(workers=2.0), TypeError, "`workers`"),
+    ("workers-bool", lambda: grid.GridOptions(workers=True), TypeError, "`workers`"),
+    ("workers-str", lambda: grid.GridOptions(workers="4"), TypeError, "`workers`"),
+    ("threads-float", lambda: grid.GridOptions(threads=1.5), TypeError, "`threads`"),
+    (
+        "slurm-time-str",
+        lambda: grid.GridOptions(**_SLURM, slurm_time="60"),
+        TypeError,
+        "`slurm_time`",
+    ),
+    ("slurm-mem-0", lambda: grid.GridOptions(**_SLURM, slurm_mem=0), ValueError, "`slurm_mem`"),
+    ("slurm-cpus-0", lambda: grid.GridOptions(**_SLURM, slurm_cpus=0), ValueError, "`slurm_cpus`"),
+    (
+        "slurm-gpus-float",
+        lambda: grid.GridOptions(**_SLURM, slurm_gpus=1.0),
+        TypeError,
+        "`slurm_gpus`",
+    ),
+    (
+        "jobs-dir-int",
+        lambda: grid.GridOptions(executor="local", jobs_dir=3),
+        TypeError,
+        "`jobs_dir`",
+    ),
+    ("local-no-jobs-dir", lambda: grid.GridOptions(executor="local"), ValueError, "`jobs_dir`"),
+    (
+        "slurm-partition-int",
+        lambda: grid.GridOptions(**_SLURM, slurm_partition=3),
+        TypeError,
+        "`slurm_partition`",
+    ),
+    (
+        "run-job-str",
+        lambda: grid.run_grid("divmod", {0: (1, 2)}, grid.GridOptions(), progress=False),
+        TypeError,
+        "`job`",
+    ),
+    (
+        "run-job-none",
+        lambda: grid.run_grid(None, {0: (1, 2)}, grid.GridOptions(), progress=False),
+        TypeError,
+        "`job`",
+    ),
+    (
+        "run-jobs-list",
+        lambda: grid.run_grid(divmod, [(1, 2)], grid.GridOptions(), progress=False),
+        TypeError,
+        "`jobs`",
+    ),
+    (
+        "run-jobs-none",
+        lambda: grid.run_grid(divmod, None, grid.GridOptions(), progress=False),
+        TypeError,
+        "`jobs`",
+    ),
+    (
+        "run-jobs-entry-list",
+        lambda: grid.run_grid(divmod, {0: [1, 2]}, grid.GridOptions(), progress=False),
+        TypeError,
+        "`jobs[0]`",
+    ),
+    (
+        "run-jobs-entry-int",
+        lambda: grid.run_grid(abs, {"a": -3}, grid.GridOptions(), progress=False),
+        TypeError,
+        "`jobs['a']`",
+    ),
+    (
+        "run-options-dict",
+        lambda: grid.run_grid(divmod, {0: (1, 2)}, {"executor": "sequential"}, progress=False),
+        TypeError,
+        "`options`",
+    ),
+    (
+        "run-options-none-no-jobs",
+        lambda: grid.run_grid(divmod, {}, None, progress=False),
+        TypeError,
+        "`options`",
+    ),
+    (
+        "run-options-executor-name",
+        lambda: grid.run_grid(divmod, {0: (1, 2)}, "sequential", progress=False),
+        TypeError,
+        "`options`",
+    ),
+    (
+        "run-desc-int",
+        lambda: grid.run_grid(divmod, {0: (1, 2)}, grid.GridOptions(), desc=3, progress=False),
+        TypeError,
+        "`desc`",
+    ),
+    (
+        "run-progress-int",
+        lambda: grid.run_grid(divmod, {0: (1, 2)}, grid.GridOptions(), progress=0),
+        TypeError,
+        "`progress`",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "name"), [c[1:] for c in BAD_CALLS], ids=[c[0] for c in BAD_CALLS]
+)
+def test_bad_grid_arguments_fail_clearly(call, error, name):
+    with pytest.raises(error) as info:
+        call()
+    assert name in str(info.value), str(info.value)
+
+
+def test_bad_call_ids_are_unique():
+    ids = [c[0] for c in BAD_CALLS]
+    assert len(ids) == len(set(ids))
+
+
 def _fake_srun(monkeypatch, tmp_path: Path) -> None:
     """An ``srun`` on the PATH, which submitit's Slurm executor looks for."""
     srun = tmp_path / "bin" / "srun"

@@ -60,6 +60,24 @@ EMB = width_embedding(SMALL, BIG, [0, 1])
 GEN = torch.randn(2, 3, 3, dtype=F64)
 PROFILE = {"t": torch.linspace(0, 1, 3), "flow": torch.zeros(3, 2), "random": torch.zeros(3, 2)}
 DENSITY = slq_density(torch.diag(torch.arange(6.0, dtype=F64)), n_steps=4, n_probes=1)
+DD_GL = two_layer("tanh", h=2)  # data_dependent_gl: invertible activation, no biases, k <= n
+S_DD = sample(DD_GL, 4, dtype=F64)
+DEEP_ID = mlp("identity", [1, 2, 2, 1])  # deep "gl": g (8,), the blocks g_1, g_2 (2, 2)
+S_DEEP = sample(DEEP_ID, 4, dtype=F64)
+
+
+def _singular(n: int = 4, d: int = 2) -> torch.Tensor:
+    """n group elements (n, d, d): the identity, but element 1 is the zero matrix."""
+    g = torch.eye(d, dtype=F64).repeat(n, 1, 1)
+    g[1] = 0.0
+    return g
+
+
+def _deep_singular() -> torch.Tensor:
+    """4 deep "gl" elements (4, 8): identity blocks, but block g_2 of element 1 is zero."""
+    g = torch.eye(2, dtype=F64).reshape(-1).repeat(4, 2)
+    g[1, 4:] = 0.0
+    return g
 
 
 def _ax():
@@ -327,6 +345,75 @@ CASES = [
         lambda d: KnownAction(SMALL, "gl")(torch.eye(2).long(), THETA, X1),
         TypeError,
         "g",
+    ),
+    # a singular group element: plain, and one element of a torch.vmap batch (issue 18)
+    (
+        "group-action-singular-g",
+        lambda d: group_action(SMALL, "gl")(THETA, X1, torch.zeros(2, 2, dtype=F64)),
+        ValueError,
+        "`g` must be invertible",
+    ),
+    (
+        "group-action-vmap-singular-g",
+        lambda d: torch.vmap(group_action(SMALL, "gl"))(S.theta, S.X, _singular()),
+        ValueError,
+        "`g` must be invertible",
+    ),
+    (
+        "group-action-vmap-jacrev-singular-g",
+        lambda d: torch.vmap(torch.func.jacrev(group_action(SMALL, "gl")))(
+            S.theta, S.X, _singular()
+        ),
+        ValueError,
+        "`g` must be invertible",
+    ),
+    (
+        "group-action-nested-vmap-singular-g",
+        lambda d: torch.vmap(torch.vmap(group_action(SMALL, "gl"), in_dims=(None, None, 0)))(
+            S.theta, S.X, _singular()[None].expand(4, 4, 2, 2)
+        ),
+        ValueError,
+        "`g` must be invertible",
+    ),
+    (
+        "known-action-vmap-singular-g",
+        lambda d: torch.vmap(KnownAction(SMALL, "gl"))(_singular(), S.theta, S.X),
+        ValueError,
+        "`g` must be invertible",
+    ),
+    (
+        "ddgl-singular-g",
+        lambda d: group_action(DD_GL, "data_dependent_gl")(
+            S_DD.theta[0], S_DD.X[0], torch.zeros(2, 2, dtype=F64)
+        ),
+        ValueError,
+        "`g` must be invertible",
+    ),
+    (
+        "ddgl-vmap-singular-g",
+        lambda d: torch.vmap(group_action(DD_GL, "data_dependent_gl"))(
+            S_DD.theta, S_DD.X, _singular()
+        ),
+        ValueError,
+        "`g` must be invertible",
+    ),
+    (
+        "deep-gl-singular-g",
+        lambda d: group_action(DEEP_ID, "gl")(S_DEEP.theta[1], S_DEEP.X[1], _deep_singular()[1]),
+        ValueError,
+        "`g` must be invertible, an element of GL(2) (block g_2",
+    ),
+    (
+        "deep-gl-vmap-singular-g",
+        lambda d: torch.vmap(group_action(DEEP_ID, "gl"))(S_DEEP.theta, S_DEEP.X, _deep_singular()),
+        ValueError,
+        "`g` must be invertible",
+    ),
+    (
+        "deep-known-action-vmap-singular-g",
+        lambda d: torch.vmap(KnownAction(DEEP_ID, "gl"))(_singular(d=4), S_DEEP.theta, S_DEEP.X),
+        ValueError,
+        "`g` must be invertible",
     ),
     ("permute-float", lambda d: permute_hidden(SMALL, THETA, [0.5, 1]), TypeError, "perm"),
     ("permute-length", lambda d: permute_hidden(SMALL, THETA, [0, 1, 2]), ValueError, "perm"),

@@ -14,6 +14,7 @@ import math
 
 import pytest
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from symdisc.curvature import (
@@ -51,6 +52,18 @@ from symdisc.curvature import (
     supervised_loss,
     unflatten,
     vector_jacobian_product,
+)
+from symdisc.curvature.distributed import (
+    DistributedOperator,
+    all_reduce_sum,
+    check_group,
+    check_replicated,
+    distributed_kfac,
+    distributed_kfac_with_loss,
+    distributed_sharpness,
+    reduce_kfac,
+    shard_sizes,
+    shard_weight,
 )
 from symdisc.curvature.reference import dense_ggn, dense_hessian
 from symdisc.runtime import (
@@ -97,6 +110,27 @@ class NaNOperator(CurvatureOperator):
 
     def _matmat(self, V):
         return torch.full_like(V, math.nan)
+
+
+def one_rank(call):
+    """``call()`` in a one-rank gloo process group (world size 1, an in-memory store): the
+    calls that only fail after a first reduction (an empty shard, a deep error after the
+    shard sizes) need one. The group is destroyed afterwards."""
+    if dist.is_initialized():  # pragma: no cover
+        pytest.skip("a process group is initialised in this process")
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        return call()
+    finally:
+        dist.destroy_process_group()
+
+
+def kfac_factors():
+    return kfac(NET, DATA, loss="cross_entropy")
+
+
+def ce_loss(params, x, y):
+    return LOSS(params, x, y)
 
 
 def bn_net():
@@ -943,6 +977,368 @@ CASES = [
     ("check-batches-pair", lambda t: check_batches((X, Y)), TypeError, "`data`.*wrap it"),
     ("check-batches-int", lambda t: check_batches(3, "batches"), TypeError, "`batches`"),
     ("check-path-int", lambda t: check_path(3, "file"), TypeError, "`file`"),
+    # -- symdisc.curvature.distributed: before any reduction (no process group) ---------------
+    ("dist-check-group-str", lambda t: check_group("world"), TypeError, "`group` must be"),
+    ("dist-check-group-int", lambda t: check_group(0), TypeError, "`group` must be"),
+    (
+        "dist-check-group-uninitialised",
+        lambda t: check_group(None),
+        ValueError,
+        "`group`.*init_process_group",
+    ),
+    ("dist-all-reduce-list", lambda t: all_reduce_sum([1.0]), TypeError, "`tensor`"),
+    (
+        "dist-all-reduce-uninitialised",
+        lambda t: all_reduce_sum(torch.ones(2)),
+        ValueError,
+        "`group`.*init_process_group",
+    ),
+    (
+        "dist-all-reduce-group-str",
+        lambda t: all_reduce_sum(torch.ones(2), "world"),
+        TypeError,
+        "`group`",
+    ),
+    ("dist-shard-sizes-negative", lambda t: shard_sizes(-1), ValueError, "`n_local`"),
+    ("dist-shard-sizes-float", lambda t: shard_sizes(2.0), TypeError, "`n_local`"),
+    ("dist-shard-sizes-bool", lambda t: shard_sizes(True), TypeError, "`n_local`"),
+    ("dist-shard-sizes-device", lambda t: shard_sizes(3, device="gpu"), ValueError, "`device`"),
+    ("dist-shard-sizes-device-float", lambda t: shard_sizes(3, device=0.5), TypeError, "`device`"),
+    ("dist-shard-sizes-group", lambda t: shard_sizes(3, group="world"), TypeError, "`group`"),
+    ("dist-shard-weight-reduction", lambda t: shard_weight(3, "max"), ValueError, "`reduction`"),
+    (
+        "dist-shard-weight-reduction-none",
+        lambda t: shard_weight(3, None),
+        ValueError,
+        "`reduction`",
+    ),
+    ("dist-shard-weight-n-local-str", lambda t: shard_weight("3", "mean"), TypeError, "`n_local`"),
+    ("dist-replicated-list", lambda t: check_replicated([1.0], "x"), TypeError, "`values`"),
+    (
+        "dist-replicated-complex",
+        lambda t: check_replicated(torch.ones(2, dtype=torch.complex128), "x"),
+        TypeError,
+        "`values`",
+    ),
+    ("dist-replicated-what", lambda t: check_replicated(torch.ones(2), 3), TypeError, "`what`"),
+    (
+        "dist-replicated-uninitialised",
+        lambda t: check_replicated(torch.ones(2), "`x`"),
+        ValueError,
+        "`group`",
+    ),
+    (
+        "dist-operator-local-str",
+        lambda t: DistributedOperator("H", n_local=3),
+        TypeError,
+        "`local`",
+    ),
+    (
+        "dist-operator-local-int",
+        lambda t: DistributedOperator(INT_SYM, n_local=3),
+        TypeError,
+        "`local`",
+    ),
+    (
+        "dist-operator-local-rectangular",
+        lambda t: DistributedOperator(torch.zeros(3, 4, dtype=F64), n_local=3),
+        ValueError,
+        "`local`",
+    ),
+    (
+        "dist-operator-n-local-float",
+        lambda t: DistributedOperator(SYM, n_local=2.5),
+        TypeError,
+        "`n_local`",
+    ),
+    (
+        "dist-operator-n-local-negative",
+        lambda t: DistributedOperator(SYM, n_local=-2),
+        ValueError,
+        "`n_local`",
+    ),
+    (
+        "dist-operator-reduction",
+        lambda t: DistributedOperator(SYM, n_local=3, reduction="max"),
+        ValueError,
+        "`reduction`",
+    ),
+    (
+        "dist-operator-check-probes",
+        lambda t: DistributedOperator(SYM, n_local=3, check_probes=1),
+        TypeError,
+        "`check_probes`",
+    ),
+    (
+        "dist-operator-params-list",
+        lambda t: DistributedOperator(SYM, n_local=3, params=list(PARAMS.values())),
+        TypeError,
+        "`params`",
+    ),
+    (
+        "dist-operator-params-empty",
+        lambda t: DistributedOperator(SYM, n_local=3, params={}),
+        ValueError,
+        "`params`",
+    ),
+    (
+        "dist-operator-group-str",
+        lambda t: DistributedOperator(SYM, n_local=3, group="world"),
+        TypeError,
+        "`group`",
+    ),
+    (
+        "dist-operator-uninitialised",
+        lambda t: DistributedOperator(SYM, n_local=3),
+        ValueError,
+        "`group`.*init_process_group",
+    ),
+    ("dist-reduce-kfac-empty", lambda t: reduce_kfac({}, n_local=3), TypeError, "`factors`"),
+    (
+        "dist-reduce-kfac-list",
+        lambda t: reduce_kfac(list(kfac_factors().values()), n_local=3),
+        TypeError,
+        "`factors`",
+    ),
+    (
+        "dist-reduce-kfac-values",
+        lambda t: reduce_kfac({"0": torch.eye(2)}, n_local=3),
+        TypeError,
+        "`factors`",
+    ),
+    (
+        "dist-reduce-kfac-reduction",
+        lambda t: reduce_kfac(kfac_factors(), n_local=3, reduction="max"),
+        ValueError,
+        "`reduction`",
+    ),
+    (
+        "dist-reduce-kfac-loss-float",
+        lambda t: reduce_kfac(kfac_factors(), n_local=3, loss=1.0),
+        TypeError,
+        "`loss`",
+    ),
+    (
+        "dist-reduce-kfac-loss-vector",
+        lambda t: reduce_kfac(kfac_factors(), n_local=3, loss=torch.ones(3, dtype=F64)),
+        ValueError,
+        "`loss`",
+    ),
+    (
+        "dist-reduce-kfac-n-local-negative",
+        lambda t: reduce_kfac(kfac_factors(), n_local=-1),
+        ValueError,
+        "`n_local`",
+    ),
+    (
+        "dist-reduce-kfac-n-local-none",
+        lambda t: reduce_kfac(kfac_factors(), n_local=None),
+        TypeError,
+        "`n_local`",
+    ),
+    (
+        "dist-kfac-model-str",
+        lambda t: distributed_kfac("model", DATA, loss="cross_entropy"),
+        TypeError,
+        "`model`",
+    ),
+    (
+        "dist-kfac-single-batch",
+        lambda t: distributed_kfac(NET, (X, Y), loss="cross_entropy"),
+        TypeError,
+        "`data`.*wrap it",
+    ),
+    (
+        "dist-kfac-data-int",
+        lambda t: distributed_kfac(NET, 3, loss="cross_entropy"),
+        TypeError,
+        "`data`",
+    ),
+    (
+        "dist-kfac-reduction",
+        lambda t: distributed_kfac(NET, DATA, loss="cross_entropy", reduction="max"),
+        ValueError,
+        "`reduction`",
+    ),
+    (
+        "dist-kfac-with-loss-group-str",
+        lambda t: distributed_kfac_with_loss(NET, DATA, loss="cross_entropy", group="world"),
+        TypeError,
+        "`group`",
+    ),
+    (
+        "dist-kfac-uninitialised",
+        lambda t: distributed_kfac_with_loss(NET, DATA, loss="cross_entropy"),
+        ValueError,
+        "`group`.*init_process_group",
+    ),
+    (
+        "dist-sharpness-loss-fn",
+        lambda t: distributed_sharpness(None, PARAMS, X, Y, n_local=5, radii=[0.1]),
+        TypeError,
+        "`loss_fn`",
+    ),
+    (
+        "dist-sharpness-params-list",
+        lambda t: distributed_sharpness(
+            ce_loss, list(PARAMS.values()), X, Y, n_local=5, radii=[0.1]
+        ),
+        TypeError,
+        "`params`",
+    ),
+    (
+        "dist-sharpness-n-local-negative",
+        lambda t: distributed_sharpness(ce_loss, PARAMS, X, Y, n_local=-5, radii=[0.1]),
+        ValueError,
+        "`n_local`",
+    ),
+    (
+        "dist-sharpness-n-local-float",
+        lambda t: distributed_sharpness(ce_loss, PARAMS, X, Y, n_local=5.0, radii=[0.1]),
+        TypeError,
+        "`n_local`",
+    ),
+    (
+        "dist-sharpness-reduction",
+        lambda t: distributed_sharpness(
+            ce_loss, PARAMS, X, Y, n_local=5, reduction="avg", radii=[0.1]
+        ),
+        ValueError,
+        "`reduction`",
+    ),
+    (
+        "dist-sharpness-radii-nan",
+        lambda t: distributed_sharpness(ce_loss, PARAMS, X, Y, n_local=5, radii=[math.nan]),
+        ValueError,
+        "`radii`",
+    ),
+    (
+        "dist-sharpness-radii-str",
+        lambda t: distributed_sharpness(ce_loss, PARAMS, X, Y, n_local=5, radii="0.1"),
+        TypeError,
+        "`radii`",
+    ),
+    (
+        "dist-sharpness-directions-0",
+        lambda t: distributed_sharpness(
+            ce_loss, PARAMS, X, Y, n_local=5, radii=[0.1], directions=0
+        ),
+        ValueError,
+        "`directions`",
+    ),
+    (
+        "dist-sharpness-directions-float",
+        lambda t: distributed_sharpness(
+            ce_loss, PARAMS, X, Y, n_local=5, radii=[0.1], directions=8.0
+        ),
+        TypeError,
+        "`directions`",
+    ),
+    (
+        "dist-sharpness-directions-bool",
+        lambda t: distributed_sharpness(
+            ce_loss, PARAMS, X, Y, n_local=5, radii=[0.1], directions=True
+        ),
+        TypeError,
+        "`directions`",
+    ),
+    (
+        "dist-sharpness-option-misspelt",
+        lambda t: distributed_sharpness(ce_loss, PARAMS, X, Y, n_local=5, radii=[0.1], chunksize=4),
+        TypeError,
+        "`chunksize`",
+    ),
+    (
+        "dist-sharpness-radius-kind",
+        lambda t: distributed_sharpness(
+            ce_loss, PARAMS, X, Y, n_local=5, radii=[0.1], radius="norm"
+        ),
+        ValueError,
+        "`radius`",
+    ),
+    (
+        "dist-sharpness-chunk-size-0",
+        lambda t: distributed_sharpness(
+            ce_loss, PARAMS, X, Y, n_local=5, radii=[0.1], chunk_size=0
+        ),
+        ValueError,
+        "`chunk_size`",
+    ),
+    (
+        "dist-sharpness-generator-str",
+        lambda t: distributed_sharpness(
+            ce_loss, PARAMS, X, Y, n_local=5, radii=[0.1], generator="0"
+        ),
+        TypeError,
+        "`generator`",
+    ),
+    (
+        "dist-sharpness-uninitialised",
+        lambda t: distributed_sharpness(ce_loss, PARAMS, X, Y, n_local=5, radii=[0.1]),
+        ValueError,
+        "`group`.*init_process_group",
+    ),
+    # -- symdisc.curvature.distributed in a one-rank gloo group (after the shard sizes) --------
+    (
+        "dist-group-shard-sizes-0",
+        lambda t: one_rank(lambda: shard_sizes(0)),
+        ValueError,
+        "`n_local`",
+    ),
+    (
+        "dist-group-operator-n-local-0",
+        lambda t: one_rank(lambda: DistributedOperator(SYM, n_local=0)),
+        ValueError,
+        "`n_local`.*at least one example",
+    ),
+    (
+        "dist-group-reduce-kfac-n-local-0",
+        lambda t: one_rank(lambda: reduce_kfac(kfac_factors(), n_local=0)),
+        ValueError,
+        "`n_local`",
+    ),
+    (
+        "dist-group-kfac-model-str",
+        lambda t: one_rank(lambda: distributed_kfac("model", DATA, loss="cross_entropy")),
+        TypeError,
+        "`model`",
+    ),
+    (
+        "dist-group-kfac-loss",
+        lambda t: one_rank(lambda: distributed_kfac(NET, DATA, loss="hinge")),
+        ValueError,
+        "`loss`",
+    ),
+    (
+        "dist-group-kfac-empty-data",
+        lambda t: one_rank(lambda: distributed_kfac(NET, [], loss="cross_entropy")),
+        ValueError,
+        "`data`|`n_local`",
+    ),
+    (
+        "dist-group-sharpness-n-local-0",
+        lambda t: one_rank(
+            lambda: distributed_sharpness(ce_loss, PARAMS, X, Y, n_local=0, radii=[0.1])
+        ),
+        ValueError,
+        "`n_local`",
+    ),
+    (
+        "dist-group-sharpness-directions-shape",
+        lambda t: one_rank(
+            lambda: distributed_sharpness(
+                ce_loss, PARAMS, X, Y, n_local=5, radii=[0.1], directions=torch.ones(2, P + 1)
+            )
+        ),
+        ValueError,
+        "`directions`",
+    ),
+    (
+        "dist-group-operator-vector-shape",
+        lambda t: one_rank(lambda: DistributedOperator(SYM, n_local=3) @ torch.ones(5, dtype=F64)),
+        ValueError,
+        "`V`|`v`",
+    ),
 ]
 
 
