@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from symdisc.curvature._linop import ParameterOperator
+from symdisc.curvature._linop import ChunkSize, ParameterOperator, check_chunk_size
 from symdisc.curvature.derivatives import check_callable, check_inputs, per_sample_jacobian
 from symdisc.curvature.functional import ModelFn, Params, check_params, num_params
 from symdisc.curvature.hessian import check_finite_loss
@@ -44,9 +44,10 @@ class GGNOperator(ParameterOperator):
         targets: (N, C) for ``"mse"``, (N,) class indices for ``"cross_entropy"``.
         loss: ``"mse"`` or ``"cross_entropy"``.
         reduction: ``"mean"`` or ``"sum"``, as in ``torch.nn.functional``.
-        chunk_size: vectors per vmapped chunk of a block product (see :class:`HessianOperator`;
-            ``chunk_size=1`` for convolutional networks on a CPU: 2.7x faster per vector than
-            the default 8 on the ResNet of issue 19).
+        chunk_size: vectors per vmapped chunk of a block product: an int, ``None`` for the
+            whole block, or ``"auto"`` (default: chunks of 8, or of 1 for convolutional networks
+            on a CPU, where 1 was 2.7x faster per vector than 8 on the ResNet of issue 19; see
+            :class:`HessianOperator`).
 
     Raises:
         ValueError: for an unknown loss or reduction, wrongly shaped targets or outputs, or a
@@ -62,13 +63,13 @@ class GGNOperator(ParameterOperator):
         *,
         loss: Loss,
         reduction: Reduction = "mean",
-        chunk_size: int | None = 8,
+        chunk_size: ChunkSize = "auto",
     ) -> None:
         check_callable(model_fn, "model_fn")
         params = check_params(params)
         check_inputs(inputs)
         check_loss(loss, reduction)
-        check_optional_int(chunk_size, "chunk_size", minimum=1)
+        check_chunk_size(chunk_size)
 
         def f(p: Params) -> Tensor:
             return model_fn(p, inputs)

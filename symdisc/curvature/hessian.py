@@ -12,9 +12,9 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
-from symdisc.curvature._linop import ParameterOperator
+from symdisc.curvature._linop import ChunkSize, ParameterOperator, check_chunk_size
 from symdisc.curvature.functional import Params, check_params
-from symdisc.runtime.checks import check_int, check_optional_int
+from symdisc.runtime.checks import check_int
 
 HVPMode = Literal["vjp", "jvp"]
 LossFn = Callable[..., Tensor]
@@ -53,18 +53,20 @@ class HessianOperator(ParameterOperator):
       Nothing is retained between products, so memory stays that of one gradient evaluation.
 
     Blocks of vectors (``H @ V`` with V of shape (P, k)) are vmapped over the block in chunks of
-    ``chunk_size`` vectors. The default of 8 is measured on a 2-core CPU for an MLP: as fast as a
-    loop and faster than one vmap over a block of 100, which leaves the caches; on a GPU larger
-    chunks (or ``None``, the whole block) pay off. For convolutional networks on a CPU pass
-    ``chunk_size=1``: vmapping the convolutions' double backward made a block of 8 products
-    2.6x slower than 8 single products on the ResNet of issue 19 (one thread).
+    ``chunk_size`` vectors. The default ``"auto"`` takes chunks of 8, measured on a 2-core CPU
+    for an MLP as fast as a loop and faster than one vmap over a block of 100, which leaves the
+    caches, except for convolutional networks (a parameter of more than 2 dimensions) on a
+    CPU, where it loops (chunks of 1): vmapping the convolutions' double backward made 100
+    products on the ResNet of issue 19 1.65x slower in chunks of 8. On a GPU larger chunks
+    (or ``None``, the whole block) pay off.
 
     Args:
         loss_fn: a pure scalar loss ``L(params, *args)``.
         params: ``dict[str, Tensor]``, the point at which the Hessian is taken.
         *args: the rest of ``loss_fn``'s arguments (inputs, targets), held fixed.
         mode: ``"vjp"`` or ``"jvp"``, see above.
-        chunk_size: vectors per vmapped chunk of a block product; ``None`` for the whole block.
+        chunk_size: vectors per vmapped chunk of a block product: an int, ``None`` for the
+            whole block, or ``"auto"`` (default; see above).
 
     Raises:
         ValueError: for an unknown ``mode``, a loss that is not a finite scalar
@@ -85,12 +87,12 @@ class HessianOperator(ParameterOperator):
         params: Params,
         *args: object,
         mode: HVPMode = "vjp",
-        chunk_size: int | None = 8,
+        chunk_size: ChunkSize = "auto",
     ) -> None:
         if not callable(loss_fn):
             raise TypeError(f"`loss_fn` must be callable, got {type(loss_fn).__name__}")
         params = check_params(params)
-        check_optional_int(chunk_size, "chunk_size", minimum=1)
+        check_chunk_size(chunk_size)
         if mode not in get_args(HVPMode):
             raise ValueError(f"`mode` must be one of {get_args(HVPMode)}, got {mode!r}")
         self.mode = mode

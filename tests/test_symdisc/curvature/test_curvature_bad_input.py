@@ -391,6 +391,18 @@ CASES = [
         ValueError,
         "`chunk_size`",
     ),
+    (
+        "hess-chunk-auto-typo",
+        lambda t: HessianOperator(LOSS, PARAMS, X, Y, chunk_size="Auto"),
+        ValueError,
+        "`chunk_size`",
+    ),
+    (
+        "ggn-op-chunk-float",
+        lambda t: GGNOperator(FN, PARAMS, X, Y, loss="cross_entropy", chunk_size=2.5),
+        TypeError,
+        "`chunk_size`",
+    ),
     ("hess-params-empty", lambda t: HessianOperator(LOSS, {}, X, Y), ValueError, "`params`"),
     (
         "hess-targets-range",

@@ -21,6 +21,30 @@ def test_hvp_vectors_and_blocks_match_brute_force(case, mode):
     torch.testing.assert_close(H.loss, case.loss_fn(case.params, case.inputs, case.targets))
 
 
+def test_auto_chunks_loop_over_convolutions_on_a_cpu_and_keep_the_products():
+    """``chunk_size="auto"``: chunks of 1 for a network with a convolution kernel on a CPU, 8
+    for an MLP; the products are those of an explicit chunking (float64)."""
+    from torch import nn
+
+    from symdisc.curvature import GGNOperator, functional, supervised_loss
+
+    torch.manual_seed(0)
+    cnn = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh(), nn.Flatten(), nn.Linear(8, 3)).double()
+    mlp = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+    for model, x, chunk in ((cnn, torch.randn(6, 1, 4, 4), 1), (mlp, torch.randn(6, 4), 8)):
+        f, params = functional(model)
+        x, y = x.double(), torch.tensor([0, 1, 2, 0, 1, 2])
+        L = supervised_loss(f, "cross_entropy")
+        H = HessianOperator(L, params, x, y)
+        G = GGNOperator(f, params, x, y, loss="cross_entropy")
+        assert H.chunk_size == G.chunk_size == chunk
+        V = torch.randn(H.shape[0], 5, dtype=torch.float64)
+        H3 = HessianOperator(L, params, x, y, chunk_size=3)
+        G3 = GGNOperator(f, params, x, y, loss="cross_entropy", chunk_size=3)
+        torch.testing.assert_close(H @ V, H3 @ V, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(G @ V, G3 @ V, rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("block_size", [1, 5, 128])
 def test_dense_hessian_matches_brute_force(case, block_size):
     ref = brute_force_hessian(case)
