@@ -170,8 +170,8 @@ class ParameterOperator(CurvatureOperator):
         self._product = product
 
     def _matmat(self, V: Tensor) -> Tensor:
-        if V.shape[0] == 1:
-            return flatten(self._product(unflatten(V[0], self._params)))[None]
+        if V.shape[0] == 1 or self.chunk_size == 1:  # a loop: no vmap over one vector
+            return torch.stack([flatten(self._product(unflatten(v, self._params))) for v in V])
         products = torch.vmap(self._product, chunk_size=self.chunk_size)(unflatten(V, self._params))
         return torch.cat([products[k].reshape(V.shape[0], -1) for k in self._params], dim=1)
 
