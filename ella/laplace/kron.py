@@ -337,10 +337,20 @@ class KronLaplace(Laplace):
         """``sum_l sum_{i,j} log(a_i g_j / T + delta_l)`` with the eigenvalues (clamped at 0
         against round-off) of every block's A and G."""
         # one reduction per group (not a gather over all entries: the gather's backward adds
-        # the entries' 1 / (a_i g_j / T + delta) one by one, losing float32 accuracy)
-        return torch.stack(
-            [torch.log(products + vector[i]).sum() for i, products in self._kron_products]
-        ).sum()
+        # the entries' 1 / (a_i g_j / T + delta) one by one, losing float32 accuracy), summed
+        # in float64: a float32 sum of the ResNet benchmark's 77,706 logs was 7.8e-3 nats off
+        # (2.2e-4 in float64, whatever the products' dtype)
+        wide = torch.float64
+        return (
+            torch.stack(
+                [
+                    torch.log(products.to(wide) + vector[i].to(wide)).sum()
+                    for i, products in self._kron_products
+                ]
+            )
+            .sum()
+            .to(vector.dtype)
+        )
 
     def group_eigenvalues(self) -> dict[str, Tensor]:
         """The products ``a_i g_j / T`` of the eigenvalues of every Kronecker block of the
