@@ -97,7 +97,8 @@ Targets: ours' median <= 0.5x the fastest laplace-torch backend's for kron_margl
 workloads), <= 0.8x
 for full_marglik, <= 1.0x for kron_reeval and the three predictive tasks (issue 17: "no slower
 than laplace-torch's fastest backend"; not judged on --quick). Ours must agree with the
-reference within 1e-3 nats (exit status 1 otherwise); peers' errors are reported.
+reference within max(1e-3 nats, 1e-6 x |reference|) (float32 rounding of a large value; exit
+status 1 otherwise); peers are held to the same bound, and their errors are reported.
 
 Peers are optional; install them without their dependencies, which would replace torch::
 
@@ -158,6 +159,10 @@ LL_PRIOR = 2.0  # last_layer_fit: one precision shared by W3 and b3
 N_TEST = 1000  # glm_predictive*: test inputs (--quick: N_TEST_QUICK)
 N_TEST_QUICK = 100
 AGREEMENT_NATS = 1e-3
+#: the agreement of a log marginal likelihood is max(AGREEMENT_NATS, this x |reference|): the
+#: float32 rounding of a large value (a ulp of the ResNet's -3652 nats is 2.4e-4; laplace-torch
+#: sums its 77,706 log-eigenvalues in float32 and lands 2.4e-3 nats off)
+AGREEMENT_RELATIVE = 1e-6
 AGREEMENT_PROB = 1e-4  # glm_predictive*: largest difference of a predictive probability
 SELF_CHECK_NATS = 1e-6  # ours in float64 against the brute-force reference
 REPEATS_MIN = 3  # timed calls per method at least (full run)
@@ -911,7 +916,11 @@ def run_workload(
         )
 
     agreement = {
-        task: AGREEMENT_PROB if task.startswith("glm_") else AGREEMENT_NATS for task in tasks
+        task: AGREEMENT_PROB
+        if task.startswith("glm_")
+        else max(AGREEMENT_NATS, AGREEMENT_RELATIVE * abs(float(ref.expected(task))))
+        for task in tasks
+        if task != "gradient"
     }
     failures += mark_agreement(rows, "abs_error", agreement)
     names = [
@@ -966,6 +975,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "dtype": "float32",
             "repeats_min": 1 if args.quick else REPEATS_MIN,
             "agreement_nats": AGREEMENT_NATS,
+            "agreement_relative": AGREEMENT_RELATIVE,
             "agreement_prob": AGREEMENT_PROB,
             "tasks": list(TASKS),
             "resnet_tasks": list(RESNET_TASKS),
