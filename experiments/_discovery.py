@@ -1,11 +1,11 @@
 """The main of the discovery scripts of paper 002, section 4 (``rescaling.py``,
-``data_dependent.py``): learn each case's symmetry with :func:`symdisc.discovery.discover`, score it
-with :func:`symdisc.metrics.evaluate`, draw its figures and write results.json.
+``data_dependent.py``): learn each case's symmetry with :func:`symdisc.discovery.discover`, score
+it with :func:`symdisc.metrics.evaluate`, draw its figures and write results.json.
 
 Plumbing, no maths: the learning and the scores are library calls. It stays a helper of the
 scripts (not a library function of ``symdisc``) because what it adds is the scripts' part: the
 command line, the file names of the figures in the output folder and the config record of
-results.json. Only :func:`discovery_experiment` reads the command line; :func:`discovery_case`
+results.json. Only :func:`discovery_experiment` reads the command line; :func:`discovery_job`
 takes plain values. :func:`relu_deep` is the one user network that ``rescaling.py`` and
 ``symmetry_dimension.py`` share.
 """
@@ -26,7 +26,7 @@ from _results import check_targets, write_results
 from symdisc import plot
 from symdisc.discovery import discover
 from symdisc.known import tangent_basis, unit_generators
-from symdisc.losses import ModuleLoss, ParamLoss, module_loss
+from symdisc.losses import ModuleLoss, module_loss
 from symdisc.metrics import evaluate, flow_profile
 from symdisc.objective import Weights
 from symdisc.trainer import TrainConfig
@@ -51,11 +51,9 @@ def relu_deep() -> ModuleLoss:
     )
 
 
-def discovery_case(
+def discovery_job(
     name: str,
-    loss: ParamLoss,
     spec: dict,
-    *,
     config: TrainConfig,
     seed: int,
     device: str,
@@ -63,14 +61,19 @@ def discovery_case(
     data_dependent: bool,
     n_train: int,
     n_test: int,
-) -> dict[str, float]:
-    """Learn one case's symmetry, score it on held-out samples and draw its figures.
+    targets: dict,
+) -> tuple[dict, float]:
+    """One job of a discovery grid (``_grid.run_grid``): learn one case's symmetry at ``seed``,
+    score it on held-out samples against ``targets`` and draw its figures; returns
+    ``(scores, seconds)``.
 
-    ``spec`` holds ``d``, ``k`` and optionally ``known`` (a symmetry of :mod:`symdisc.known`
-    to score against) and ``weights`` (a :class:`Weights` that replaces ``config.weights`` for
-    this case). Writes ``<name>_generators.png``, ``<name>_training.png`` and
-    ``<name>_flow.png`` into ``out``.
+    ``spec`` holds ``loss`` (a zero-argument builder of the ParamLoss), ``d``, ``k`` and
+    optionally ``known`` (a symmetry of :mod:`symdisc.known` to score against) and ``weights``
+    (a :class:`Weights` that replaces ``config.weights`` for this case). Writes
+    ``<name>_generators.png``, ``<name>_training.png`` and ``<name>_flow.png`` into ``out``.
     """
+    tic = time.perf_counter()
+    loss = spec["loss"]()
     run = discover(
         loss,
         d=spec["d"],
@@ -93,36 +96,6 @@ def discovery_case(
     plot.save(plot.history(run.history, title=name), out / f"{name}_training.png")
     profile = flow_profile(loss, action, h[0], test, seed=seed)
     plot.save(plot.flow_losses(profile, title=name), out / f"{name}_flow.png")
-    return scores
-
-
-def discovery_job(
-    name: str,
-    spec: dict,
-    config: TrainConfig,
-    seed: int,
-    device: str,
-    out: Path,
-    data_dependent: bool,
-    n_train: int,
-    n_test: int,
-    targets: dict,
-) -> tuple[dict, float]:
-    """One job of a discovery grid (``_grid.run_grid``): :func:`discovery_case` at ``seed``,
-    its scores checked against ``targets``; returns ``(scores, seconds)``."""
-    tic = time.perf_counter()
-    scores = discovery_case(
-        name,
-        spec["loss"](),
-        spec,
-        config=config,
-        seed=seed,
-        device=device,
-        out=out,
-        data_dependent=data_dependent,
-        n_train=n_train,
-        n_test=n_test,
-    )
     scores["targets"] = check_targets(scores, targets)
     return scores, time.perf_counter() - tic
 
