@@ -54,9 +54,10 @@ class KronLaplace(Laplace):
             function, and the only kind :meth:`curvature_pairing` can take one batch of.
         chunk_size: samples per KFAC forward-backward pass, passed on as ``chunk_size`` of
             :func:`symdisc.curvature.kfac` (to ``kron_factors`` only when set). Default None:
-            kfac's automatic chunks, at most 2^24 backpropagated output-gradient entries per
-            pass (for a ResNet on 512 CIFAR-shaped images, chunks of 64 took the fit's peak from
-            820 to 135 MB, and its time down by a quarter); the same factors up to rounding.
+            kfac's automatic chunks, at most 2^24 backpropagated output-gradient entries and
+            1024 samples per pass (for a ResNet on 512 CIFAR-shaped images, chunks of 64 took
+            the fit's peak from 820 to 135 MB, and its time down by a quarter); the same
+            factors up to rounding.
 
     Attributes (after :meth:`fit`, besides those of :class:`~ella.laplace.Laplace`):
         curvature: ``{block: KronFactors}`` of the untempered negative log-likelihood (G scaled

@@ -148,8 +148,8 @@ def test_chunked_kfac_equals_unchunked(bias):
 
 def test_automatic_chunks_hold_at_most_the_entry_cap(monkeypatch):
     """The default chunk is sized from a one-sample pass: C outputs x E layer-output entries
-    per sample; lowering the cap splits each batch into chunks of cap // (C E) samples, and the
-    factors stay the sums over all samples."""
+    per sample; lowering the entry cap splits each batch into chunks of cap // (C E) samples,
+    the sample cap bounds them too, and the factors stay the sums over all samples."""
     from symdisc.curvature.kfac import core
 
     model, x, y = small_cnn()
@@ -166,6 +166,14 @@ def test_automatic_chunks_hold_at_most_the_entry_cap(monkeypatch):
     monkeypatch.setattr(core, "KFAC_CHUNK_ENTRIES", 4 * per_sample + 1)
     chunked = kfac(model, [(x, y)], loss="cross_entropy")
     assert sizes == [1, 4, 2]  # the sizing pass, then 6 samples in chunks of 4
+    sizes.clear()
+    monkeypatch.setattr(core, "KFAC_CHUNK_ENTRIES", 2**24)
+    monkeypatch.setattr(core, "KFAC_CHUNK_SAMPLES", 5)
+    capped = kfac(model, [(x, y)], loss="cross_entropy")
+    assert sizes == [1, 5, 1]  # entries allow all 6, the sample cap allows 5
+    for key in whole:
+        torch.testing.assert_close(capped[key].A, whole[key].A, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(capped[key].G, whole[key].G, rtol=1e-12, atol=1e-14)
     for key in whole:
         torch.testing.assert_close(chunked[key].A, whole[key].A, rtol=1e-12, atol=1e-14)
         torch.testing.assert_close(chunked[key].G, whole[key].G, rtol=1e-12, atol=1e-14)
