@@ -47,9 +47,8 @@ from symdisc.curvature.functional import Params, check_params, flatten
 from symdisc.curvature.kfac import KronFactors, kfac_with_loss
 from symdisc.curvature.losses import Reduction
 from symdisc.curvature.sharpness import (
-    RadiusKind,
     SharpnessResult,
-    _check_radii,
+    check_sharpness_arguments,
     random_directions,
     sharpness,
 )
@@ -59,7 +58,6 @@ from symdisc.runtime.checks import (
     check_choice,
     check_instance,
     check_int,
-    check_optional_int,
 )
 
 __all__ = [
@@ -519,31 +517,28 @@ def distributed_sharpness(
             between ranks.
     """
     # every argument that can be checked alone is checked before the first reduction
-    if not callable(loss_fn):
-        raise TypeError(f"`loss_fn` must be callable, got {type(loss_fn).__name__}")
-    params = check_params(params)
-    check_int(n_local, "n_local", minimum=0)  # 0 travels: every rank raises (shard_sizes)
-    check_choice(reduction, "reduction", Reduction)
-    _check_radii(radii)
     unknown = sorted(set(options) - {"radius", "chunk_size"})
     if unknown:
         raise TypeError(
             f"`{unknown[0]}` is not an option of distributed_sharpness (radius, chunk_size), "
             f"got {unknown}"
         )
-    if isinstance(directions, bool) or not isinstance(directions, (int, Tensor)):
-        raise TypeError(
-            f"`directions` must be a positive int or an (n, P) tensor, got "
-            f"{type(directions).__name__}"
-        )
-    if isinstance(directions, int):
+    params, _ = check_sharpness_arguments(
+        loss_fn,
+        params,
+        radii,
+        directions,
+        options.get("radius", "absolute"),
+        options.get("chunk_size"),
+    )
+    check_int(n_local, "n_local", minimum=0)  # 0 travels: every rank raises (shard_sizes)
+    check_choice(reduction, "reduction", Reduction)
+    if isinstance(directions, int):  # drawn here, after the first reduction: checked now
         check_int(directions, "directions", minimum=1)
         as_generator(generator)  # a seed or a torch.Generator (it draws the directions)
-    check_choice(options.get("radius", "absolute"), "radius", RadiusKind)
-    check_optional_int(options.get("chunk_size"), "chunk_size", minimum=1)
     first = next(iter(params.values()))
     weight, _ = shard_weight(n_local, reduction, group, device=first.device)
-    if isinstance(directions, int) and not isinstance(directions, bool):
+    if isinstance(directions, int):
         directions = random_directions(params, directions, generator=generator)
     if isinstance(directions, Tensor):
         d = directions.detach().to(torch.float64)

@@ -149,42 +149,16 @@ def sharpness(
             or with NaN or zero rows, an unknown radius kind, or a non-finite unperturbed loss or
             perturbed loss (:class:`NonFiniteCurvatureError`, naming the radii).
     """
-    if not callable(loss_fn):
-        raise TypeError(f"`loss_fn` must be callable, got {type(loss_fn).__name__}")
-    params = check_params(params)
-    if radius not in get_args(RadiusKind):
-        raise ValueError(f"`radius` must be one of {get_args(RadiusKind)}, got {radius!r}")
-    check_optional_int(chunk_size, "chunk_size", minimum=1)
+    params, radii_t = check_sharpness_arguments(
+        loss_fn, params, radii, directions, radius, chunk_size
+    )
     first = next(iter(params.values()))
-    radii_t = _check_radii(radii).to(dtype=first.dtype, device=first.device)
+    radii_t = radii_t.to(dtype=first.dtype, device=first.device)
     dim = num_params(params)
-    if isinstance(directions, bool):
-        raise TypeError("`directions` must be a positive int or an (n, P) tensor, got bool")
     if isinstance(directions, int):
         d = random_directions(params, directions, generator=generator)
-    elif isinstance(directions, Tensor) and directions.ndim == 2 and directions.shape[1] == dim:
-        if directions.shape[0] == 0 or not directions.is_floating_point():
-            raise ValueError(
-                f"`directions` must be a non-empty floating (n, {dim}) tensor, got shape "
-                f"{tuple(directions.shape)} and dtype {directions.dtype}"
-            )
-        norms = directions.norm(dim=1, keepdim=True)
-        if not bool(torch.isfinite(directions).all()) or bool((norms == 0).any()):
-            raise ValueError(
-                "`directions` must have finite, non-zero rows (each is normalised), got NaN, "
-                "infinite or all-zero rows"
-            )
-        d = directions.to(first.dtype) / norms.to(first.dtype)
-    elif isinstance(directions, Tensor):
-        raise ValueError(
-            f"`directions` must be a positive int or an (n, {dim}) tensor, got shape "
-            f"{tuple(directions.shape)}"
-        )
     else:
-        raise TypeError(
-            f"`directions` must be a positive int or an (n, {dim}) tensor, got "
-            f"{type(directions).__name__}"
-        )
+        d = directions.to(first.dtype) / directions.norm(dim=1, keepdim=True).to(first.dtype)
     theta = flatten(params)
     step = radii_t * (theta.norm() if radius == "relative" else 1.0)
     base = loss_fn(params, *args).detach()
@@ -203,6 +177,56 @@ def sharpness(
         )
     change = (losses - base).to(torch.float64)
     return SharpnessResult.of_changes(radii_t, step, base, change)
+
+
+def check_sharpness_arguments(
+    loss_fn: object,
+    params: object,
+    radii: object,
+    directions: object,
+    radius: object,
+    chunk_size: object,
+) -> tuple[Params, Tensor]:
+    """The checks of :func:`sharpness` (and of its data-parallel twin, before any reduction):
+    the checked ``params`` and the radii as a float64 vector (R,).
+
+    Raises:
+        TypeError, ValueError: as :func:`sharpness`.
+    """
+    if not callable(loss_fn):
+        raise TypeError(f"`loss_fn` must be callable, got {type(loss_fn).__name__}")
+    params = check_params(params)
+    if radius not in get_args(RadiusKind):
+        raise ValueError(f"`radius` must be one of {get_args(RadiusKind)}, got {radius!r}")
+    check_optional_int(chunk_size, "chunk_size", minimum=1)
+    radii_t = _check_radii(radii)
+    dim = num_params(params)
+    if isinstance(directions, bool):
+        raise TypeError("`directions` must be a positive int or an (n, P) tensor, got bool")
+    # a count is checked where the directions are drawn (random_directions)
+    if isinstance(directions, Tensor) and directions.ndim == 2 and directions.shape[1] == dim:
+        if directions.shape[0] == 0 or not directions.is_floating_point():
+            raise ValueError(
+                f"`directions` must be a non-empty floating (n, {dim}) tensor, got shape "
+                f"{tuple(directions.shape)} and dtype {directions.dtype}"
+            )
+        norms = directions.norm(dim=1, keepdim=True)
+        if not bool(torch.isfinite(directions).all()) or bool((norms == 0).any()):
+            raise ValueError(
+                "`directions` must have finite, non-zero rows (each is normalised), got NaN, "
+                "infinite or all-zero rows"
+            )
+    elif isinstance(directions, Tensor):
+        raise ValueError(
+            f"`directions` must be a positive int or an (n, {dim}) tensor, got shape "
+            f"{tuple(directions.shape)}"
+        )
+    elif not isinstance(directions, int):
+        raise TypeError(
+            f"`directions` must be a positive int or an (n, {dim}) tensor, got "
+            f"{type(directions).__name__}"
+        )
+    return params, radii_t
 
 
 def _check_radii(radii: object) -> Tensor:
